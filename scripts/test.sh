@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: a broker, then format, lints, and every unit, property and integration test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-rabbitmq.sh
+# The site-script test runs the generated JavaScript in Node.js.
+if ! command -v node >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs >/dev/null
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,114 @@
+//! The CoMagic / UIS Data API client: JSON-RPC 2.0 over one pooled reqwest client, `access_token`
+//! inside `params`, every answer classified (see [`outcome`]).
+
+pub mod limits;
+pub mod outcome;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+pub use limits::Limits;
+pub use outcome::{classify, Failure, QuotaWindow, Success};
+
+use crate::event::EventKind;
+use crate::mapping::Item;
+use crate::secret::Secret;
+use crate::telemetry::ComagicMetrics;
+
+/// The real endpoints. Tests and demos point integrations at the sandbox instead.
+pub const COMAGIC_URL: &str = "https://dataapi.comagic.ru/v2.0";
+pub const UIS_URL: &str = "https://dataapi.uiscom.ru/v2.0";
+
+/// CoMagic's cap on items per upload request.
+pub const MAX_ITEMS_PER_CALL: usize = 50;
+
+pub fn upload_method(kind: EventKind) -> (&'static str, &'static str) {
+    match kind {
+        EventKind::Chat => ("upload.chats", "chats"),
+        EventKind::Offline => ("upload.offline_messages", "offline_messages"),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ComagicClient {
+    http: reqwest::Client,
+    metrics: ComagicMetrics,
+    next_id: std::sync::Arc<AtomicU64>,
+}
+
+impl ComagicClient {
+    pub fn new(timeout: Duration, metrics: ComagicMetrics) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
+            .pool_max_idle_per_host(32)
+            .user_agent(concat!("verbox-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initialises");
+        ComagicClient { http, metrics, next_id: std::sync::Arc::new(AtomicU64::new(1)) }
+    }
+
+    /// Uploads one batch (at most [`MAX_ITEMS_PER_CALL`] items) of one kind.
+    pub async fn upload(
+        &self,
+        endpoint: &str,
+        token: &Secret,
+        kind: EventKind,
+        items: &[Item],
+    ) -> Result<Success, Failure> {
+        debug_assert!(items.len() <= MAX_ITEMS_PER_CALL);
+        let (method, key) = upload_method(kind);
+        self.metrics.batch_items.with_label_values(&[method]).observe(items.len() as f64);
+        let mut params = Map::new();
+        params.insert(key.into(), serde_json::to_value(items).expect("items serialize"));
+        self.call(endpoint, token, method, params, Some(key)).await
+    }
+
+    /// One JSON-RPC call. `items_key` names the params array whose index an error's `field` refers to.
+    pub async fn call(
+        &self,
+        endpoint: &str,
+        token: &Secret,
+        method: &'static str,
+        mut params: Map<String, Value>,
+        items_key: Option<&str>,
+    ) -> Result<Success, Failure> {
+        params.insert("access_token".into(), Value::String(token.expose().to_owned()));
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": self.next_id.fetch_add(1, Ordering::Relaxed),
+            "method": method,
+            "params": params,
+        });
+        let started = Instant::now();
+        let outcome = self.send(endpoint, &body, items_key).await;
+        self.metrics.request_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+        let result = match &outcome {
+            Ok(_) => "ok",
+            Err(failure) => failure.label(),
+        };
+        self.metrics.requests.with_label_values(&[method, result]).inc();
+        outcome
+    }
+
+    async fn send(&self, endpoint: &str, body: &Value, items_key: Option<&str>) -> Result<Success, Failure> {
+        let transport = |e: reqwest::Error| Failure::Transient {
+            label: "transport",
+            // without_url: the URL is config, not a secret, but keep errors short and uniform.
+            reason: e.without_url().to_string(),
+        };
+        let response = self
+            .http
+            .post(endpoint)
+            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=UTF-8")
+            .body(serde_json::to_vec(body).expect("a JSON value serializes"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        classify(status, &bytes, items_key)
+    }
+}

@@ -1,0 +1,225 @@
+//! Every answer of the Data API, classified into what the caller must do about it. Errors come with
+//! HTTP 200 and an `error` body, so the body decides, not the status (vector's "HTTP 200 but the body
+//! says error" case).
+
+use serde_json::Value;
+
+use super::limits::Limits;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub result: Value,
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaWindow {
+    Minute,
+    Day,
+}
+
+/// What went wrong, by what the caller does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Transport error, timeout, HTTP 5xx, `internal_error`, an unreadable body: try again later.
+    Transient { label: &'static str, reason: String },
+    /// `limit_exceeded`: wait for the window to reset (known from the last `metadata.limits`);
+    /// not the events' fault.
+    Quota { window: QuotaWindow },
+    /// The tenant's account or token is wrong: pause the tenant, keep its events.
+    Tenant { mnemonic: &'static str, message: String },
+    /// One item (by index when `field` names it) or the request as a whole was refused.
+    Item { mnemonic: &'static str, message: String, index: Option<usize>, field: Option<String> },
+    /// `duplicate_entity`: the item is already there, which counts as delivered.
+    Duplicate { index: Option<usize> },
+}
+
+impl Failure {
+    /// The `result` label of `bridge_comagic_requests_total`: bounded (known mnemonics only).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Failure::Transient { label, .. } => label,
+            Failure::Quota { .. } => "limit_exceeded",
+            Failure::Tenant { mnemonic, .. } | Failure::Item { mnemonic, .. } => mnemonic,
+            Failure::Duplicate { .. } => "duplicate_entity",
+        }
+    }
+}
+
+const TENANT: &[&str] = &[
+    "access_token_expired",
+    "access_token_blocked",
+    "access_token_invalid",
+    "auth_error",
+    "ip_not_whitelisted",
+    "forbidden",
+    "account_inactive",
+    "method_component_disabled",
+    "parameter_component_disabled",
+];
+
+/// Item-level rejections, and the protocol errors that mean the request itself is wrong (retrying
+/// it unchanged cannot help, so its items go to the dead-letter queue for a replay after a fix).
+const ITEM: &[&str] = &[
+    "required_parameter_missed",
+    "invalid_parameter_value",
+    "unexpected_parameters",
+    "invalid_parameters_combination",
+    "data_type_error",
+    "entity_not_found",
+    "campaign_is_inactive",
+    "invalid_date_time",
+    "data_limit_exceeded",
+    "tariff_restrictions",
+    "already_in_use",
+    "parse_error",
+    "invalid_request",
+    "method_not_found",
+    "notifications_not_supported",
+];
+
+/// Classifies one HTTP answer. `array` is the params key the items were sent under, to read an
+/// item index out of `field` (`chats.3.phone`, `chats[3].phone`).
+pub fn classify(status: u16, body: &[u8], array: Option<&str>) -> Result<Success, Failure> {
+    if status >= 500 {
+        return Err(Failure::Transient { label: "http_5xx", reason: format!("HTTP {status}") });
+    }
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let Some(Value::Object(body)) = parsed else {
+        return Err(Failure::Transient {
+            label: "bad_response",
+            reason: format!("HTTP {status} with a body that is not a JSON object"),
+        });
+    };
+    if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
+        return Err(classify_error(error, array));
+    }
+    if !(200..300).contains(&status) {
+        return Err(Failure::Transient {
+            label: "bad_response",
+            reason: format!("HTTP {status} without an error object"),
+        });
+    }
+    match body.get("result") {
+        Some(result) => Ok(Success {
+            limits: result.pointer("/metadata/limits").and_then(Limits::from_json),
+            result: result.clone(),
+        }),
+        None => {
+            Err(Failure::Transient { label: "bad_response", reason: "no result and no error in the answer".into() })
+        }
+    }
+}
+
+fn classify_error(error: &Value, array: Option<&str>) -> Failure {
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+    let data = error.get("data");
+    let mnemonic = data.and_then(|d| d.get("mnemonic")).and_then(Value::as_str).unwrap_or("");
+    let field = data.and_then(|d| d.get("field")).and_then(Value::as_str).map(str::to_owned);
+    let index = field.as_deref().zip(array).and_then(|(f, a)| item_index(f, a));
+    if mnemonic == "duplicate_entity" {
+        return Failure::Duplicate { index };
+    }
+    if mnemonic == "limit_exceeded" {
+        let window = if message.to_lowercase().contains("day") { QuotaWindow::Day } else { QuotaWindow::Minute };
+        return Failure::Quota { window };
+    }
+    if let Some(known) = TENANT.iter().find(|m| **m == mnemonic) {
+        return Failure::Tenant { mnemonic: known, message };
+    }
+    if let Some(known) = ITEM.iter().find(|m| **m == mnemonic) {
+        return Failure::Item { mnemonic: known, message, index, field };
+    }
+    // internal_error, and anything CoMagic may add later: retrying is the safe default, and
+    // `retry_for` bounds it before the dead-letter queue.
+    let label = if mnemonic == "internal_error" { "internal_error" } else { "unknown_error" };
+    Failure::Transient { label, reason: format!("{mnemonic}: {message}") }
+}
+
+/// `chats.3.phone` or `chats[3].phone` → 3.
+fn item_index(field: &str, array: &str) -> Option<usize> {
+    let rest = field.strip_prefix(array)?;
+    let digits = rest.trim_start_matches(['.', '[']);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn error(code: i64, mnemonic: &str, field: Option<&str>) -> Vec<u8> {
+        json!({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "m", "data": {"mnemonic": mnemonic, "field": field}}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn item_index_forms() {
+        assert_eq!(item_index("chats.3.phone", "chats"), Some(3));
+        assert_eq!(item_index("chats[12].messages.0.date_time", "chats"), Some(12));
+        assert_eq!(item_index("chats", "chats"), None);
+        assert_eq!(item_index("phone", "chats"), None);
+        assert_eq!(item_index("offline_messages.0.email", "chats"), None);
+    }
+
+    #[test]
+    fn success_reads_limits() {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"data": [{"id": 1}], "metadata": {"limits": {
+            "day_limit": 10000, "day_remaining": 9000, "day_reset": 3600, "minute_limit": 100, "minute_remaining": 42, "minute_reset": 17}}}});
+        let ok = classify(200, body.to_string().as_bytes(), Some("chats")).unwrap();
+        let limits = ok.limits.unwrap();
+        assert_eq!((limits.minute_remaining, limits.minute_reset, limits.day_remaining), (42, 17, 9000));
+    }
+
+    #[test]
+    fn transport_level_failures_are_transient() {
+        assert!(matches!(classify(500, b"oops", None), Err(Failure::Transient { label: "http_5xx", .. })));
+        assert!(matches!(classify(200, b"<html>", None), Err(Failure::Transient { label: "bad_response", .. })));
+        assert!(matches!(classify(200, b"{}", None), Err(Failure::Transient { .. })));
+        assert!(matches!(
+            classify(200, &error(-32603, "internal_error", None), None),
+            Err(Failure::Transient { label: "internal_error", .. })
+        ));
+        assert!(matches!(
+            classify(200, &error(-1, "brand_new", None), None),
+            Err(Failure::Transient { label: "unknown_error", .. })
+        ));
+    }
+
+    #[test]
+    fn quota_reads_the_window() {
+        let body = json!({"error": {"code": -32029, "message": "Limit per day has been exceeded", "data": {"mnemonic": "limit_exceeded"}}});
+        assert_eq!(classify(200, body.to_string().as_bytes(), None), Err(Failure::Quota { window: QuotaWindow::Day }));
+        assert_eq!(
+            classify(200, &error(-32029, "limit_exceeded", None), None),
+            Err(Failure::Quota { window: QuotaWindow::Minute })
+        );
+    }
+
+    #[test]
+    fn tenant_level_mnemonics() {
+        for m in TENANT {
+            assert!(
+                matches!(classify(200, &error(-32001, m, None), None), Err(Failure::Tenant { mnemonic, .. }) if mnemonic == *m)
+            );
+        }
+    }
+
+    #[test]
+    fn item_level_with_index() {
+        let got = classify(200, &error(-32602, "invalid_parameter_value", Some("chats.7.phone")), Some("chats"));
+        assert!(matches!(got, Err(Failure::Item { mnemonic: "invalid_parameter_value", index: Some(7), .. })));
+        let whole = classify(200, &error(-32602, "required_parameter_missed", Some("chats")), Some("chats"));
+        assert!(matches!(whole, Err(Failure::Item { index: None, .. })));
+    }
+
+    #[test]
+    fn duplicate_is_its_own_class() {
+        assert_eq!(
+            classify(200, &error(-32602, "duplicate_entity", Some("chats.2.ext_id")), Some("chats")),
+            Err(Failure::Duplicate { index: Some(2) })
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The queued event: its kind, its deterministic id and the envelope that travels through RabbitMQ.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::verbox::VerboxEvent;
+
+/// Which webhook URL an event came in on; also its routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Chat,
+    Offline,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 2] = [EventKind::Chat, EventKind::Offline];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Chat => "chat",
+            EventKind::Offline => "offline",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id of an accepted event, sent to CoMagic as `ext_id`. The same webhook always yields the same
+/// id, so a webhook Verbox sends twice is delivered once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// Chats are identified by integration and dialog id; offline requests by integration, client
+    /// and question. Where Verbox leaves those out, the next most stable facts stand in, and the
+    /// raw body itself last of all (so an exact resend is still recognised).
+    pub fn derive(integration: &str, kind: EventKind, event: &VerboxEvent, raw: &[u8]) -> Self {
+        let client = event.client.client_id.as_deref().or(event.client.search_id.as_deref());
+        let first_message = event.messages.first();
+        let parts: Vec<&str> = match kind {
+            EventKind::Chat => match (&event.dialog_id, client, first_message) {
+                (Some(dialog), _, _) => vec!["dialog", dialog],
+                (None, Some(client), Some(m)) => {
+                    vec!["client-first-message", client, m.id.as_deref().unwrap_or(""), m.text.as_deref().unwrap_or("")]
+                }
+                _ => vec![],
+            },
+            EventKind::Offline => match (client, event.offline_question().and_then(|m| m.text.as_deref())) {
+                (Some(client), Some(question)) => vec!["client-question", client, question],
+                _ => vec![],
+            },
+        };
+        let mut hash = Sha256::new();
+        for part in [integration, kind.as_str()].iter().chain(parts.iter()) {
+            hash.update(part.as_bytes());
+            hash.update([0]);
+        }
+        if parts.is_empty() {
+            hash.update(b"raw\0");
+            hash.update(raw);
+        }
+        let digest = hash.finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        EventId(format!("vb-{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The current envelope schema; a consumer refuses (dead-letters) any other.
+pub const ENVELOPE_SCHEMA: u32 = 1;
+
+/// What ingest publishes and deliver consumes. The raw Verbox body is kept whole (as a string, it is
+/// valid UTF-8 JSON) so a replay after a parser fix re-reads the original.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub schema: u32,
+    pub event_id: EventId,
+    pub integration: String,
+    pub kind: EventKind,
+    /// When ingest accepted it (RFC 3339, UTC): the start of the end-to-end latency.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub payload: Box<serde_json::value::RawValue>,
+}
+
+impl Envelope {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verbox::parse;
+
+    fn id(integration: &str, kind: EventKind, body: &str) -> EventId {
+        EventId::derive(integration, kind, &parse(body.as_bytes()).unwrap(), body.as_bytes())
+    }
+
+    #[test]
+    fn chat_id_depends_on_integration_and_dialog_only() {
+        let a = id("acme", EventKind::Chat, r#"{"data":{"client":{"name":"A"},"dialog":{"id":5}}}"#);
+        let b = id("acme", EventKind::Chat, r#"{"eventId":"x","data":{"client":{"name":"B"},"dialog":{"id":"5"}}}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, id("other", EventKind::Chat, r#"{"data":{"client":{},"dialog":{"id":5}}}"#));
+        assert_ne!(a, id("acme", EventKind::Chat, r#"{"data":{"client":{},"dialog":{"id":6}}}"#));
+        assert!(a.as_str().starts_with("vb-") && a.as_str().len() == 35);
+    }
+
+    #[test]
+    fn offline_id_depends_on_client_and_question() {
+        let body = |client: &str, q: &str| {
+            format!(r#"{{"client":{{"clientId":"{client}"}},"message":{{"whoSend":"client","text":"{q}"}}}}"#)
+        };
+        let a = id("acme", EventKind::Offline, &body("c1", "price?"));
+        assert_eq!(a, id("acme", EventKind::Offline, &body("c1", "price?")));
+        assert_ne!(a, id("acme", EventKind::Offline, &body("c2", "price?")));
+        assert_ne!(a, id("acme", EventKind::Offline, &body("c1", "when?")));
+    }
+
+    #[test]
+    fn without_stable_facts_the_raw_body_decides() {
+        let a = id("acme", EventKind::Chat, r#"{"client":{"name":"A"}}"#);
+        assert_eq!(a, id("acme", EventKind::Chat, r#"{"client":{"name":"A"}}"#));
+        assert_ne!(a, id("acme", EventKind::Chat, r#"{"client":{"name":"B"}}"#));
+    }
+
+    #[test]
+    fn envelope_round_trips_with_the_payload_byte_for_byte() {
+        let raw = r#"{"client": {"name":"Я"},  "x":[1,2]}"#;
+        let env = Envelope {
+            schema: ENVELOPE_SCHEMA,
+            event_id: id("acme", EventKind::Chat, raw),
+            integration: "acme".into(),
+            kind: EventKind::Chat,
+            received_at: chrono::DateTime::from_timestamp(1_767_323_045, 0).unwrap(),
+            payload: serde_json::value::RawValue::from_string(raw.to_owned()).unwrap(),
+        };
+        let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+        assert_eq!((&back.event_id, back.kind, back.received_at), (&env.event_id, env.kind, env.received_at));
+        assert_eq!(back.integration, "acme");
+        assert_eq!(back.payload.get(), raw, "the raw payload is kept byte for byte");
+    }
+}

@@ -1,0 +1,16 @@
+//! The domain core shared by `ingest` and `deliver`: Verbox parsing, event ids and envelopes,
+//! settings and integrations, attribution, mapping to CoMagic items, the CoMagic client, the
+//! RabbitMQ topology and publisher, retry policy and telemetry.
+
+pub mod amqp;
+pub mod attribution;
+pub mod comagic;
+pub mod event;
+pub mod integrations;
+pub mod mapping;
+pub mod reload;
+pub mod retry_policy;
+pub mod secret;
+pub mod settings;
+pub mod telemetry;
+pub mod verbox;

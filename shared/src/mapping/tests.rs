@@ -1,0 +1,197 @@
+use super::*;
+use crate::attribution::{attribute, Rule};
+use crate::integrations::{tests::SAMPLE, Integrations};
+use serde_json::{json, Value};
+
+fn acme() -> std::sync::Arc<Integration> {
+    Integrations::from_toml(SAMPLE, &Default::default()).unwrap().get("acme-shop").unwrap().clone()
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().into()
+}
+
+fn map(kind: EventKind, body: Value) -> Result<Item, Skip> {
+    let integration = acme();
+    let event = crate::verbox::parse(body.to_string().as_bytes()).unwrap();
+    let event_id = EventId::derive("acme-shop", kind, &event, b"");
+    let cx = MappingContext {
+        integration: &integration,
+        event_id: &event_id,
+        attribution: attribute(&integration, &event),
+        received_at: now() - chrono::Duration::minutes(1),
+        now: now(),
+    };
+    map_event(kind, &event, cx)
+}
+
+fn chat(messages: Value) -> ChatItem {
+    chat_with_client(json!({"phone": "89123456789"}), messages)
+}
+
+fn chat_with_client(client: Value, messages: Value) -> ChatItem {
+    match map(EventKind::Chat, json!({"data": {"client": client, "dialog": {"id": 1, "messages": messages}}})) {
+        Ok(Item::Chat(c)) => c,
+        other => panic!("expected a chat, got {other:?}"),
+    }
+}
+
+fn msg(who: &str, text: &str, utc: &str) -> Value {
+    json!({"whoSend": who, "text": text, "dateTimeUTC": utc})
+}
+
+#[test]
+fn chat_messages_are_mapped_in_order_with_sources_and_employee() {
+    let c = chat(json!([
+        msg("client", "hello", "2026-03-01 09:00:00"),
+        msg("operator", "hi, how can I help", "2026-03-01 09:01:00"),
+        {"whoSend": "operator", "text": "internal", "messageType": "comment", "dateTimeUTC": "2026-03-01 09:02:00"},
+        {"whoSend": "operator", "text": "auto", "messageType": "autoMessage", "dateTimeUTC": "2026-03-01 09:03:00"},
+    ]));
+    let got: Vec<_> = c.messages.iter().map(|m| (m.source, m.message.as_str(), m.employee_id)).collect();
+    assert_eq!(
+        got,
+        vec![("visitor", "hello", None), ("operator", "hi, how can I help", Some(101)), ("system", "auto", None)]
+    );
+    assert_eq!(c.status, "succeed");
+    assert_eq!(c.initiator, Some("visitor"));
+    assert_eq!(c.ext_id.len(), 35);
+}
+
+#[test]
+fn times_convert_from_utc_to_the_account_zone() {
+    let c = chat(json!([msg("client", "hello", "2026-03-01 09:00:00")]));
+    assert_eq!(c.start_date_time, "2026-03-01 12:00:00", "Moscow is UTC+3");
+    assert_eq!(c.messages[0].date_time, "2026-03-01 12:00:00");
+}
+
+#[test]
+fn local_time_is_used_as_is_without_utc() {
+    let c = chat(json!([{"whoSend": "client", "text": "x", "dateTime": "2026-03-01 10:30:00"}]));
+    assert_eq!(c.start_date_time, "2026-03-01 10:30:00");
+}
+
+#[test]
+fn times_are_never_in_the_future() {
+    let c = chat(json!([msg("client", "from the future", "2026-03-01 13:00:00")]));
+    assert_eq!(c.start_date_time, "2026-03-01 15:00:00", "capped at now in Moscow");
+}
+
+#[test]
+fn a_message_without_time_takes_the_previous_or_the_receipt_time() {
+    let c = chat(
+        json!([{"whoSend": "client", "text": "a"}, msg("operator", "b", "2026-03-01 09:00:00"), {"whoSend": "client", "text": "c"}]),
+    );
+    let times: Vec<_> = c.messages.iter().map(|m| m.date_time.as_str()).collect();
+    assert_eq!(times, vec!["2026-03-01 14:59:00", "2026-03-01 12:00:00", "2026-03-01 12:00:00"]);
+}
+
+#[test]
+fn unanswered_chat_is_lost() {
+    assert_eq!(chat(json!([msg("client", "anyone?", "2026-03-01 09:00:00")])).status, "lost");
+    let only_auto = chat(
+        json!([{"whoSend": "operator", "text": "hi", "messageType": "autoMessage"}, msg("client", "?", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(only_auto.status, "lost", "an automatic invitation is not an answer");
+}
+
+#[test]
+fn initiator_comes_from_the_first_message() {
+    let auto = chat(
+        json!([{"whoSend": "operator", "text": "hi", "messageType": "autoMessage"}, msg("client", "?", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(auto.initiator, Some("autoinvite"));
+    let op = chat(json!([msg("operator", "hi", "2026-03-01 09:00:00")]));
+    assert_eq!(op.initiator, Some("operator"));
+}
+
+#[test]
+fn attachments_only_become_a_line_naming_them() {
+    let c = chat(
+        json!([{"whoSend": "client", "content": {"attachments": [{"name": "photo.jpg"}, {"url": "https://x/doc.pdf"}]}}]),
+    );
+    assert_eq!(c.messages[0].message, "Вложения: photo.jpg, https://x/doc.pdf");
+}
+
+#[test]
+fn contacts_are_normalized() {
+    let c = chat_with_client(
+        json!({"name": "Ivan", "phone": "+7 (912) 345-67-89", "email": " IVAN@X.RU "}),
+        json!([msg("client", "x", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(
+        c.contact,
+        Contact { name: Some("Ivan".into()), phone: Some("79123456789".into()), email: Some("ivan@x.ru".into()) }
+    );
+    let bad_phone = chat_with_client(
+        json!({"phone": "123", "email": "a@b.ru"}),
+        json!([msg("client", "x", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(bad_phone.contact.phone, None);
+}
+
+#[test]
+fn no_contact_and_empty_chat_are_skipped() {
+    let no_contact = map(
+        EventKind::Chat,
+        json!({"data": {"client": {"phone": "12", "email": "nope"}, "dialog": {"messages": [msg("client", "x", "2026-03-01 09:00:00")]}}}),
+    );
+    assert_eq!(no_contact, Err(Skip::NoContact));
+    let empty = map(
+        EventKind::Chat,
+        json!({"data": {"client": {"phone": "89123456789"}, "dialog": {"messages": [{"whoSend": "operator", "text": "note", "messageType": "comment"}]}}}),
+    );
+    assert_eq!(empty, Err(Skip::EmptyChat));
+    let offline = map(EventKind::Offline, json!({"client": {}, "message": {"whoSend": "client", "text": "call me"}}));
+    assert_eq!(offline, Err(Skip::NoContact));
+}
+
+#[test]
+fn attribution_fields_follow_the_rule() {
+    let session = chat_with_client(
+        json!({"phone": "9123456789", "customData": {"comagic_session_id": "555"}}),
+        json!([msg("client", "x", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(session.attribution, AttributionFields { visitor_session_id: Some(555), ..Default::default() });
+    let whatsapp = chat_with_client(
+        json!({"phone": "9123456789", "source": {"type": {"id": "whatsapp"}}}),
+        json!([msg("client", "x", "2026-03-01 09:00:00")]),
+    );
+    assert_eq!(
+        whatsapp.attribution,
+        AttributionFields { site_id: Some(77), source_id: Some(13), ..Default::default() }
+    );
+    let default = chat(json!([msg("client", "x", "2026-03-01 09:00:00")]));
+    assert_eq!(default.attribution, AttributionFields { campaign_id: Some(5001), ..Default::default() });
+    assert_eq!(Rule::Default.as_str(), "default");
+}
+
+#[test]
+fn offline_request_maps_question_and_form() {
+    let item = map(
+        EventKind::Offline,
+        json!({
+            "eventId": "newOfflineQuestion",
+            "data": {"client": {"name": "Anna", "email": "anna@x.ru"}, "messages": [
+                msg("client", "first", "2026-03-01 08:00:00"), msg("client", "what is the price?", "2026-03-01 09:00:00")
+            ]}
+        }),
+    );
+    let Ok(Item::Offline(o)) = item else { panic!("{item:?}") };
+    assert_eq!(o.message.as_deref(), Some("what is the price?"));
+    assert_eq!(o.date_time, "2026-03-01 12:00:00");
+    assert_eq!(o.form_name, "Verbox");
+    assert_eq!(o.contact.email.as_deref(), Some("anna@x.ru"));
+    let wire = serde_json::to_value(Item::Offline(o)).unwrap();
+    assert_eq!(wire["campaign_id"], 5001);
+    assert!(wire.get("phone").is_none(), "absent fields are left out, not null");
+}
+
+#[test]
+fn chat_item_wire_shape() {
+    let c = chat(json!([msg("client", "x", "2026-03-01 09:00:00")]));
+    let wire = serde_json::to_value(Item::Chat(c)).unwrap();
+    let mut keys: Vec<_> = wire.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["campaign_id", "ext_id", "initiator", "messages", "phone", "start_date_time", "status"]);
+}

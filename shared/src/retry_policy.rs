@@ -1,0 +1,91 @@
+//! When to try again. The one place that knows the `backoff` crate (unmaintained, RUSTSEC-2025-0012;
+//! see deny.toml), so it can be swapped without touching the callers.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoff;
+
+use crate::amqp::topology::RETRY_TIERS;
+
+/// Exponential backoff with full jitter: a delay drawn from `[0, min(cap, base·2^attempt)]`, where
+/// `unit` in `[0, 1)` is the random draw. Pure, so it is tested without randomness.
+pub fn jittered_delay(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// A sequence of delays between attempts; `None` once the policy gives up.
+#[derive(Debug)]
+pub struct Delays(ExponentialBackoff);
+
+impl Delays {
+    pub fn next_delay(&mut self) -> Option<Duration> {
+        self.0.next_backoff()
+    }
+}
+
+/// Short in-process retries of one call (a CoMagic request): 100 ms doubling to 2 s, ±50 % jitter,
+/// for at most `max_elapsed` before the caller takes the slow path (the delayed retry queues).
+pub fn short_retries(max_elapsed: Duration) -> Delays {
+    Delays(ExponentialBackoff {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(2),
+        randomization_factor: 0.5,
+        multiplier: 2.0,
+        max_elapsed_time: Some(max_elapsed),
+        ..Default::default()
+    })
+}
+
+/// Reconnecting to the broker: never gives up, 200 ms doubling to 5 s with jitter.
+pub fn reconnect_backoff() -> Delays {
+    Delays(ExponentialBackoff {
+        initial_interval: Duration::from_millis(200),
+        max_interval: Duration::from_secs(5),
+        randomization_factor: 0.3,
+        multiplier: 2.0,
+        max_elapsed_time: None,
+        ..Default::default()
+    })
+}
+
+/// The delayed retry queue for an event that has been through `previous_retries` of them:
+/// 10 s, 1 min, 10 min, 1 h, then hourly.
+pub fn retry_tier(previous_retries: u32) -> &'static str {
+    let index = (previous_retries as usize).min(RETRY_TIERS.len() - 1);
+    RETRY_TIERS[index].0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_under_the_doubling_ceiling_and_the_cap() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(2);
+        assert_eq!(jittered_delay(0, base, cap, 0.999_999), Duration::from_millis(100).mul_f64(0.999_999));
+        assert_eq!(jittered_delay(3, base, cap, 0.5), Duration::from_millis(400));
+        assert_eq!(jittered_delay(10, base, cap, 1.0), cap);
+        assert_eq!(jittered_delay(60, base, cap, 1.0), cap, "huge attempts do not overflow");
+        assert_eq!(jittered_delay(5, base, cap, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn tiers_escalate_then_stay_hourly() {
+        let tiers: Vec<_> = (0..6).map(retry_tier).collect();
+        assert_eq!(tiers, vec!["10s", "1m", "10m", "1h", "1h", "1h"]);
+    }
+
+    #[test]
+    fn short_retries_give_up_and_reconnects_do_not() {
+        let mut short = short_retries(Duration::ZERO);
+        assert_eq!(short.next_delay(), None);
+        let mut forever = reconnect_backoff();
+        for _ in 0..100 {
+            let d = forever.next_delay().expect("reconnect never gives up");
+            assert!(d <= Duration::from_millis(6_500));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Logging (JSON lines on stdout, `RUST_LOG` filter) and the Prometheus metrics of CONTRACT.md.
+//! Label values are bounded: never a phone, e-mail, token or event id.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // A second init (tests start several services in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).try_init();
+}
+
+/// The Prometheus text exposition of everything in `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+/// Recorded by the CoMagic client, whichever binary uses it.
+#[derive(Debug, Clone)]
+pub struct ComagicMetrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub batch_items: HistogramVec,
+}
+
+impl ComagicMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        ComagicMetrics {
+            requests: counter(
+                registry,
+                "bridge_comagic_requests_total",
+                "CoMagic Data API calls by method and result (ok, a mnemonic, transport)",
+                &["method", "result"],
+            ),
+            request_duration: histogram(
+                registry,
+                "bridge_comagic_request_duration_seconds",
+                "CoMagic Data API call latency",
+                &["method"],
+                LATENCY_BUCKETS,
+            ),
+            batch_items: histogram(
+                registry,
+                "bridge_comagic_batch_items",
+                "Items per CoMagic upload call",
+                &["method"],
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 45.0, 50.0],
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub spool_events: IntGauge,
+    pub amqp_connected: IntGauge,
+}
+
+impl IngestMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        IngestMetrics {
+            requests: counter(
+                registry,
+                "bridge_ingest_requests_total",
+                "Webhooks received, by kind and outcome",
+                &["kind", "outcome"],
+            ),
+            request_duration: histogram(
+                registry,
+                "bridge_ingest_request_duration_seconds",
+                "Webhook answer latency",
+                &["kind"],
+                LATENCY_BUCKETS,
+            ),
+            spool_events: gauge(
+                registry,
+                "bridge_ingest_spool_events",
+                "Events waiting in the local spool for the broker",
+            ),
+            amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! A real RabbitMQ for tests: each test gets its own topology prefix so tests run in parallel on one
+//! broker, and reads what arrived in its queues over a real connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bridge_shared::amqp::{connect, declare_topology, topology::RETRY_TIERS, Topology};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+
+pub fn amqp_url() -> String {
+    std::env::var("BRIDGE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A topology prefix no other test (or earlier run) uses.
+pub fn unique_prefix(test: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+    format!("t.{test}.{}.{nanos}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A message read from a queue.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: FieldTable,
+    pub persistent: bool,
+}
+
+pub struct TestBroker {
+    pub url: String,
+    pub prefix: String,
+    pub topology: Topology,
+    channel: Channel,
+    _connection: lapin::Connection,
+}
+
+impl TestBroker {
+    pub async fn new(test: &str) -> Self {
+        let url = amqp_url();
+        let prefix = unique_prefix(test);
+        let topology = Topology::new(&prefix);
+        let connection =
+            connect(&url, "verbox-bridge tests").await.expect("RabbitMQ answers (run scripts/ensure-rabbitmq.sh)");
+        let channel = connection.create_channel().await.expect("a channel");
+        declare_topology(&channel, &topology).await.expect("the topology declares");
+        TestBroker { url, prefix, topology, channel, _connection: connection }
+    }
+
+    /// Messages ready in `queue` now.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let q = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists");
+        q.message_count()
+    }
+
+    /// Takes every message ready in `queue` (acknowledging them).
+    pub async fn take_all(&self, queue: &str) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Some(m) = self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.expect("basic.get") {
+            let delivery = &m.delivery;
+            out.push(Received {
+                routing_key: delivery.routing_key.to_string(),
+                body: delivery.data.clone(),
+                headers: delivery.properties.headers().clone().unwrap_or_default(),
+                persistent: *delivery.properties.delivery_mode() == Some(2),
+            });
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        out
+    }
+
+    /// Deletes this test's queues and exchanges (call at the end of a test that passed).
+    pub async fn cleanup(self) {
+        let t = &self.topology;
+        let mut queues = vec![t.deliver_queue(), t.dead_queue()];
+        queues.extend(RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)));
+        for q in queues {
+            let _ = self.channel.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+        }
+        for e in [t.events_exchange(), t.retry_exchange(), t.dead_exchange()] {
+            let _ = self.channel.exchange_delete(e.into(), ExchangeDeleteOptions::default()).await;
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The CoMagic sandbox: a real HTTP JSON-RPC server that enforces the documented contract of the
+//! Data API methods verbox-bridge uses, counts points per window with `metadata.limits`, injects
+//! scripted faults, and records every call and every stored item (served under `/__sandbox/`).
+
+pub mod config;
+pub mod rpc;
+pub mod validate;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use chrono::{NaiveDateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+pub use config::{Account, SandboxConfig};
+use rpc::RpcError;
+pub use validate::Upload;
+
+/// A scripted fault, applied to the next `calls` calls (all calls while `calls` is absent) of the
+/// account named `account` (of every account when absent).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub account: Option<String>,
+    pub kind: FaultKind,
+    pub calls: Option<u64>,
+    /// For `latency`: the added delay.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// For `error`: the mnemonic to answer with (its documented code is used) and the field.
+    pub mnemonic: Option<String>,
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    #[default]
+    Latency,
+    Http500,
+    Hang,
+    Error,
+}
+
+/// One call as the sandbox saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub method: String,
+    pub account: Option<String>,
+    pub items: usize,
+    /// `ok`, the error mnemonic, `http_500` or `hang`.
+    pub result: String,
+}
+
+struct Window {
+    started: Instant,
+    used: u64,
+}
+
+impl Window {
+    fn remaining(&mut self, limit: u64, length: Duration) -> (u64, u64) {
+        if self.started.elapsed() >= length {
+            *self = Window { started: Instant::now(), used: 0 };
+        }
+        let reset = length.saturating_sub(self.started.elapsed()).as_secs().max(1);
+        (limit.saturating_sub(self.used), reset)
+    }
+}
+
+struct AccountState {
+    config: Account,
+    tz: Tz,
+    minute: Window,
+    day: Window,
+    stored: Vec<(Upload, Map<String, Value>)>,
+    ext_ids: HashSet<(&'static str, String)>,
+}
+
+/// The length of the "minute" and "day" windows; shortened by tests of quota handling.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    pub minute: Duration,
+    pub day: Duration,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows { minute: Duration::from_secs(60), day: Duration::from_secs(86_400) }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    accounts: Vec<AccountState>,
+    calls: Vec<CallRecord>,
+    faults: Vec<Fault>,
+    next_item_id: u64,
+    windows: Windows,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+pub struct Sandbox {
+    url: String,
+    state: Shared,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Sandbox {
+    /// Starts on 127.0.0.1 with an OS-chosen port.
+    pub async fn start(config: SandboxConfig) -> std::io::Result<Sandbox> {
+        Self::start_on(config, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(config: SandboxConfig, address: &str) -> std::io::Result<Sandbox> {
+        let state: Shared = Arc::new(Mutex::new(State::default()));
+        for account in config.account {
+            add_account(&mut state.lock().unwrap(), account)?;
+        }
+        let listener = TcpListener::bind(address)?;
+        let url = format!("http://{}/v2.0", listener.local_addr()?);
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(16 << 20))
+                .route("/v2.0", web::post().to(rpc_endpoint))
+                .route("/__sandbox/calls", web::get().to(list_calls))
+                .route("/__sandbox/faults", web::post().to(add_fault))
+                .route("/__sandbox/faults", web::delete().to(clear_faults))
+                .route("/__sandbox/accounts/{name}", web::patch().to(patch_account))
+                .route("/__sandbox/accounts/{name}/{upload}", web::get().to(list_items))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Sandbox { url, state, server: handle })
+    }
+
+    /// The Data API endpoint, to put in an integration's `comagic_api`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn set_windows(&self, windows: Windows) {
+        self.state.lock().unwrap().windows = windows;
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Items stored for an account, in the order they were accepted.
+    pub fn stored(&self, account: &str, upload: Upload) -> Vec<Map<String, Value>> {
+        let state = self.state.lock().unwrap();
+        state
+            .accounts
+            .iter()
+            .filter(|a| a.config.name == account)
+            .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, item)| item.clone()))
+            .collect()
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().faults.push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    pub fn update_account(&self, name: &str, change: impl FnOnce(&mut Account)) {
+        let mut state = self.state.lock().unwrap();
+        let account = state.accounts.iter_mut().find(|a| a.config.name == name).expect("a configured account");
+        change(&mut account.config);
+    }
+
+    pub async fn stop(self) {
+        self.server.stop(false).await;
+    }
+}
+
+fn add_account(state: &mut State, account: Account) -> std::io::Result<()> {
+    let tz: Tz = account.timezone.parse().map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("account {}: bad time zone", account.name))
+    })?;
+    state.accounts.push(AccountState {
+        config: account,
+        tz,
+        minute: Window { started: Instant::now(), used: 0 },
+        day: Window { started: Instant::now(), used: 0 },
+        stored: Vec::new(),
+        ext_ids: HashSet::new(),
+    });
+    Ok(())
+}
+
+/// What the handler does after the faults were consulted.
+enum Faulted {
+    None,
+    Respond(HttpResponse, &'static str),
+    Error(RpcError),
+}
+
+async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return HttpResponse::Ok().json(RpcError::new(-32700, "parse_error", e.to_string()).to_json(&Value::Null))
+        }
+    };
+    let Some(request) = request.as_object() else {
+        return HttpResponse::Ok().json(
+            RpcError::new(-32099, "notifications_not_supported", "Batch requests are not supported")
+                .to_json(&Value::Null),
+        );
+    };
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let method = request.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
+    let params = request.get("params").and_then(Value::as_object).cloned().unwrap_or_default();
+    let token = params.get("access_token").and_then(Value::as_str).unwrap_or("").to_owned();
+    let account = {
+        let state = state.lock().unwrap();
+        state.accounts.iter().find(|a| a.config.token == token).map(|a| a.config.name.clone())
+    };
+    let (latency, faulted) = take_faults(&state, account.as_deref());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let items = params.values().filter_map(Value::as_array).map(Vec::len).max().unwrap_or(0);
+    let record = |result: &str| {
+        state.lock().unwrap().calls.push(CallRecord {
+            method: method.clone(),
+            account: account.clone(),
+            items,
+            result: result.into(),
+        });
+    };
+    let outcome = match faulted {
+        Faulted::Respond(response, label) => {
+            record(label);
+            if label == "hang" {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            return response;
+        }
+        Faulted::Error(e) => Err(e),
+        Faulted::None => {
+            if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0")
+                || method.is_empty()
+                || request.get("params").is_some_and(|p| !p.is_object())
+            {
+                Err(RpcError::new(-32600, "invalid_request", "Not a JSON-RPC 2.0 request"))
+            } else if id.is_null() {
+                Err(RpcError::new(-32099, "notifications_not_supported", "Notifications are not supported"))
+            } else {
+                handle_call(&mut state.lock().unwrap(), &method, &params)
+            }
+        }
+    };
+    match outcome {
+        Ok(result) => {
+            record("ok");
+            HttpResponse::Ok().json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        }
+        Err(e) => {
+            record(e.mnemonic);
+            HttpResponse::Ok().json(e.to_json(&id))
+        }
+    }
+}
+
+/// Consumes one call of each matching fault; latency faults add up, the first other fault wins.
+fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, Faulted) {
+    let mut state = state.lock().unwrap();
+    let mut latency = Duration::ZERO;
+    let mut faulted = Faulted::None;
+    for fault in state.faults.iter_mut() {
+        let applies = fault.calls != Some(0) && fault.account.as_deref().is_none_or(|a| Some(a) == account);
+        if !applies || (fault.kind != FaultKind::Latency && !matches!(faulted, Faulted::None)) {
+            continue;
+        }
+        if let Some(n) = fault.calls.as_mut() {
+            *n -= 1;
+        }
+        match fault.kind {
+            FaultKind::Latency => latency += Duration::from_millis(fault.latency_ms),
+            FaultKind::Http500 => {
+                faulted = Faulted::Respond(HttpResponse::InternalServerError().body("injected 500"), "http_500")
+            }
+            FaultKind::Hang => faulted = Faulted::Respond(HttpResponse::Ok().finish(), "hang"),
+            FaultKind::Error => {
+                let mnemonic = fault.mnemonic.as_deref().unwrap_or("internal_error");
+                let mut e = RpcError::by_mnemonic(mnemonic)
+                    .unwrap_or_else(|| RpcError::new(-32603, "internal_error", "unknown injected mnemonic"));
+                e.field = fault.field.clone();
+                faulted = Faulted::Error(e);
+            }
+        }
+    }
+    state.faults.retain(|f| f.calls != Some(0));
+    (latency, faulted)
+}
+
+fn handle_call(state: &mut State, method: &str, params: &Map<String, Value>) -> Result<Value, RpcError> {
+    let token = params.get("access_token").and_then(Value::as_str).ok_or_else(|| RpcError::missing("access_token"))?;
+    let windows = state.windows;
+    let next_item_id = &mut state.next_item_id;
+    let account = state
+        .accounts
+        .iter_mut()
+        .find(|a| a.config.token == token)
+        .ok_or_else(|| RpcError::new(-32001, "access_token_invalid", "Access token is invalid"))?;
+    if !account.config.ip_whitelisted {
+        return Err(RpcError::new(-32003, "ip_not_whitelisted", "IP address is not in the white list"));
+    }
+    if !account.config.active {
+        return Err(RpcError::new(-32009, "account_inactive", "Account is inactive"));
+    }
+    let (day_remaining, day_reset) = account.day.remaining(account.config.day_limit, windows.day);
+    let (minute_remaining, minute_reset) = account.minute.remaining(account.config.minute_limit, windows.minute);
+    if day_remaining == 0 {
+        return Err(RpcError::new(-32029, "limit_exceeded", "Limit per day has been exceeded"));
+    }
+    if minute_remaining == 0 {
+        return Err(RpcError::new(-32029, "limit_exceeded", "Limit per minute has been exceeded"));
+    }
+    let now_local: NaiveDateTime = Utc::now().with_timezone(&account.tz).naive_local();
+    let data = match method {
+        "upload.chats" => upload(account, Upload::Chats, "upload_chats", params, now_local, next_item_id)?,
+        "upload.offline_messages" => {
+            upload(account, Upload::OfflineMessages, "upload_offline_messages", params, now_local, next_item_id)?
+        }
+        "get.account" => json!([{"app_id": 1, "name": account.config.name, "timezone": account.config.timezone}]),
+        "get.employees" => json!(account
+            .config
+            .employees
+            .iter()
+            .map(|e| json!({
+                "id": e.id, "full_name": e.full_name, "operator": {"operator_chat_enabled": e.chat_enabled}
+            }))
+            .collect::<Vec<_>>()),
+        "get.campaigns" => json!(account
+            .config
+            .campaigns
+            .iter()
+            .map(|c| json!({
+                "id": c.id, "name": c.name, "status": c.status, "type": "basic", "site_id": c.site_id
+            }))
+            .collect::<Vec<_>>()),
+        "get.sites" => json!(account
+            .config
+            .sites
+            .iter()
+            .map(|s| json!({"id": s.id, "domain_name": s.domain_name, "site_key": format!("key{}", s.id)}))
+            .collect::<Vec<_>>()),
+        "get.sources" => json!(account
+            .config
+            .sources
+            .iter()
+            .map(|s| json!({"id": s.id, "name": s.name, "state": "active"}))
+            .collect::<Vec<_>>()),
+        other => return Err(RpcError::new(-32601, "method_not_found", format!("Method {other} not found"))),
+    };
+    // Only successful requests are charged, one point each.
+    account.minute.used += 1;
+    account.day.used += 1;
+    let limits = json!({
+        "day_limit": account.config.day_limit, "day_remaining": day_remaining - 1, "day_reset": day_reset,
+        "minute_limit": account.config.minute_limit, "minute_remaining": minute_remaining - 1, "minute_reset": minute_reset,
+    });
+    Ok(json!({"data": data, "metadata": {"limits": limits}}))
+}
+
+fn upload(
+    account: &mut AccountState,
+    kind: Upload,
+    component: &str,
+    params: &Map<String, Value>,
+    now_local: NaiveDateTime,
+    next_item_id: &mut u64,
+) -> Result<Value, RpcError> {
+    if !account.config.components.iter().any(|c| c == component) {
+        return Err(RpcError::new(-32008, "method_component_disabled", format!("Component {component} is disabled")));
+    }
+    let items = validate::upload(kind, params, &account.config, now_local)?;
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(ext_id) = item.get("ext_id").and_then(Value::as_str) {
+            let key = (kind.key(), ext_id.to_owned());
+            if account.ext_ids.contains(&key) || !seen.insert(key) {
+                return Err(RpcError::new(-32602, "duplicate_entity", "Entity already exists")
+                    .at(format!("{}.{i}.ext_id", kind.key())));
+            }
+        }
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for mut item in items {
+        *next_item_id += 1;
+        item.insert("id".into(), json!(*next_item_id));
+        if let Some(ext_id) = item.get("ext_id").and_then(Value::as_str) {
+            account.ext_ids.insert((kind.key(), ext_id.to_owned()));
+        }
+        ids.push(json!({"id": *next_item_id}));
+        account.stored.push((kind, item));
+    }
+    Ok(Value::Array(ids))
+}
+
+async fn list_calls(state: web::Data<Shared>) -> HttpResponse {
+    HttpResponse::Ok().json(&state.lock().unwrap().calls)
+}
+
+async fn list_items(state: web::Data<Shared>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (name, upload) = path.into_inner();
+    let upload = match upload.as_str() {
+        "chats" => Upload::Chats,
+        "offline_messages" => Upload::OfflineMessages,
+        _ => return HttpResponse::NotFound().json(json!({"error": "use chats or offline_messages"})),
+    };
+    let state = state.lock().unwrap();
+    let items: Vec<_> = state
+        .accounts
+        .iter()
+        .filter(|a| a.config.name == name)
+        .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, i)| i))
+        .collect();
+    HttpResponse::Ok().json(items)
+}
+
+async fn add_fault(state: web::Data<Shared>, fault: web::Json<Fault>) -> HttpResponse {
+    state.lock().unwrap().faults.push(fault.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+async fn clear_faults(state: web::Data<Shared>) -> HttpResponse {
+    state.lock().unwrap().faults.clear();
+    HttpResponse::NoContent().finish()
+}
+
+/// Merges a JSON object into an account's settings, e.g. `{"ip_whitelisted": true}`.
+async fn patch_account(
+    state: web::Data<Shared>,
+    name: web::Path<String>,
+    patch: web::Json<Map<String, Value>>,
+) -> HttpResponse {
+    let mut state = state.lock().unwrap();
+    let Some(account) = state.accounts.iter_mut().find(|a| a.config.name == *name) else {
+        return HttpResponse::NotFound().json(json!({"error": "no such account"}));
+    };
+    let mut merged = serde_json::to_value(&account.config).expect("accounts serialize");
+    for (k, v) in patch.into_inner() {
+        merged[k] = v;
+    }
+    match serde_json::from_value::<Account>(merged) {
+        Ok(updated) if updated.token.is_empty() => {
+            HttpResponse::BadRequest().json(json!({"error": "token must not be empty"}))
+        }
+        Ok(updated) => {
+            account.config = updated;
+            HttpResponse::NoContent().finish()
+        }
+        Err(e) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
+    }
+}

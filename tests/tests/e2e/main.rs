@@ -1,0 +1,4 @@
+//! End-to-end and integration tests: one binary, a module per area, shared helpers in `helpers`.
+
+mod comagic;
+mod helpers;
