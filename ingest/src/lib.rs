@@ -1,0 +1,10 @@
+//! The webhook receiver: validates Verbox webhooks and answers only once each event is durable in
+//! RabbitMQ (publisher confirms) or, while the broker is down, in the local spool.
+
+pub mod broker;
+pub mod error;
+pub mod routes;
+pub mod setup;
+pub mod sink;
+pub mod spool;
+pub mod startup;

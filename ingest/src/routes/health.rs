@@ -1,0 +1,24 @@
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::startup::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready while an event can be made durable: the broker is connected, or the spool is writable.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.sink.readiness() {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "broker": state.sink.link.publisher().is_some()})),
+        Err(reason) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason})),
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(bridge_shared::telemetry::render(&state.registry))
+}
+
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": "not_found", "message": "no such endpoint"}))
+}

@@ -1,0 +1,130 @@
+//! `POST /v1/verbox/{integration}/{chat|offline}/{webhook_token}`.
+
+use std::time::Instant;
+
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use bridge_shared::event::{Envelope, EventId, EventKind, ENVELOPE_SCHEMA};
+use bridge_shared::integrations::Integration;
+use bridge_shared::secret::Secret;
+use bridge_shared::verbox;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::error::WebhookError;
+use crate::sink::Stored;
+use crate::startup::AppState;
+
+enum Accepted {
+    Stored(Stored, EventId),
+    Ignored(String),
+}
+
+pub async fn webhook(
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (integration_id, kind, token) = path.into_inner();
+    let kind = EventKind::parse(&kind);
+    let kind_label = kind.map_or("unknown", EventKind::as_str);
+    let result = accept(&req, &integration_id, kind, &token, payload, &state).await;
+    let (outcome, response) = match result {
+        Ok(Accepted::Stored(stored, event_id)) => {
+            let outcome = match stored {
+                Stored::Published => "accepted",
+                Stored::Spooled => "spooled",
+            };
+            tracing::debug!(integration = %integration_id, kind = kind_label, %event_id, outcome, "webhook accepted");
+            (outcome, HttpResponse::Ok().json(json!({"accepted": true, "event_id": event_id})))
+        }
+        Ok(Accepted::Ignored(reason)) => {
+            tracing::debug!(integration = %integration_id, kind = kind_label, %reason, "webhook ignored");
+            ("ignored", HttpResponse::Accepted().json(json!({"accepted": false, "ignored": reason})))
+        }
+        Err(error) => {
+            // The path holds the token: log the integration id only, never the URL.
+            tracing::info!(integration = %integration_id, kind = kind_label, error = error.code(), detail = %error, "webhook refused");
+            (error.outcome(), error.error_response())
+        }
+    };
+    state.metrics.requests.with_label_values(&[kind_label, outcome]).inc();
+    state.metrics.request_duration.with_label_values(&[kind_label]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn accept(
+    req: &HttpRequest,
+    integration_id: &str,
+    kind: Option<EventKind>,
+    token: &str,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Accepted, WebhookError> {
+    let integrations = state.integrations.current();
+    let integration = authenticate(integrations.get(integration_id).map(|i| &**i), kind, token)?;
+    let kind = kind.ok_or(WebhookError::NotFound)?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    let event = verbox::parse(&body)?;
+    if let Some(expected) = &integration.verbox_secret_key {
+        if !event.secret_key.as_deref().is_some_and(|given| expected.matches(given)) {
+            return Err(WebhookError::Unauthorized);
+        }
+    }
+    if !integration.accepts_event(kind, event.event_name.as_deref()) {
+        let name = event.event_name.as_deref().unwrap_or("(none)");
+        return Ok(Accepted::Ignored(format!("eventId {name} is not delivered on the {kind} URL")));
+    }
+    let event_id = EventId::derive(&integration.id, kind, &event, &body);
+    let text = String::from_utf8(body.to_vec()).map_err(|_| WebhookError::BodyUnreadable)?;
+    let envelope = Envelope {
+        schema: ENVELOPE_SCHEMA,
+        event_id: event_id.clone(),
+        integration: integration.id.clone(),
+        kind,
+        received_at: chrono::Utc::now(),
+        payload: serde_json::value::RawValue::from_string(text).map_err(|_| WebhookError::BodyUnreadable)?,
+    };
+    match state.sink.store(kind, &envelope.to_bytes()).await {
+        Ok(stored) => Ok(Accepted::Stored(stored, event_id)),
+        Err(error) => {
+            tracing::error!(integration = %integration.id, %error, "event refused: neither broker nor spool can take it");
+            Err(WebhookError::Unavailable)
+        }
+    }
+}
+
+/// One answer for an unknown integration, a wrong token, an inactive integration and a disabled
+/// offline URL. The token is compared in constant time, against a stand-in when the integration is
+/// unknown, so timing does not tell which integrations exist.
+fn authenticate<'a>(
+    integration: Option<&'a Integration>,
+    kind: Option<EventKind>,
+    token: &str,
+) -> Result<&'a Integration, WebhookError> {
+    static STAND_IN: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| Secret::new("x".repeat(32)));
+    let token_ok = integration.map_or(&*STAND_IN, |i| &i.webhook_token).matches(token);
+    match integration {
+        Some(i) if token_ok && i.active && (kind != Some(EventKind::Offline) || i.offline_enabled) => Ok(i),
+        _ => Err(WebhookError::NotFound),
+    }
+}
+
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, WebhookError> {
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(WebhookError::TooLarge(limit));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| WebhookError::BodyUnreadable)?;
+        if body.len() + chunk.len() > limit {
+            return Err(WebhookError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

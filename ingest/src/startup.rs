@@ -1,0 +1,127 @@
+//! Building and running the ingest service (zero2prod's `Application`): binds first, so tests can
+//! ask for port 0 and read the port back.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use bridge_shared::amqp::Topology;
+use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
+use bridge_shared::settings::{ConfigError, Settings};
+use bridge_shared::telemetry::IngestMetrics;
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::{BrokerConfig, BrokerLink};
+use crate::routes;
+use crate::sink::EventSink;
+use crate::spool::{Spool, SpoolError};
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub integrations: IntegrationsHandle,
+    pub sink: EventSink,
+    pub metrics: IngestMetrics,
+    pub registry: Registry,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("ingest.spool_dir: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("ingest.listen: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    spool: Arc<Spool>,
+}
+
+/// Time the HTTP server gives in-flight requests at shutdown; the rest of the 30 s budget is for
+/// the background tasks and the spool flush.
+const HTTP_SHUTDOWN: Duration = Duration::from_secs(20);
+const TASK_SHUTDOWN: Duration = Duration::from_secs(5);
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let registry = Registry::new();
+        let metrics = IngestMetrics::new(&registry);
+        let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
+        let spool = Arc::new(Spool::open(
+            &settings.ingest.spool_dir,
+            settings.ingest.spool_max_events,
+            metrics.spool_events.clone(),
+        )?);
+        let link = BrokerLink::new(metrics.amqp_connected.clone());
+        let topology = Topology::new(&settings.amqp.topology_prefix);
+        let (shutdown, stop) = watch::channel(false);
+        let broker = BrokerConfig {
+            url: settings.amqp.url.clone(),
+            topology: topology.clone(),
+            channels: settings.amqp.publish_channels,
+            publish_timeout: Duration::from_millis(settings.amqp.publish_timeout_ms),
+        };
+        let tasks = vec![
+            tokio::spawn(link.clone().supervise(broker, stop.clone())),
+            tokio::spawn(spool.clone().drain(link.clone(), topology.events_exchange(), stop.clone())),
+            tokio::spawn(integrations.clone().watch(Duration::from_secs(2), stop)),
+        ];
+        let state = web::Data::new(AppState {
+            integrations,
+            sink: EventSink { link, spool: spool.clone(), exchange: topology.events_exchange() },
+            metrics,
+            registry,
+            max_body_bytes: settings.ingest.max_body_bytes,
+        });
+        let listener = TcpListener::bind(settings.ingest.listen)?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/v1/verbox/{integration}/{kind}/{token}", web::post().to(routes::webhook))
+                .route("/healthz", web::get().to(routes::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .route("/metrics", web::get().to(routes::metrics))
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(HTTP_SHUTDOWN.as_secs());
+        if settings.ingest.workers > 0 {
+            server = server.workers(settings.ingest.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(port, spooled = spool.len(), "ingest listening");
+        Ok(Application { port, server, shutdown, tasks, spool })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server as SIGTERM would (tests use this).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops accepting, answers what is in
+    /// flight, stops the background tasks and flushes the spool.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(TASK_SHUTDOWN, task).await;
+        }
+        self.spool.flush().await;
+        tracing::info!(spooled = self.spool.len(), "ingest stopped");
+        served
+    }
+}

@@ -1,0 +1,7 @@
+//! Ingest against a real RabbitMQ over real HTTP: one test binary, a module per area.
+
+mod helpers;
+mod outage;
+mod process;
+mod setup;
+mod webhook;
