@@ -1,0 +1,44 @@
+//! `loadgen ingest ...`: the load generator behind `scripts/bench.sh`. Targets 127.0.0.1 only.
+
+use std::path::PathBuf;
+
+use bridge_tests::bench::ingest::{self, IngestBench};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Load generator for the verbox-bridge benchmarks (prints a table)")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Webhooks/s and latency through a real ingest process beside the broker's raw confirmed rate.
+    Ingest {
+        /// The release `ingest` binary to start.
+        #[arg(long, default_value = "target/release/ingest")]
+        ingest_bin: PathBuf,
+        #[arg(long, env = "BRIDGE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        /// Requests (and publishes) in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2048)]
+        payload_bytes: usize,
+        /// Confirm-mode channels, for ingest and for the raw run alike.
+        #[arg(long, default_value_t = 4)]
+        channels: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    match Args::parse().bench {
+        Bench::Ingest { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels } => {
+            ingest::run(IngestBench { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels }).await
+        }
+    }
+}
