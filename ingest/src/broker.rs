@@ -4,19 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_shared::amqp::{self, declare_topology, Publisher, Topology};
-use bridge_shared::retry_policy::reconnect_backoff;
+use bridge_shared::amqp::session::{self, SessionConfig};
+use bridge_shared::amqp::{self, Publisher};
 use futures_util::StreamExt;
 use prometheus::IntGauge;
 use tokio::sync::{watch, Notify};
-
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    pub url: String,
-    pub topology: Topology,
-    pub channels: usize,
-    pub publish_timeout: Duration,
-}
 
 pub struct BrokerLink {
     publisher: watch::Sender<Option<Arc<Publisher>>>,
@@ -50,24 +42,11 @@ impl BrokerLink {
         }
     }
 
-    pub async fn supervise(self: Arc<Self>, config: BrokerConfig, mut shutdown: watch::Receiver<bool>) {
+    /// Keeps a session up until `shutdown`; while there is none, events go to the spool.
+    pub async fn supervise(self: Arc<Self>, config: SessionConfig, mut shutdown: watch::Receiver<bool>) {
         let redacted = amqp::redact_url(&config.url);
         loop {
-            let mut backoff = reconnect_backoff();
-            let (connection, publisher) = loop {
-                match connect(&config).await {
-                    Ok(ready) => break ready,
-                    Err(error) => {
-                        let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
-                        tracing::warn!(broker = %redacted, %error, retry_in_ms = delay.as_millis() as u64, "broker unreachable; events go to the spool");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.wait_for(|stop| *stop) => return,
-                        }
-                    }
-                }
-            };
-            tracing::info!(broker = %redacted, "broker connected, topology declared");
+            let Some((connection, publisher)) = session::establish(&config, &mut shutdown).await else { return };
             let mut events = connection.events_listener();
             self.publisher.send_replace(Some(Arc::new(publisher)));
             self.connected.set(1);
@@ -89,13 +68,4 @@ impl BrokerLink {
             tracing::warn!(broker = %redacted, "broker connection lost; reconnecting");
         }
     }
-}
-
-async fn connect(config: &BrokerConfig) -> lapin::Result<(lapin::Connection, Publisher)> {
-    let connection = amqp::connect(&config.url, "verbox-bridge ingest").await?;
-    let channel = connection.create_channel().await?;
-    declare_topology(&channel, &config.topology).await?;
-    let _ = channel.close(200, "declared".into()).await;
-    let publisher = Publisher::new(&connection, config.channels, config.publish_timeout).await?;
-    Ok((connection, publisher))
 }

@@ -15,7 +15,7 @@ use prometheus::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::{BrokerConfig, BrokerLink};
+use crate::broker::BrokerLink;
 use crate::routes;
 use crate::sink::EventSink;
 use crate::spool::{Spool, SpoolError};
@@ -65,12 +65,7 @@ impl Application {
         let link = BrokerLink::new(metrics.amqp_connected.clone());
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let (shutdown, stop) = watch::channel(false);
-        let broker = BrokerConfig {
-            url: settings.amqp.url.clone(),
-            topology: topology.clone(),
-            channels: settings.amqp.publish_channels,
-            publish_timeout: Duration::from_millis(settings.amqp.publish_timeout_ms),
-        };
+        let broker = settings.amqp.session(topology.clone(), "verbox-bridge ingest");
         let tasks = vec![
             tokio::spawn(link.clone().supervise(broker, stop.clone())),
             tokio::spawn(spool.clone().drain(link.clone(), topology.events_exchange(), stop.clone())),

@@ -57,6 +57,13 @@ pub fn retry_tier(previous_retries: u32) -> &'static str {
     RETRY_TIERS[index].0
 }
 
+/// The retry queue to hold an event that must wait about `wait` without counting an attempt (a
+/// paused integration, a spent day budget, a saturated lane): the longest tier not over `wait`,
+/// at least the first; the event comes back early rather than late.
+pub fn park_tier(wait: Duration) -> &'static str {
+    RETRY_TIERS.iter().rev().find(|(_, delay)| *delay <= wait).unwrap_or(&RETRY_TIERS[0]).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +77,14 @@ mod tests {
         assert_eq!(jittered_delay(10, base, cap, 1.0), cap);
         assert_eq!(jittered_delay(60, base, cap, 1.0), cap, "huge attempts do not overflow");
         assert_eq!(jittered_delay(5, base, cap, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn parking_never_overshoots_the_wait_by_a_tier() {
+        assert_eq!(park_tier(Duration::from_secs(1)), "10s");
+        assert_eq!(park_tier(Duration::from_secs(300)), "1m");
+        assert_eq!(park_tier(Duration::from_secs(600)), "10m");
+        assert_eq!(park_tier(Duration::from_secs(86_400)), "1h");
     }
 
     #[test]

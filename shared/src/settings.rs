@@ -71,6 +71,9 @@ pub struct DeliverSettings {
     pub retry_for: String,
     /// CoMagic requests in flight at once, over all tenants.
     pub concurrency: usize,
+    /// The first pause of an integration whose account refuses us (doubles up to `pause_max`).
+    pub pause_initial: String,
+    pub pause_max: String,
 }
 
 impl Default for Settings {
@@ -80,6 +83,19 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             deliver: DeliverSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
+        }
+    }
+}
+
+impl AmqpSettings {
+    /// What a binary needs to keep its broker session (`name` shows in the management UI).
+    pub fn session(&self, topology: crate::amqp::Topology, name: &'static str) -> crate::amqp::session::SessionConfig {
+        crate::amqp::session::SessionConfig {
+            url: self.url.clone(),
+            topology,
+            channels: self.publish_channels,
+            publish_timeout: std::time::Duration::from_millis(self.publish_timeout_ms),
+            connection_name: name,
         }
     }
 }
@@ -118,6 +134,8 @@ impl Default for DeliverSettings {
             ledger_dir: PathBuf::from("var/ledger"),
             retry_for: "24h".into(),
             concurrency: 16,
+            pause_initial: "5m".into(),
+            pause_max: "1h".into(),
         }
     }
 }
@@ -188,12 +206,24 @@ impl Settings {
         if self.deliver.concurrency == 0 {
             return Err(ConfigError::invalid("deliver.concurrency", "must be at least 1"));
         }
-        parse_duration(&self.deliver.retry_for).map_err(|m| ConfigError::invalid("deliver.retry_for", m))?;
+        for (key, value) in [
+            ("deliver.retry_for", &self.deliver.retry_for),
+            ("deliver.pause_initial", &self.deliver.pause_initial),
+            ("deliver.pause_max", &self.deliver.pause_max),
+        ] {
+            parse_duration(value).map_err(|m| ConfigError::invalid(key, m))?;
+        }
         Ok(())
     }
 
     pub fn retry_for(&self) -> Duration {
         parse_duration(&self.deliver.retry_for).expect("validated at load")
+    }
+
+    /// The first and the longest pause of a misconfigured integration.
+    pub fn pause_range(&self) -> (Duration, Duration) {
+        let parse = |s: &str| parse_duration(s).expect("validated at load");
+        (parse(&self.deliver.pause_initial), parse(&self.deliver.pause_max))
     }
 }
 

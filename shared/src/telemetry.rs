@@ -1,7 +1,9 @@
 //! Logging (JSON lines on stdout, `RUST_LOG` filter) and the Prometheus metrics of CONTRACT.md.
 //! Label values are bounded: never a phone, e-mail, token or event id.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -99,6 +101,58 @@ impl IngestMetrics {
                 registry,
                 "bridge_ingest_spool_events",
                 "Events waiting in the local spool for the broker",
+            ),
+            amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverMetrics {
+    pub events: IntCounterVec,
+    pub attribution: IntCounterVec,
+    pub end_to_end: HistogramVec,
+    pub paused: IntGaugeVec,
+    pub quota_remaining: IntGaugeVec,
+    pub amqp_connected: IntGauge,
+}
+
+impl DeliverMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        DeliverMetrics {
+            events: counter(
+                registry,
+                "bridge_deliver_events_total",
+                "Events handled by deliver, by kind and outcome",
+                &["kind", "outcome"],
+            ),
+            attribution: counter(
+                registry,
+                "bridge_deliver_attribution_total",
+                "Delivered events by the attribution rule that decided",
+                &["kind", "rule"],
+            ),
+            end_to_end: histogram(
+                registry,
+                "bridge_deliver_end_to_end_seconds",
+                "From ingest receiving the webhook to CoMagic accepting the item",
+                &["kind"],
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+            ),
+            paused: gauge_vec(
+                "bridge_integration_paused",
+                "1 while an integration is paused because its CoMagic account refuses us",
+                &["integration", "reason"],
+            ),
+            quota_remaining: gauge_vec(
+                "bridge_comagic_quota_remaining",
+                "Points left in the integration's CoMagic budget (metadata.limits)",
+                &["integration", "window"],
             ),
             amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
         }

@@ -5,8 +5,10 @@ use serde_json::{json, Value};
 pub const WEBHOOK_TOKEN: &str = "whtok_0123456789abcdefghijklmn";
 pub const OTHER_WEBHOOK_TOKEN: &str = "whtok_zyxwvutsrqponmlkjihgfedc";
 
-/// One `[[integration]]` in campaign mode pointing at `comagic_api` with `comagic_token`.
+/// One `[[integration]]` pointing at `comagic_api` with `comagic_token`; in campaign mode (5001)
+/// unless `extra` sets its own `default`.
 pub fn integration(id: &str, webhook_token: &str, comagic_api: &str, comagic_token: &str, extra: &str) -> String {
+    let default = if extra.contains("default =") { "" } else { "default = { campaign_id = 5001 }" };
     format!(
         r#"
 [[integration]]
@@ -16,7 +18,7 @@ comagic_api = "{comagic_api}"
 comagic_token = "{comagic_token}"
 employee_id = 101
 timezone = "Europe/Moscow"
-default = {{ campaign_id = 5001 }}
+{default}
 {extra}
 "#
     )

@@ -1,6 +1,8 @@
 //! RabbitMQ: connecting, the topology both binaries declare, and confirmed publishing.
 
+pub mod headers;
 mod publisher;
+pub mod session;
 pub mod topology;
 
 pub use publisher::{PublishError, Publisher};

@@ -1,0 +1,170 @@
+//! Sends one batch of one integration and kind to CoMagic and acts on every outcome class
+//! (CONTRACT.md, "Delivery semantics"). Item-level rejections shrink the batch until what is left
+//! goes through, so one bad item never holds up the other 49.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_shared::amqp::headers::DeadClass;
+use bridge_shared::comagic::{ComagicClient, Failure, Success};
+use bridge_shared::event::EventKind;
+use bridge_shared::integrations::Integration;
+use bridge_shared::mapping::Item;
+use bridge_shared::reload::IntegrationsHandle;
+use bridge_shared::retry_policy::short_retries;
+
+use crate::outlet::Outlet;
+use crate::pending::Pending;
+use crate::tenants::{Block, Tenants};
+
+/// In-process retries of a transient failure before the events take the delayed retry queues.
+const SHORT_RETRY_FOR: Duration = Duration::from_secs(5);
+/// A quota reset at most this far away is waited for with the events in hand; a longer one parks
+/// them in a retry queue so they do not hold the prefetch window.
+const WAIT_IN_PROCESS: Duration = Duration::from_secs(60);
+
+pub struct Courier {
+    pub client: ComagicClient,
+    pub integrations: IntegrationsHandle,
+    pub tenants: Tenants,
+    pub outlet: Arc<Outlet>,
+}
+
+fn is_session_field(field: Option<&str>) -> bool {
+    field.is_some_and(|f| f.ends_with("visitor_session_id"))
+}
+
+fn halves(mut batch: Vec<Pending>) -> [Vec<Pending>; 2] {
+    let second = batch.split_off(batch.len() / 2);
+    [batch, second]
+}
+
+impl Courier {
+    pub async fn deliver(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
+        let tenant = self.tenants.get(integration_id);
+        let mut work = VecDeque::from([batch]);
+        while let Some(mut batch) = work.pop_front() {
+            if batch.is_empty() {
+                continue;
+            }
+            // Read per batch: an edit of integrations.toml applies from the next batch on.
+            let Some(integration) = self.integrations.current().get(integration_id).cloned() else {
+                for p in batch {
+                    self.outlet.dead(p, DeadClass::InvalidEvent, "the integration is no longer configured").await;
+                }
+                continue;
+            };
+            match tenant.reserve_call() {
+                Some(Block::Paused(left)) => {
+                    self.park_all(batch, left).await;
+                    continue;
+                }
+                Some(Block::Quota(wait)) if wait > WAIT_IN_PROCESS => {
+                    self.park_all(batch, wait).await;
+                    continue;
+                }
+                Some(Block::Quota(wait)) => {
+                    tokio::time::sleep(wait).await;
+                    work.push_front(batch);
+                    continue;
+                }
+                None => {}
+            }
+            let items: Vec<Item> = batch.iter().map(|p| p.item.clone()).collect();
+            let outcome = self.call(&integration, kind, &items).await;
+            if outcome.is_err() {
+                tenant.call_failed();
+            }
+            match outcome {
+                Ok(success) => {
+                    tenant.succeeded(success.limits);
+                    self.outlet.delivered(batch, false).await;
+                }
+                Err(Failure::Transient { reason, .. }) => {
+                    for p in batch {
+                        self.outlet.retry(p, &reason).await;
+                    }
+                }
+                Err(Failure::Quota { window }) => {
+                    let wait = tenant.quota_exceeded(window);
+                    tracing::info!(integration = %integration.id, wait_s = wait.as_secs(), "CoMagic quota spent; waiting for its reset");
+                    work.push_front(batch);
+                }
+                Err(Failure::Tenant { mnemonic, .. }) => {
+                    let pause = tenant.pause(mnemonic);
+                    self.park_all(batch, pause).await;
+                }
+                Err(Failure::Item { mnemonic, message, index, field }) => match index.filter(|i| *i < batch.len()) {
+                    Some(i) => {
+                        let bad = batch.remove(i);
+                        let error = format!("{mnemonic}: {message} ({})", field.as_deref().unwrap_or("request"));
+                        if let Some(retry) = self.reject(bad, &integration, field.as_deref(), &error).await {
+                            batch.push(retry);
+                        }
+                        work.push_front(batch);
+                    }
+                    None if batch.len() > 1 => {
+                        let [first, second] = halves(batch);
+                        work.push_front(second);
+                        work.push_front(first);
+                    }
+                    None => {
+                        let error = format!("{mnemonic}: {message} ({})", field.as_deref().unwrap_or("request"));
+                        let bad = batch.pop().expect("one item");
+                        if let Some(retry) = self.reject(bad, &integration, field.as_deref(), &error).await {
+                            work.push_front(vec![retry]);
+                        }
+                    }
+                },
+                Err(Failure::Duplicate { index }) => match index.filter(|i| *i < batch.len()) {
+                    Some(i) => {
+                        self.outlet.delivered(vec![batch.remove(i)], true).await;
+                        work.push_front(batch);
+                    }
+                    None if batch.len() > 1 => {
+                        let [first, second] = halves(batch);
+                        work.push_front(second);
+                        work.push_front(first);
+                    }
+                    None => self.outlet.delivered(batch, true).await,
+                },
+            }
+        }
+    }
+
+    /// An item CoMagic refused: a refused session is re-sent once with rule 2/3 (returned to send
+    /// again); anything else is dead-lettered.
+    async fn reject(
+        &self,
+        mut bad: Pending,
+        integration: &Integration,
+        field: Option<&str>,
+        error: &str,
+    ) -> Option<Pending> {
+        if is_session_field(field) && bad.fall_back_from_session(integration) {
+            tracing::info!(integration = %integration.id, event_id = %bad.envelope.event_id, %error, "CoMagic refused the session; re-sending with the fallback attribution");
+            return Some(bad);
+        }
+        self.outlet.dead(bad, DeadClass::ComagicRejected, error).await;
+        None
+    }
+
+    async fn park_all(&self, batch: Vec<Pending>, wait: Duration) {
+        for p in batch {
+            self.outlet.park(p, wait).await;
+        }
+    }
+
+    /// One upload with short in-process retries of transient failures.
+    async fn call(&self, integration: &Integration, kind: EventKind, items: &[Item]) -> Result<Success, Failure> {
+        let mut delays = short_retries(SHORT_RETRY_FOR);
+        loop {
+            let outcome = self.client.upload(&integration.comagic_api, &integration.comagic_token, kind, items).await;
+            match (&outcome, delays.next_delay()) {
+                (Err(Failure::Transient { .. }), Some(delay)) => tokio::time::sleep(delay).await,
+                _ => return outcome,
+            }
+        }
+    }
+}

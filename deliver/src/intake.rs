@@ -1,0 +1,174 @@
+//! Consuming `bridge.deliver`: a supervisor keeps a session and a consumer up across broker
+//! restarts; each message is checked (poison, envelope, integration, ledger, payload), attributed,
+//! mapped and handed to its lane.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_shared::amqp::headers::DeadClass;
+use bridge_shared::amqp::session::{self, SessionConfig};
+use bridge_shared::amqp::topology::DELIVERY_LIMIT;
+use bridge_shared::amqp::Publisher;
+use bridge_shared::attribution::attribute;
+use bridge_shared::event::Envelope;
+use bridge_shared::mapping::{map_event, MappingContext};
+use bridge_shared::reload::IntegrationsHandle;
+use bridge_shared::verbox;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use prometheus::IntGauge;
+use tokio::sync::watch;
+
+use crate::lanes::Lanes;
+use crate::ledger::Ledger;
+use crate::outlet::{Outlet, Raw};
+use crate::pending::{previous_deliveries, Pending};
+
+pub struct Intake {
+    pub integrations: IntegrationsHandle,
+    pub ledger: Arc<Ledger>,
+    pub outlet: Arc<Outlet>,
+    pub lanes: Arc<Lanes>,
+}
+
+const CONSUMER_TAG: &str = "verbox-bridge-deliver";
+
+impl Intake {
+    pub async fn take(&self, delivery: Delivery) {
+        let envelope = Envelope::from_bytes(&delivery.data);
+        let deliveries = previous_deliveries(&delivery) + 1;
+        if deliveries >= DELIVERY_LIMIT as u64 {
+            // Before the broker's own limit drops it into the dead queue without our headers.
+            let raw = match &envelope {
+                Ok(e) => Raw { integration: Some(&e.integration), kind: Some(e.kind.as_str()) },
+                Err(_) => Raw { integration: None, kind: None },
+            };
+            let error = format!("delivered {deliveries} times without an outcome");
+            return self.outlet.dead_raw(&delivery, raw, DeadClass::Poison, &error).await;
+        }
+        let envelope = match envelope {
+            Ok(e) => e,
+            Err(e) => {
+                let raw = Raw { integration: None, kind: None };
+                let error = format!("not an event envelope: {e}");
+                return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
+            }
+        };
+        let kind = envelope.kind.as_str();
+        let raw = Raw { integration: Some(&envelope.integration), kind: Some(kind) };
+        let integrations = self.integrations.current();
+        let Some(integration) = integrations.get(&envelope.integration) else {
+            let error = format!("no integration `{}` in integrations.toml", envelope.integration);
+            return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
+        };
+        if self.ledger.contains(envelope.event_id.as_str()) {
+            return self.outlet.done(&delivery, kind, "duplicate").await;
+        }
+        let event = match verbox::parse(envelope.payload.get().as_bytes()) {
+            Ok(event) => event,
+            Err(e) => return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &e.to_string()).await,
+        };
+        let attribution = attribute(integration, &event);
+        let cx = MappingContext {
+            integration,
+            event_id: &envelope.event_id,
+            attribution,
+            received_at: envelope.received_at,
+            now: chrono::Utc::now(),
+        };
+        match map_event(envelope.kind, &event, cx) {
+            Ok(item) => self.lanes.submit(Pending { delivery, envelope, event, item, rule: attribution.rule }),
+            Err(skip) => {
+                tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, reason = skip.as_str(), "skipped: CoMagic cannot take this event");
+                self.outlet.done(&delivery, kind, "skipped").await;
+            }
+        }
+    }
+}
+
+/// The broker side of deliver, for health and shutdown.
+pub struct Consuming {
+    pub publisher: watch::Sender<Option<Arc<Publisher>>>,
+    pub connected: IntGauge,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Consuming {
+    fn set_up(&self, publisher: Option<Publisher>) {
+        let up = publisher.is_some();
+        self.publisher.send_replace(publisher.map(Arc::new));
+        self.connected.set(up.into());
+        self.ready.store(up, Ordering::Relaxed);
+    }
+
+    /// Consumes until `shutdown`, reconnecting as needed. Returns the live connection at shutdown,
+    /// with the consumer cancelled, so the lanes can still ack and move what they hold.
+    pub async fn run(
+        &self,
+        intake: Arc<Intake>,
+        config: SessionConfig,
+        prefetch: u16,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Option<lapin::Connection> {
+        let queue = config.topology.deliver_queue();
+        loop {
+            let (connection, publisher) = session::establish(&config, &mut shutdown).await?;
+            let started = async {
+                let channel = connection.create_channel().await?;
+                channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        CONSUMER_TAG.into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, lapin::Error>((channel, consumer))
+            }
+            .await;
+            let (channel, mut consumer) = match started {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "could not start consuming; reconnecting");
+                    let _ = connection.close(200, "retry".into()).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.set_up(Some(publisher));
+            tracing::info!(%queue, prefetch, "consuming");
+            let mut health = tokio::time::interval(Duration::from_millis(500));
+            let stopping = loop {
+                tokio::select! {
+                    _ = health.tick() => if !connection.status().connected() {
+                        tracing::warn!("broker connection lost; reconnecting");
+                        break false;
+                    },
+                    next = consumer.next() => match next {
+                        Some(Ok(delivery)) => intake.take(delivery).await,
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "broker connection lost; reconnecting");
+                            break false;
+                        }
+                        None => break false,
+                    },
+                    // The guard wait_for returns is not Send: drop it inside the branch future.
+                    _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break true,
+                }
+            };
+            if stopping {
+                let _ = channel.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()).await;
+                self.ready.store(false, Ordering::Relaxed);
+                return Some(connection);
+            }
+            self.set_up(None);
+            // What the lanes still hold from this connection is redelivered; the ledger skips
+            // whatever of it they deliver meanwhile.
+            let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "reconnect".into())).await;
+        }
+    }
+}

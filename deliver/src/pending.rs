@@ -1,0 +1,66 @@
+//! One consumed event on its way to CoMagic: the broker delivery (to ack) and the mapped item.
+
+use bridge_shared::amqp::headers::{self, DELIVERY_COUNT};
+use bridge_shared::attribution::{self, Rule};
+use bridge_shared::event::{Envelope, EventKind};
+use bridge_shared::integrations::Integration;
+use bridge_shared::mapping::{self, Item, MappingContext};
+use bridge_shared::verbox::VerboxEvent;
+use lapin::message::Delivery;
+use lapin::types::FieldTable;
+
+pub struct Pending {
+    pub delivery: Delivery,
+    pub envelope: Envelope,
+    pub event: VerboxEvent,
+    pub item: Item,
+    pub rule: Rule,
+}
+
+impl Pending {
+    pub fn headers(&self) -> FieldTable {
+        headers_of(&self.delivery)
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.envelope.kind
+    }
+
+    /// CoMagic refused this item's session: map it again with rule 2/3. `false` when the item had no
+    /// session or was already re-sent that way (then it is a real rejection).
+    pub fn fall_back_from_session(&mut self, integration: &Integration) -> bool {
+        if self.rule != Rule::Session {
+            return false;
+        }
+        let attribution = attribution::without_session(integration, &self.event, true);
+        let cx = MappingContext {
+            integration,
+            event_id: &self.envelope.event_id,
+            attribution,
+            received_at: self.envelope.received_at,
+            now: chrono::Utc::now(),
+        };
+        match mapping::map_event(self.kind(), &self.event, cx) {
+            Ok(item) => {
+                self.item = item;
+                self.rule = attribution.rule;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The headers a message is moved on with. The broker's own delivery count stays behind: it counts
+/// deliveries from one queue, and a copy that kept it would look like poison when it comes back.
+pub fn headers_of(delivery: &Delivery) -> FieldTable {
+    let mut h = delivery.properties.headers().clone().unwrap_or_default().inner().clone();
+    h.remove(DELIVERY_COUNT);
+    FieldTable::from(h)
+}
+
+/// How often the broker delivered this message before (quorum queues count it).
+pub fn previous_deliveries(delivery: &Delivery) -> u64 {
+    let h = delivery.properties.headers().clone().unwrap_or_default();
+    headers::get_u64(&h, DELIVERY_COUNT).unwrap_or(0)
+}

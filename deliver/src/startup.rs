@@ -1,0 +1,151 @@
+//! Building and running the deliver worker (zero2prod's `Application`): health and metrics on an
+//! HTTP port (port 0 in tests), the consumer, the lanes, and the integrations watcher.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bridge_shared::amqp::Topology;
+use bridge_shared::comagic::ComagicClient;
+use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
+use bridge_shared::settings::{ConfigError, Settings};
+use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
+use prometheus::Registry;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::courier::Courier;
+use crate::intake::{Consuming, Intake};
+use crate::lanes::{LaneLimits, Lanes};
+use crate::ledger::Ledger;
+use crate::outlet::Outlet;
+use crate::tenants::Tenants;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("deliver.ledger_dir: {0}")]
+    Ledger(#[from] sled::Error),
+    #[error("deliver.listen: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// A CoMagic call that takes longer than this is a transient failure.
+const COMAGIC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Of the 30 s shutdown budget: the batches in hand get this long to finish.
+const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
+
+struct HealthState {
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: watch::Sender<bool>,
+    consumer: JoinHandle<Option<lapin::Connection>>,
+    watcher: JoinHandle<()>,
+    lanes: Arc<Lanes>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let registry = Registry::new();
+        let metrics = DeliverMetrics::new(&registry);
+        let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
+        let ledger = Arc::new(Ledger::open(&settings.deliver.ledger_dir)?);
+        let topology = Topology::new(&settings.amqp.topology_prefix);
+        let (publisher_tx, publisher_rx) = watch::channel(None);
+        let outlet = Arc::new(Outlet {
+            publisher: publisher_rx,
+            topology: topology.clone(),
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+            retry_for: settings.retry_for(),
+        });
+        let courier = Arc::new(Courier {
+            client: ComagicClient::new(COMAGIC_TIMEOUT, ComagicMetrics::new(&registry)),
+            integrations: integrations.clone(),
+            tenants: Tenants::new(settings.pause_range(), metrics.clone()),
+            outlet: outlet.clone(),
+        });
+        let d = &settings.deliver;
+        let limits = LaneLimits {
+            batch_max: d.batch_max,
+            linger: Duration::from_millis(d.batch_linger_ms),
+            lane_cap: (usize::from(d.prefetch) / 2).max(d.batch_max),
+        };
+        let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
+        let intake = Arc::new(Intake { integrations: integrations.clone(), ledger, outlet, lanes: lanes.clone() });
+        let ready = Arc::new(AtomicBool::new(false));
+        let consuming =
+            Consuming { publisher: publisher_tx, connected: metrics.amqp_connected.clone(), ready: ready.clone() };
+        let (shutdown, stop) = watch::channel(false);
+        let session = settings.amqp.session(topology, "verbox-bridge deliver");
+        let prefetch = d.prefetch;
+        let consumer_stop = stop.clone();
+        let consumer = tokio::spawn(async move { consuming.run(intake, session, prefetch, consumer_stop).await });
+        let watcher = tokio::spawn(integrations.watch(Duration::from_secs(2), stop));
+
+        let state = web::Data::new(HealthState { registry, ready });
+        let listener = TcpListener::bind(d.listen)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_page))
+        })
+        .workers(1)
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "deliver listening");
+        Ok(Application { port, server, shutdown, consumer, watcher, lanes })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the worker as SIGTERM would (tests use this).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops consuming, lets the lanes send
+    /// or move what they hold, then closes the connection; anything still unacked is redelivered.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        let _ = self.shutdown.send(true);
+        let connection = self.consumer.await.ok().flatten();
+        if tokio::time::timeout(LANES_SHUTDOWN, self.lanes.close()).await.is_err() {
+            tracing::warn!("batches still in hand at shutdown; the broker redelivers them");
+        }
+        if let Some(connection) = connection {
+            let _ = tokio::time::timeout(Duration::from_secs(3), connection.close(200, "shutdown".into())).await;
+        }
+        let _ = self.watcher.await;
+        tracing::info!("deliver stopped");
+        served
+    }
+}
+
+async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "not consuming"}))
+    }
+}
+
+async fn metrics_page(state: web::Data<HealthState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(telemetry::render(&state.registry))
+}

@@ -1,0 +1,178 @@
+//! The whole pipeline in one test process: a per-test topology on the real RabbitMQ, the CoMagic
+//! sandbox, ingest and deliver on port 0, all over real connections on loopback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bridge_shared::settings::Settings;
+use bridge_tests::broker::TestBroker;
+use bridge_tests::fixtures::{integration, WEBHOOK_TOKEN};
+use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig, Upload};
+use bridge_tests::wait_for;
+use serde_json::{Map, Value};
+
+/// Sandbox account names and their CoMagic tokens; integration `x` uses account `x`.
+pub fn comagic_token(account: &str) -> String {
+    format!("ct-{account}-0123456789")
+}
+
+pub struct Tenant {
+    pub id: &'static str,
+    /// Extra lines of its `[[integration]]` (mode, messengers, ...).
+    pub extra: &'static str,
+}
+
+pub fn integrations_toml(api: &str, tenants: &[Tenant]) -> String {
+    tenants.iter().map(|t| integration(t.id, WEBHOOK_TOKEN, api, &comagic_token(t.id), t.extra)).collect()
+}
+
+/// `bridge.toml` for one test: its own prefix, spool, ledger, and short pauses.
+pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, deliver_extra: &str) -> PathBuf {
+    let config = dir.join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{amqp_url}\"\ntopology_prefix = \"{prefix}\"\n\
+             [ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nworkers = 1\n\
+             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\nbatch_linger_ms = {linger_ms}\n\
+             pause_initial = \"1s\"\npause_max = \"2s\"\n{deliver_extra}\n",
+            dir.join("spool").display(),
+            dir.join("ledger").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+struct Running {
+    address: String,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.handle.stop(true).await;
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub struct Pipeline {
+    pub broker: TestBroker,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub http: reqwest::Client,
+    ingest: Running,
+    deliver: Option<Running>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Extra `[deliver]` lines.
+    pub deliver_extra: &'static str,
+    /// `batch_linger_ms` (100 when 0).
+    pub linger_ms: u64,
+    /// Connect deliver through this URL (a cuttable proxy) instead of straight to the broker.
+    pub deliver_amqp_url: Option<String>,
+    /// Do not run deliver in the test process (the test starts the binary itself).
+    pub external_deliver: bool,
+}
+
+async fn start_ingest(settings: Settings) -> Running {
+    let app = ingest::startup::Application::build(settings).await.expect("ingest starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    Running { address, handle, task: tokio::spawn(app.run_until_stopped()) }
+}
+
+async fn start_deliver(settings: Settings) -> Running {
+    let app = deliver::startup::Application::build(settings).await.expect("deliver starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    Running { address, handle, task: tokio::spawn(app.run_until_stopped()) }
+}
+
+impl Pipeline {
+    pub async fn start(test: &str, tenants: &[Tenant], options: Options) -> Pipeline {
+        let broker = TestBroker::new(test).await;
+        let accounts = tenants.iter().map(|t| Account::sample(t.id, &comagic_token(t.id))).collect();
+        let sandbox = Sandbox::start(SandboxConfig { account: accounts }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("integrations.toml"), integrations_toml(sandbox.url(), tenants)).unwrap();
+        let config = write_config(
+            dir.path(),
+            &broker.url,
+            &broker.prefix,
+            if options.linger_ms == 0 { 100 } else { options.linger_ms },
+            options.deliver_extra,
+        );
+        let ingest = start_ingest(Settings::load(&config).unwrap()).await;
+        let mut settings = Settings::load(&config).unwrap();
+        if let Some(url) = options.deliver_amqp_url {
+            settings.amqp.url = url;
+        }
+        let deliver = if options.external_deliver { None } else { Some(start_deliver(settings).await) };
+        let pipeline = Pipeline { broker, sandbox, dir, config, http: reqwest::Client::new(), ingest, deliver };
+        pipeline.wait_ready().await;
+        pipeline
+    }
+
+    async fn wait_ready(&self) {
+        for address in std::iter::once(&self.ingest.address).chain(self.deliver.as_ref().map(|d| &d.address)) {
+            wait_for("the services to reach the broker", Duration::from_secs(20), || async {
+                let r = self.http.get(format!("{address}/readyz")).send().await.ok()?;
+                let m = self.http.get(format!("{address}/metrics")).send().await.ok()?.text().await.ok()?;
+                (r.status() == 200 && m.lines().any(|l| l == "bridge_amqp_connected 1")).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// Posts a webhook to ingest; returns the event id of an accepted one.
+    pub async fn post(&self, integration: &str, kind: &str, body: &Value) -> String {
+        let url = format!("{}/v1/verbox/{integration}/{kind}/{WEBHOOK_TOKEN}", self.ingest.address);
+        let response = self.http.post(url).body(body.to_string()).send().await.expect("ingest answers");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["accepted"], true, "{answer}");
+        answer["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// One sample of deliver's `/metrics`, e.g. `bridge_deliver_events_total{kind="chat",outcome="delivered"}`.
+    pub async fn deliver_metric(&self, sample: &str) -> f64 {
+        let address = &self.deliver.as_ref().expect("deliver runs").address;
+        let text = self.http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits until the sandbox holds at least `n` items of `upload` for `account`.
+    pub async fn wait_stored(
+        &self,
+        account: &str,
+        upload: Upload,
+        n: usize,
+        deadline: Duration,
+    ) -> Vec<Map<String, Value>> {
+        wait_for(&format!("{n} {} items in {account}", upload.key()), deadline, || async {
+            let stored = self.sandbox.stored(account, upload);
+            (stored.len() >= n).then_some(stored)
+        })
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.deliver.take() {
+            running.stop().await;
+        }
+        self.ingest.stop().await;
+        self.sandbox.stop().await;
+        self.broker.cleanup().await;
+    }
+}
+
+/// The stored items' `ext_id`s.
+pub fn ext_ids(items: &[Map<String, Value>]) -> Vec<String> {
+    items.iter().map(|i| i["ext_id"].as_str().unwrap().to_owned()).collect()
+}

@@ -1,0 +1,93 @@
+//! The message headers of CONTRACT.md (dead-letter headers) and the ones deliver keeps between
+//! retries, with typed reads that accept whichever integer type a broker or client wrote.
+
+use lapin::types::{AMQPValue, FieldTable, LongString};
+
+pub const ERROR_CLASS: &str = "x-bridge-error-class";
+pub const ERROR: &str = "x-bridge-error";
+pub const ATTEMPTS: &str = "x-bridge-attempts";
+pub const DEAD_AT: &str = "x-bridge-dead-at";
+pub const INTEGRATION: &str = "x-bridge-integration";
+pub const KIND: &str = "x-bridge-kind";
+/// Passes through the delayed retry queues so far (chooses the next tier).
+pub const RETRIES: &str = "x-bridge-retries";
+/// Set by quorum queues: how often the message was delivered before.
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// Why a message is in the dead-letter queue (`x-bridge-error-class`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadClass {
+    InvalidEvent,
+    ComagicRejected,
+    RetriesExhausted,
+    Poison,
+}
+
+impl DeadClass {
+    pub const ALL: [DeadClass; 4] =
+        [DeadClass::InvalidEvent, DeadClass::ComagicRejected, DeadClass::RetriesExhausted, DeadClass::Poison];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadClass::InvalidEvent => "invalid_event",
+            DeadClass::ComagicRejected => "comagic_rejected",
+            DeadClass::RetriesExhausted => "retries_exhausted",
+            DeadClass::Poison => "poison",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+pub fn get_str(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn get_u64(headers: &FieldTable, key: &str) -> Option<u64> {
+    let n: i128 = match headers.inner().get(key)? {
+        AMQPValue::ShortShortInt(v) => (*v).into(),
+        AMQPValue::ShortShortUInt(v) => (*v).into(),
+        AMQPValue::ShortInt(v) => (*v).into(),
+        AMQPValue::ShortUInt(v) => (*v).into(),
+        AMQPValue::LongInt(v) => (*v).into(),
+        AMQPValue::LongUInt(v) => (*v).into(),
+        AMQPValue::LongLongInt(v) => (*v).into(),
+        AMQPValue::Timestamp(v) => (*v).into(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).trim().parse().ok()?,
+        _ => return None,
+    };
+    u64::try_from(n).ok()
+}
+
+pub fn set_str(headers: &mut FieldTable, key: &str, value: &str) {
+    headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
+}
+
+pub fn set_u64(headers: &mut FieldTable, key: &str, value: u64) {
+    headers.insert(key.into(), AMQPValue::LongLongInt(i64::try_from(value).unwrap_or(i64::MAX)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_of_any_width_and_strings_read_back() {
+        let mut h = FieldTable::default();
+        set_u64(&mut h, ATTEMPTS, 3);
+        h.insert(DELIVERY_COUNT.into(), AMQPValue::LongInt(2));
+        h.insert("neg".into(), AMQPValue::LongInt(-1));
+        set_str(&mut h, ERROR_CLASS, DeadClass::Poison.as_str());
+        assert_eq!(get_u64(&h, ATTEMPTS), Some(3));
+        assert_eq!(get_u64(&h, DELIVERY_COUNT), Some(2));
+        assert_eq!(get_u64(&h, "neg"), None);
+        assert_eq!(get_u64(&h, "missing"), None);
+        assert_eq!(get_str(&h, ERROR_CLASS).as_deref().and_then(DeadClass::parse), Some(DeadClass::Poison));
+    }
+}
