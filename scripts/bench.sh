@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh >/dev/null
 cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
-for bench in "${@:-ingest}"; do
+benches=("$@"); [ ${#benches[@]} -gt 0 ] || benches=(ingest deliver)
+for bench in "${benches[@]}"; do
   target/release/loadgen "$bench"
 done

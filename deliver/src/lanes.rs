@@ -2,12 +2,13 @@
 //! when full or after `batch_linger_ms`, and sends each batch under a global concurrency limit.
 //!
 //! Isolation: all lanes share one queue and one prefetch window, so a lane that cannot keep up (a
-//! slow or paused account, a spent quota) must not fill the window. A lane holding `lane_cap`
-//! events parks its new arrivals in the shortest retry queue instead; the other tenants' events
-//! keep flowing through the window.
+//! slow account, a quota wait) must not fill the window. A lane that holds more than a couple of
+//! batches and is behind (its last batch waited longer than `max_lag` to be sent) parks its new
+//! arrivals in the shortest retry queue instead, and the other tenants' events keep flowing. A
+//! busy lane that keeps up is never parked: parking is churn for the broker.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +24,15 @@ use crate::pending::Pending;
 pub struct LaneLimits {
     pub batch_max: usize,
     pub linger: Duration,
-    /// Events one lane may hold (queued and in flight) before its arrivals are parked.
-    pub lane_cap: usize,
+    /// How far behind a lane may fall before its arrivals are parked.
+    pub max_lag: Duration,
 }
 
 struct Lane {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::UnboundedSender<(Instant, Pending)>,
     in_hand: Arc<AtomicUsize>,
+    /// How long the last batch's first event waited in the lane, in ms.
+    lag_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -48,34 +51,36 @@ impl Lanes {
 
     pub fn submit(&self, pending: Pending) {
         let key = (pending.envelope.integration.clone(), pending.kind());
-        let (tx, in_hand) = {
+        let (tx, in_hand, lag_ms) = {
             let mut lanes = self.lanes.lock().unwrap();
             let lane = lanes.entry(key).or_insert_with_key(|(id, kind)| self.open(id.clone(), *kind));
-            (lane.tx.clone(), lane.in_hand.clone())
+            (lane.tx.clone(), lane.in_hand.clone(), lane.lag_ms.clone())
         };
-        if in_hand.load(Ordering::Relaxed) >= self.limits.lane_cap {
+        let behind = Duration::from_millis(lag_ms.load(Ordering::Relaxed)) > self.limits.max_lag;
+        if behind && in_hand.load(Ordering::Relaxed) >= 2 * self.limits.batch_max {
             let outlet = self.courier.outlet.clone();
             tokio::spawn(async move { outlet.park(pending, Duration::ZERO).await });
             return;
         }
         in_hand.fetch_add(1, Ordering::Relaxed);
         // A send fails only while shutting down; the unacked delivery then returns to the queue.
-        let _ = tx.send(pending);
+        let _ = tx.send((Instant::now(), pending));
     }
 
     fn open(&self, integration: String, kind: EventKind) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let in_hand = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run_lane(
+        let lag_ms = Arc::new(AtomicU64::new(0));
+        let lane = LaneTask {
             integration,
             kind,
-            rx,
-            in_hand.clone(),
-            self.courier.clone(),
-            self.permits.clone(),
-            self.limits,
-        ));
-        Lane { tx, in_hand, task }
+            in_hand: in_hand.clone(),
+            lag_ms: lag_ms.clone(),
+            courier: self.courier.clone(),
+            permits: self.permits.clone(),
+            limits: self.limits,
+        };
+        Lane { tx, in_hand, lag_ms, task: tokio::spawn(lane.run(rx)) }
     }
 
     /// Flushes every lane and waits for the batches in flight (call once nothing is submitted).
@@ -89,38 +94,45 @@ impl Lanes {
     }
 }
 
-async fn run_lane(
+struct LaneTask {
     integration: String,
     kind: EventKind,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
     in_hand: Arc<AtomicUsize>,
+    lag_ms: Arc<AtomicU64>,
     courier: Arc<Courier>,
     permits: Arc<Semaphore>,
     limits: LaneLimits,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let flush_at = Instant::now() + limits.linger;
-        while batch.len() < limits.batch_max {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                    p = rx.recv() => match p {
-                        Some(p) => batch.push(p),
-                        None => break,
+}
+
+impl LaneTask {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<(Instant, Pending)>) {
+        let limits = self.limits;
+        while let Some((queued_at, first)) = rx.recv().await {
+            let mut batch = vec![first];
+            let flush_at = Instant::now() + limits.linger;
+            while batch.len() < limits.batch_max {
+                match rx.try_recv() {
+                    Ok((_, p)) => batch.push(p),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                        p = rx.recv() => match p {
+                            Some((_, p)) => batch.push(p),
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(flush_at) => break,
                     },
-                    _ = tokio::time::sleep_until(flush_at) => break,
-                },
+                }
             }
+            let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+            self.lag_ms.store(queued_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+            let (courier, in_hand, integration, kind) =
+                (self.courier.clone(), self.in_hand.clone(), self.integration.clone(), self.kind);
+            tokio::spawn(async move {
+                let n = batch.len();
+                courier.deliver(&integration, kind, batch).await;
+                in_hand.fetch_sub(n, Ordering::Relaxed);
+                drop(permit);
+            });
         }
-        let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let (courier, in_hand, integration) = (courier.clone(), in_hand.clone(), integration.clone());
-        tokio::spawn(async move {
-            let n = batch.len();
-            courier.deliver(&integration, kind, batch).await;
-            in_hand.fetch_sub(n, Ordering::Relaxed);
-            drop(permit);
-        });
     }
 }

@@ -37,6 +37,8 @@ pub enum StartError {
 
 /// A CoMagic call that takes longer than this is a transient failure.
 const COMAGIC_TIMEOUT: Duration = Duration::from_secs(30);
+/// A lane further behind than this parks its arrivals so it cannot hold up the other tenants.
+const MAX_LANE_LAG: Duration = Duration::from_secs(5);
 /// Of the 30 s shutdown budget: the batches in hand get this long to finish.
 const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 
@@ -79,7 +81,7 @@ impl Application {
         let limits = LaneLimits {
             batch_max: d.batch_max,
             linger: Duration::from_millis(d.batch_linger_ms),
-            lane_cap: (usize::from(d.prefetch) / 2).max(d.batch_max),
+            max_lag: MAX_LANE_LAG,
         };
         let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
         let intake = Arc::new(Intake { integrations: integrations.clone(), ledger, outlet, lanes: lanes.clone() });

@@ -128,7 +128,7 @@ impl Default for DeliverSettings {
     fn default() -> Self {
         DeliverSettings {
             listen: "0.0.0.0:9091".parse().expect("literal address"),
-            prefetch: 500,
+            prefetch: 2000,
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use bridge_tests::bench::deliver::{self, DeliverBench};
 use bridge_tests::bench::ingest::{self, IngestBench};
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,21 @@ enum Bench {
         #[arg(long, default_value_t = 4)]
         channels: usize,
     },
+    /// Events/s a real deliver process drains into the sandbox, items per call and RSS.
+    Deliver {
+        #[arg(long, default_value = "target/release/deliver")]
+        deliver_bin: PathBuf,
+        #[arg(long, env = "BRIDGE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long, default_value_t = 30_000)]
+        events: u64,
+        /// CoMagic latencies to run at, in ms.
+        #[arg(long, value_delimiter = ',', default_value = "0,50")]
+        latency_ms: Vec<u64>,
+        /// deliver's `[deliver] concurrency`.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
 }
 
 #[tokio::main]
@@ -39,6 +55,9 @@ async fn main() {
     match Args::parse().bench {
         Bench::Ingest { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels } => {
             ingest::run(IngestBench { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels }).await
+        }
+        Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency } => {
+            deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms: latency_ms, concurrency }).await
         }
     }
 }

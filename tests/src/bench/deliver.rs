@@ -1,0 +1,135 @@
+//! The deliver benchmark: a backlog of one busy tenant's chats preloaded into the queue, drained by
+//! a real `deliver` process into the in-process sandbox at a given CoMagic latency.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bridge_shared::amqp::{connect, Publisher};
+use bridge_shared::event::{Envelope, EventId, EventKind, ENVELOPE_SCHEMA};
+use bridge_shared::verbox;
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::{memory_mib, print_table};
+use crate::broker::TestBroker;
+use crate::fixtures::{chat, integration, WEBHOOK_TOKEN};
+use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
+
+pub struct DeliverBench {
+    pub deliver_bin: PathBuf,
+    pub amqp_url: String,
+    pub events: u64,
+    pub latencies_ms: Vec<u64>,
+    pub concurrency: usize,
+}
+
+const TOKEN: &str = "ct-bench-0123456789";
+
+fn envelope(i: u64) -> Vec<u8> {
+    let body = chat(i, json!({})).to_string();
+    let event = verbox::parse(body.as_bytes()).expect("the bench chat parses");
+    Envelope {
+        schema: ENVELOPE_SCHEMA,
+        event_id: EventId::derive("bench", EventKind::Chat, &event, body.as_bytes()),
+        integration: "bench".into(),
+        kind: EventKind::Chat,
+        received_at: chrono::Utc::now(),
+        payload: serde_json::value::RawValue::from_string(body).unwrap(),
+    }
+    .to_bytes()
+}
+
+struct Row {
+    latency_ms: u64,
+    rate: f64,
+    items_per_call: f64,
+    peak_mib: f64,
+}
+
+async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
+    let broker = TestBroker::new("bench-deliver").await;
+    let connection = connect(&bench.amqp_url, "verbox-bridge bench").await.expect("RabbitMQ answers");
+    let publisher = Arc::new(Publisher::new(&connection, 4, Duration::from_secs(30)).await.unwrap());
+    let exchange = broker.topology.events_exchange();
+    for chunk in (0..bench.events).collect::<Vec<_>>().chunks(256) {
+        let sends = chunk.iter().map(|i| {
+            let (publisher, exchange, body) = (publisher.clone(), exchange.clone(), envelope(*i));
+            async move { publisher.publish(&exchange, "chat", &body, Default::default()).await.expect("confirmed") }
+        });
+        join_all(sends).await;
+    }
+    let _ = connection.close(200, "preloaded".into()).await;
+
+    let sandbox = Sandbox::start(SandboxConfig { account: vec![Account::sample("bench", TOKEN)] }).await.unwrap();
+    if latency_ms > 0 {
+        sandbox.add_fault(Fault { kind: FaultKind::Latency, latency_ms, ..Default::default() });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("integrations.toml"), integration("bench", WEBHOOK_TOKEN, sandbox.url(), TOKEN, ""))
+        .unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{}\"\ntopology_prefix = \"{}\"\n\
+             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\nconcurrency = {}\n",
+            bench.amqp_url,
+            broker.prefix,
+            dir.path().join("ledger").display(),
+            bench.concurrency
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(&bench.deliver_bin)
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the deliver binary starts");
+    let delivered = |s: &Sandbox| {
+        let calls = s.calls();
+        let ok: Vec<_> = calls.iter().filter(|c| c.result == "ok").collect();
+        (ok.iter().map(|c| c.items as u64).sum::<u64>(), ok.len() as u64)
+    };
+    let mut first = None;
+    let mut peak_mib: f64 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (items, calls) = loop {
+        let (items, calls) = delivered(&sandbox);
+        if items > 0 && first.is_none() {
+            first = Some((Instant::now(), items));
+        }
+        peak_mib = peak_mib.max(memory_mib(child.id()).0);
+        if items >= bench.events || Instant::now() > deadline {
+            break (items, calls);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (started, at_start) = first.expect("deliveries began");
+    let rate = (items - at_start) as f64 / started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    sandbox.stop().await;
+    broker.cleanup().await;
+    Row { latency_ms, rate, items_per_call: items as f64 / calls.max(1) as f64, peak_mib }
+}
+
+pub async fn run(bench: DeliverBench) {
+    let mut rows = Vec::new();
+    for latency in bench.latencies_ms.clone() {
+        let row = one_run(&bench, latency).await;
+        rows.push(vec![
+            format!("{} ms", row.latency_ms),
+            format!("{:.0}", row.rate),
+            format!("{:.1}", row.items_per_call),
+            format!("{:.1}", row.peak_mib),
+        ]);
+    }
+    println!(
+        "\ndeliver benchmark: {} chats of one tenant preloaded, concurrency {}, sandbox in process\n",
+        bench.events, bench.concurrency
+    );
+    print_table(&["CoMagic latency", "events/s delivered", "items per call", "deliver peak RSS MiB"], &rows);
+}
