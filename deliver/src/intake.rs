@@ -65,6 +65,7 @@ impl Intake {
             return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
         };
         if self.ledger.contains(envelope.event_id.as_str()) {
+            tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, "already delivered (ledger); acked");
             return self.outlet.done(&delivery, kind, "duplicate").await;
         }
         let event = match verbox::parse(envelope.payload.get().as_bytes()) {

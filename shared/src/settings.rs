@@ -157,9 +157,12 @@ impl Settings {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
             other => other,
         })?;
-        if settings.integrations.is_relative() {
-            if let Some(dir) = path.parent() {
-                settings.integrations = dir.join(&settings.integrations);
+        // Relative paths in the file are relative to the file, not to where the process started.
+        if let Some(dir) = path.parent() {
+            for p in [&mut settings.integrations, &mut settings.ingest.spool_dir, &mut settings.deliver.ledger_dir] {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
             }
         }
         Ok(settings)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The pipeline on this machine, no Docker: RabbitMQ (installed and started if none answers on
+# :5672), the CoMagic sandbox, deliver and ingest with deploy/local's config; posts three sample
+# webhooks and shows them arriving in the sandbox with their attribution. Ctrl-C stops what it
+# started, and only that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-rabbitmq.sh
+echo "building (release)..."
+cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
+
+run=var/local
+mkdir -p "$run"
+cp deploy/local/bridge.toml deploy/local/integrations.toml "$run/"
+# The sandbox's visitor session started an hour ago (in the account's zone), so the chat may use it.
+session_start=$(TZ=Europe/Moscow date -d '-1 hour' '+%Y-%m-%d %H:%M:%S')
+cat > "$run/sandbox.toml" <<TOML
+[[account]]
+name = "demo-shop"
+token = "demo-comagic-token-0123456789"
+employees = [{ id = 101, full_name = "Olga Operator" }]
+campaigns = [{ id = 5001, name = "Site chats", site_id = 77 }, { id = 5002, name = "Telegram", site_id = 77 }]
+sites = [{ id = 77, domain_name = "shop.example" }]
+sources = [{ id = 12, name = "Organic" }]
+sessions = [{ id = 900001, started_at = "$session_start" }]
+TOML
+
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  echo; echo "stopping ingest, deliver and the sandbox..."
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+target/release/comagic-sandbox --config "$run/sandbox.toml" --listen 127.0.0.1:8099 >"$run/sandbox.log" 2>&1 &
+pids+=($!)
+target/release/deliver --config "$run/bridge.toml" >"$run/deliver.log" 2>&1 &
+pids+=($!)
+target/release/ingest --config "$run/bridge.toml" >"$run/ingest.log" 2>&1 &
+pids+=($!)
+
+wait_for() { # what, command...
+  local what=$1; shift
+  for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "timed out waiting for $what (logs in $run/)" >&2; exit 1
+}
+wait_for "ingest" curl -fs http://127.0.0.1:8080/readyz
+wait_for "deliver" curl -fs http://127.0.0.1:9091/readyz
+wait_for "the sandbox" curl -fs http://127.0.0.1:8099/__sandbox/calls
+
+hook=http://127.0.0.1:8080/v1/verbox/demo-shop
+token=demo-webhook-token-0123456789
+now=$(date -u -d '-2 minutes' '+%Y-%m-%d %H:%M:%S')
+later=$(date -u -d '-1 minute' '+%Y-%m-%d %H:%M:%S')
+dialog=$(date +%s)
+post() { echo "POST $1 → $(curl -s -X POST "$hook/$1/$token" --data-binary "$2")"; }
+post chat '{"eventId":"dialogFinished","data":{"client":{"clientId":"site-1","name":"Ivan","phone":"8 912 345-67-89","customData":{"comagic_session_id":"900001"}},"dialog":{"id":'"$dialog"',"messages":[{"whoSend":"client","text":"Is it in stock?","dateTimeUTC":"'"$now"'"},{"whoSend":"operator","text":"Yes.","dateTimeUTC":"'"$later"'"}]}}}'
+post chat '{"eventId":"dialogFinished","data":{"client":{"clientId":"tg-1","name":"Petr","phone":"+7 903 000-11-22","source":{"type":{"id":"telegram"}}},"dialog":{"id":'"$((dialog + 1))"',"messages":[{"whoSend":"client","text":"Hi from Telegram","dateTimeUTC":"'"$now"'"}]}}}'
+post offline '{"eventId":"newOfflineQuestion","client":{"clientId":"off-'"$dialog"'","name":"Anna","email":"anna@example.ru"},"message":{"whoSend":"client","text":"Call me back, please ('"$dialog"')","dateTimeUTC":"'"$now"'"}}'
+
+sandbox=http://127.0.0.1:8099/__sandbox/accounts/demo-shop
+count() { curl -fs "$sandbox/$1" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+has() { test "$(count "$1")" -ge "$2"; }
+wait_for "the chats in the sandbox" has chats 2
+wait_for "the offline request in the sandbox" has offline_messages 1
+echo; echo "arrived in the CoMagic sandbox:"
+for upload in chats offline_messages; do
+  curl -fs "$sandbox/$upload" | python3 -c '
+import json, sys
+for item in json.load(sys.stdin)[-3:]:
+    who = {k: item[k] for k in ("visitor_session_id", "campaign_id", "site_id", "source_id") if k in item}
+    contact = item.get("phone") or item.get("email")
+    print("  %-17s %s  %s  attributed to %s" % (sys.argv[1], item["ext_id"], contact, who))
+' "$upload"
+done
+cat <<TXT
+
+webhooks:  $hook/chat/$token
+           $hook/offline/$token
+metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)
+sandbox:   http://127.0.0.1:8099/__sandbox/calls
+logs:      $run/*.log
+Running; Ctrl-C stops ingest, deliver and the sandbox.
+TXT
+wait
