@@ -83,12 +83,15 @@ impl Outlet {
     }
 
     /// A transient failure: the next delayed retry tier, or the dead-letter queue once `retry_for`
-    /// has passed since ingest received the event.
+    /// has passed since ingest received the event (or since an operator replayed it).
     pub async fn retry(&self, p: Pending, error: &str) {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
         headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
-        let age = (chrono::Utc::now() - p.envelope.received_at).to_std().unwrap_or_default();
+        let since = headers::get_str(&h, headers::REPLAYED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map_or(p.envelope.received_at, |t| t.with_timezone(&chrono::Utc));
+        let age = (chrono::Utc::now() - since).to_std().unwrap_or_default();
         if age >= self.retry_for {
             let error = format!("still failing after {}s: {error}", age.as_secs());
             return self.dead_with(&p.delivery, h, DeadClass::RetriesExhausted, &error, p.raw()).await;

@@ -11,6 +11,13 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().json().with_current_span(false).with_env_filter(filter).try_init();
 }
 
+/// Operator commands print their results on stdout: their log lines go to stderr, warnings only
+/// unless `RUST_LOG` says otherwise.
+pub fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+}
+
 /// The Prometheus text exposition of everything in `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = Vec::new();

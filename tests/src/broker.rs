@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bridge_shared::amqp::{connect, declare_topology, topology::RETRY_TIERS, Topology};
+use bridge_shared::amqp::{connect, declare_topology, topology::RETRY_TIERS, Publisher, Topology};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -35,7 +35,7 @@ pub struct TestBroker {
     pub prefix: String,
     pub topology: Topology,
     channel: Channel,
-    _connection: lapin::Connection,
+    connection: lapin::Connection,
 }
 
 impl TestBroker {
@@ -47,7 +47,12 @@ impl TestBroker {
             connect(&url, "verbox-bridge tests").await.expect("RabbitMQ answers (run scripts/ensure-rabbitmq.sh)");
         let channel = connection.create_channel().await.expect("a channel");
         declare_topology(&channel, &topology).await.expect("the topology declares");
-        TestBroker { url, prefix, topology, channel, _connection: connection }
+        TestBroker { url, prefix, topology, channel, connection }
+    }
+
+    /// A confirm-mode publisher on the test's connection, to put messages where a test needs them.
+    pub async fn publisher(&self) -> Publisher {
+        Publisher::new(&self.connection, 1, std::time::Duration::from_secs(10)).await.expect("a publisher")
     }
 
     /// Messages ready in `queue` now.

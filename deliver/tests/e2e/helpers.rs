@@ -176,3 +176,26 @@ impl Pipeline {
 pub fn ext_ids(items: &[Map<String, Value>]) -> Vec<String> {
     items.iter().map(|i| i["ext_id"].as_str().unwrap().to_owned()).collect()
 }
+
+/// What one run of a `deliver` command printed, and its exit code.
+pub struct CommandRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `deliver --config CONFIG ARGS...` (the real binary) to the end.
+pub async fn deliver_command(config: &Path, args: &[&str]) -> CommandRun {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_deliver"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .expect("the deliver binary runs");
+    CommandRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

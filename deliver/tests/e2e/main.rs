@@ -1,6 +1,8 @@
 //! End-to-end: webhooks posted to ingest arrive at the CoMagic sandbox through RabbitMQ and deliver.
 
 mod attribution;
+mod check;
 mod crashes;
+mod dlq;
 mod faults;
 mod helpers;

@@ -11,6 +11,9 @@ pub const INTEGRATION: &str = "x-bridge-integration";
 pub const KIND: &str = "x-bridge-kind";
 /// Passes through the delayed retry queues so far (chooses the next tier).
 pub const RETRIES: &str = "x-bridge-retries";
+/// Set by `deliver dlq replay` (RFC 3339): `retry_for` counts from here, not from ingest, so a
+/// replayed event gets its full retry budget again.
+pub const REPLAYED_AT: &str = "x-bridge-replayed-at";
 /// Set by quorum queues: how often the message was delivered before.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 

@@ -19,6 +19,11 @@ use crate::event::EventKind;
 /// Deliveries of one message before the broker itself dead-letters it as poison.
 pub const DELIVERY_LIMIT: i64 = 10;
 
+/// The dead-letter queue's own limit, set so it never applies: `deliver dlq list` and `export` read
+/// messages and put them back, and RabbitMQ 4.0–4.2 count each put-back against a default limit of
+/// 20 and then drop the message. Explicit, so every broker version behaves alike.
+pub const DEAD_QUEUE_DELIVERY_LIMIT: i64 = 1_000_000_000;
+
 /// The delayed retry tiers; the last one repeats until `retry_for` has passed.
 pub const RETRY_TIERS: [(&str, Duration); 4] = [
     ("10s", Duration::from_secs(10)),
@@ -111,7 +116,8 @@ pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<
             .await?;
     }
 
-    channel.queue_declare(t.dead_queue().into(), durable_queue, quorum(&[])).await?;
+    let dead_args = [("x-delivery-limit", AMQPValue::LongLongInt(DEAD_QUEUE_DELIVERY_LIMIT))];
+    channel.queue_declare(t.dead_queue().into(), durable_queue, quorum(&dead_args)).await?;
     channel
         .queue_bind(
             t.dead_queue().into(),

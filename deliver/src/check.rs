@@ -1,0 +1,237 @@
+//! `deliver check`: each integration against its CoMagic account, the way the settings page would
+//! check it, with one line per problem saying what to change. `deliver check --list` prints what
+//! the account holds, to fill the integration from.
+
+use std::time::Duration;
+
+use bridge_shared::comagic::{ComagicClient, Failure};
+use bridge_shared::integrations::{Integration, Target};
+use bridge_shared::telemetry::ComagicMetrics;
+use serde_json::{json, Map, Value};
+
+use crate::table::table;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn client() -> ComagicClient {
+    ComagicClient::new(TIMEOUT, ComagicMetrics::new(&prometheus::Registry::new()))
+}
+
+/// What the account holds that an integration refers to.
+struct Account {
+    timezone: String,
+    employees: Vec<Value>,
+    campaigns: Vec<Value>,
+    sites: Vec<Value>,
+    sources: Vec<Value>,
+}
+
+/// Why the account could not be read at all: the one problem to report.
+fn unreachable(integration: &Integration, failure: Failure) -> String {
+    let fix = match &failure {
+        Failure::Tenant { mnemonic, .. } if mnemonic.starts_with("access_token") || *mnemonic == "auth_error" => {
+            "the token was refused: create an API key in the CoMagic account (Settings → API) and set comagic_token"
+                .to_owned()
+        }
+        Failure::Tenant { mnemonic: "ip_not_whitelisted", .. } => {
+            "this server's IP address is not allowed: add it to the account's API IP list".to_owned()
+        }
+        Failure::Tenant { mnemonic: "account_inactive", .. } => {
+            "the CoMagic account is inactive: ask the tenant to reactivate it, or set active = false".to_owned()
+        }
+        Failure::Quota { .. } => "the account's API points are spent for now: run the check again later".to_owned(),
+        Failure::Transient { reason, .. } => {
+            format!("no answer from {}: {reason} (check comagic_api and the network)", integration.comagic_api)
+        }
+        other => format!("CoMagic refused get.account ({}): check comagic_api and comagic_token", other.label()),
+    };
+    format!("{}: {fix}", integration.id)
+}
+
+async fn call(
+    client: &ComagicClient,
+    integration: &Integration,
+    method: &'static str,
+    params: Value,
+) -> Result<Value, Failure> {
+    let params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+    let success = client.call(&integration.comagic_api, &integration.comagic_token, method, params, None).await?;
+    Ok(success.result.get("data").cloned().unwrap_or(Value::Null))
+}
+
+async fn list(client: &ComagicClient, integration: &Integration, method: &'static str) -> Result<Vec<Value>, Failure> {
+    let data = call(client, integration, method, json!({"limit": 10_000})).await?;
+    Ok(data.as_array().cloned().unwrap_or_default())
+}
+
+async fn read_account(client: &ComagicClient, integration: &Integration) -> Result<Account, Failure> {
+    let account = call(client, integration, "get.account", json!({})).await?;
+    let timezone = account
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|a| a.get("timezone"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Account {
+        timezone,
+        employees: list(client, integration, "get.employees").await?,
+        campaigns: list(client, integration, "get.campaigns").await?,
+        sites: list(client, integration, "get.sites").await?,
+        sources: list(client, integration, "get.sources").await?,
+    })
+}
+
+fn find(items: &[Value], id: u64) -> Option<&Value> {
+    items.iter().find(|i| i.get("id").and_then(Value::as_u64) == Some(id))
+}
+
+fn name(item: &Value, key: &str) -> String {
+    item.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// `101 (Olga Operator), 102 (...)`: what the operator can pick from.
+fn choices(items: &[Value], key: &str, keep: impl Fn(&Value) -> bool) -> String {
+    let listed: Vec<String> = items
+        .iter()
+        .filter(|i| keep(i))
+        .filter_map(|i| Some(format!("{} ({})", i.get("id")?.as_u64()?, name(i, key))))
+        .collect();
+    if listed.is_empty() {
+        "none in the account".into()
+    } else {
+        listed.join(", ")
+    }
+}
+
+fn active(campaign: &Value) -> bool {
+    campaign.get("status").and_then(Value::as_str) == Some("active")
+}
+
+/// An upload component is on when an empty upload is refused for anything but the component.
+async fn component_problem(
+    client: &ComagicClient,
+    integration: &Integration,
+    method: &'static str,
+    key: &str,
+) -> Option<String> {
+    match call(client, integration, method, json!({ key: [] })).await {
+        Err(Failure::Tenant { mnemonic: "method_component_disabled", .. }) => {
+            let component = method.replace('.', "_");
+            Some(format!(
+                "{}: the account's component {component} is off, so {method} is refused: turn it on in the \
+                 CoMagic account (or ask the account manager)",
+                integration.id
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Every problem of one integration, one line each; empty when it is ready.
+pub async fn check(client: &ComagicClient, integration: &Integration) -> Vec<String> {
+    let account = match read_account(client, integration).await {
+        Ok(account) => account,
+        Err(failure) => return vec![unreachable(integration, failure)],
+    };
+    let id = &integration.id;
+    let mut problems = Vec::new();
+    if account.timezone != integration.timezone.name() {
+        problems.push(format!(
+            "{id}: the account's time zone is {} but timezone = \"{}\": set timezone = \"{}\" (chat times would be off)",
+            account.timezone,
+            integration.timezone.name(),
+            account.timezone
+        ));
+    }
+    problems.extend(component_problem(client, integration, "upload.chats", "chats").await);
+    if integration.offline_enabled {
+        problems.extend(component_problem(client, integration, "upload.offline_messages", "offline_messages").await);
+    }
+    match find(&account.employees, integration.employee_id) {
+        None => problems.push(format!(
+            "{id}: employee_id = {} is not an employee of the account: set it to one of {}",
+            integration.employee_id,
+            choices(&account.employees, "full_name", |_| true)
+        )),
+        Some(e) if e.pointer("/operator/operator_chat_enabled").and_then(Value::as_bool) != Some(true) => {
+            problems.push(format!(
+                "{id}: employee {} ({}) may not take chats: enable chats for them in CoMagic or set employee_id to one of {}",
+                integration.employee_id,
+                name(e, "full_name"),
+                choices(&account.employees, "full_name", |e| {
+                    e.pointer("/operator/operator_chat_enabled").and_then(Value::as_bool) == Some(true)
+                })
+            ))
+        }
+        Some(_) => {}
+    }
+    let targets = std::iter::once(("default".to_owned(), integration.default))
+        .chain(integration.messengers.iter().map(|(channel, t)| (format!("messengers.{channel}"), *t)));
+    for (setting, target) in targets {
+        problems.extend(target_problems(id, &setting, target, &account));
+    }
+    problems
+}
+
+fn target_problems(id: &str, setting: &str, target: Target, account: &Account) -> Vec<String> {
+    let mut problems = Vec::new();
+    match target {
+        Target::Campaign { campaign_id } => match find(&account.campaigns, campaign_id) {
+            None => problems.push(format!(
+                "{id}: {setting} campaign {campaign_id} does not exist: use one of the active campaigns {}",
+                choices(&account.campaigns, "name", active)
+            )),
+            Some(c) if !active(c) => problems.push(format!(
+                "{id}: {setting} campaign {campaign_id} ({}) is inactive: activate it in CoMagic or use one of {}",
+                name(c, "name"),
+                choices(&account.campaigns, "name", active)
+            )),
+            Some(_) => {}
+        },
+        Target::SiteSource { site_id, source_id } => {
+            if find(&account.sites, site_id).is_none() {
+                problems.push(format!(
+                    "{id}: {setting} site {site_id} does not exist: use one of {}",
+                    choices(&account.sites, "domain_name", |_| true)
+                ));
+            }
+            if find(&account.sources, source_id).is_none() {
+                problems.push(format!(
+                    "{id}: {setting} source {source_id} does not exist: use one of {}",
+                    choices(&account.sources, "name", |_| true)
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The account's employees, campaigns, sites and sources, as tables.
+pub async fn listing(client: &ComagicClient, integration: &Integration) -> Result<String, String> {
+    let account = read_account(client, integration).await.map_err(|f| unreachable(integration, f))?;
+    let cell = |v: &Value, pointer: &str| match v.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    };
+    let section = |title: &str, items: &[Value], columns: &[(&str, &str)]| {
+        let rows: Vec<Vec<String>> =
+            items.iter().map(|i| columns.iter().map(|(_, pointer)| cell(i, pointer)).collect()).collect();
+        let header: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+        format!("{title}\n{}\n", table(&header, &rows))
+    };
+    Ok(format!("Account time zone: {}\n\n", account.timezone)
+        + &section(
+            "Employees (employee_id)",
+            &account.employees,
+            &[("ID", "/id"), ("NAME", "/full_name"), ("MAY CHAT", "/operator/operator_chat_enabled")],
+        )
+        + &section(
+            "Campaigns (campaign_id)",
+            &account.campaigns,
+            &[("ID", "/id"), ("NAME", "/name"), ("STATUS", "/status"), ("SITE", "/site_id")],
+        )
+        + &section("Sites (site_id)", &account.sites, &[("ID", "/id"), ("DOMAIN", "/domain_name")])
+        + &section("Sources (source_id)", &account.sources, &[("ID", "/id"), ("NAME", "/name")]))
+}

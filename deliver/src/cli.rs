@@ -1,0 +1,256 @@
+//! The command line: the worker by default, and the operator commands `dlq` and `check`.
+//! Exit codes: 0 done (or nothing wrong), 1 something is wrong or failed, 2 refused (bad config or
+//! a missing `--yes`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bridge_shared::amqp::headers::DeadClass;
+use bridge_shared::event::EventKind;
+use bridge_shared::integrations::Integrations;
+use bridge_shared::settings::Settings;
+use clap::{Args, Parser, Subcommand};
+
+use crate::dlq::{self, Filter, Format, ReplayOptions, Selection};
+use crate::startup::Application;
+
+#[derive(Parser)]
+#[command(about = "Delivers accepted Verbox events to CoMagic as chats and offline requests")]
+pub struct Cli {
+    #[arg(long, env = "BRIDGE_CONFIG", default_value = "bridge.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the worker (what `deliver` without a command does).
+    Run,
+    /// Inspects, replays, exports or purges the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Checks integrations against their CoMagic accounts; exit code 1 when anything is wrong.
+    Check {
+        /// One integration; all of them when left out.
+        integration: Option<String>,
+        /// Check every integration.
+        #[arg(long, conflicts_with_all = ["integration", "list"])]
+        all: bool,
+        /// Print the account's employees, campaigns, sites and sources instead.
+        #[arg(long, value_name = "INTEGRATION", conflicts_with = "integration")]
+        list: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Counts by integration, kind and error class.
+    Stats {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead letters, one per line.
+    List {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publishes matching dead letters back to the events exchange, confirmed, then removes them.
+    Replay {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Messages per second at most.
+        #[arg(long, value_name = "PER_SEC", value_parser = positive_rate)]
+        rate: Option<f64>,
+        /// Show what would be replayed; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Writes matching dead letters to a JSON-lines file; the queue is unchanged.
+    Export {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_name = "FILE.jsonl")]
+        out: PathBuf,
+    },
+    /// Deletes matching dead letters for good (needs --yes).
+    Purge {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct Filters {
+    #[arg(long)]
+    integration: Option<String>,
+    #[arg(long, value_parser = parse_kind)]
+    kind: Option<EventKind>,
+    /// invalid_event, comagic_rejected, retries_exhausted or poison.
+    #[arg(long, value_parser = parse_class)]
+    class: Option<DeadClass>,
+    /// Dead since: a time (2026-11-24T09:00:00Z) or an age (90m, 6h, 2d).
+    #[arg(long, value_parser = |s: &str| dlq::parse_since(s, chrono::Utc::now()))]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Filters {
+    fn select(self, limit: Option<usize>) -> Selection {
+        let filter = Filter { integration: self.integration, kind: self.kind, class: self.class, since: self.since };
+        Selection { filter, limit }
+    }
+}
+
+fn parse_kind(s: &str) -> Result<EventKind, String> {
+    EventKind::parse(s).ok_or_else(|| "chat or offline".into())
+}
+
+fn parse_class(s: &str) -> Result<DeadClass, String> {
+    DeadClass::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = DeadClass::ALL.iter().map(|c| c.as_str()).collect();
+        format!("one of {}", all.join(", "))
+    })
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err("a number of messages per second above 0".into()),
+    }
+}
+
+fn format(json: bool) -> Format {
+    if json {
+        Format::Json
+    } else {
+        Format::Table
+    }
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let worker = matches!(cli.command, None | Some(Command::Run));
+    if worker {
+        bridge_shared::telemetry::init_logging();
+    } else {
+        bridge_shared::telemetry::init_cli_logging();
+    }
+    let settings = match Settings::load(&cli.config) {
+        Ok(s) => s,
+        Err(e) => return refuse(e),
+    };
+    match cli.command {
+        None | Some(Command::Run) => run_worker(settings).await,
+        Some(Command::Dlq(command)) => run_dlq(&settings, command).await,
+        Some(Command::Check { integration, all: _, list }) => run_check(&settings, integration, list).await,
+    }
+}
+
+async fn run_worker(settings: Settings) -> ExitCode {
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => return refuse(e),
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(e),
+    }
+}
+
+async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
+    let amqp = &settings.amqp;
+    let result = match command {
+        DlqCommand::Stats { filters, json } => dlq::stats(amqp, &filters.select(None), format(json)).await,
+        DlqCommand::List { filters, limit, json } => dlq::list(amqp, &filters.select(limit), format(json)).await,
+        DlqCommand::Replay { filters, limit, rate, dry_run } => {
+            let options =
+                ReplayOptions { rate, dry_run, publish_timeout: Duration::from_millis(amqp.publish_timeout_ms) };
+            dlq::replay(amqp, &filters.select(limit), &options).await
+        }
+        DlqCommand::Export { filters, limit, out } => dlq::export(amqp, &filters.select(limit), &out).await,
+        DlqCommand::Purge { dry_run: false, yes: false, .. } => {
+            eprintln!(
+                "deliver: purge deletes dead letters for good: add --yes (see them first with `deliver dlq list` \
+                 and the same filters, or keep a copy with `deliver dlq export`)"
+            );
+            return ExitCode::from(2);
+        }
+        DlqCommand::Purge { filters, limit, dry_run, .. } => dlq::purge(amqp, &filters.select(limit), dry_run).await,
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn run_check(settings: &Settings, integration: Option<String>, list: Option<String>) -> ExitCode {
+    let set = match Integrations::load(&settings.integrations) {
+        Ok(set) => set,
+        Err(e) => return refuse(e),
+    };
+    let client = crate::check::client();
+    let chosen: Vec<_> = match list.as_ref().or(integration.as_ref()) {
+        Some(id) => match set.get(id) {
+            Some(i) => vec![i.clone()],
+            None => return failed(format!("no integration `{id}` in {}", settings.integrations.display())),
+        },
+        None => set.iter().cloned().collect(),
+    };
+    if list.is_some() {
+        return match crate::check::listing(&client, &chosen[0]).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(problem) => failed(problem),
+        };
+    }
+    let mut wrong = 0;
+    for integration in &chosen {
+        let problems = crate::check::check(&client, integration).await;
+        if problems.is_empty() {
+            println!("{}: ok", integration.id);
+        }
+        for problem in &problems {
+            println!("{problem}");
+        }
+        wrong += usize::from(!problems.is_empty());
+    }
+    if wrong == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("deliver: {wrong} of {} integrations need changes", chosen.len());
+        ExitCode::FAILURE
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("deliver: {error}");
+    ExitCode::FAILURE
+}
+
+/// One line naming what is wrong, then exit code 2.
+fn refuse(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("deliver: invalid configuration: {error}");
+    ExitCode::from(2)
+}

@@ -1,0 +1,270 @@
+//! `deliver dlq stats | list | replay | export | purge`: the operators' view of the dead-letter
+//! queue. Every command reads a snapshot of the queue through [`DeadQueue`], so what it does not
+//! remove stays, in the queue, whatever happens to the command.
+
+mod letter;
+mod progress;
+mod queue;
+mod report;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bridge_shared::amqp::headers;
+use bridge_shared::amqp::PublishError;
+use bridge_shared::settings::AmqpSettings;
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable};
+use serde_json::{json, Value};
+
+pub use letter::{parse_since, DeadLetter, Filter};
+pub use queue::{DeadQueue, Selection};
+
+use progress::Progress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("replay stopped, the message stays in the dead-letter queue: {0}")]
+    Publish(#[from] PublishError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a command's result is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Counts by integration, kind and class.
+pub async fn stats(amqp: &AmqpSettings, selection: &Selection, format: Format) -> Result<String, DlqError> {
+    let mut queue = DeadQueue::open(amqp).await?;
+    let mut progress = Progress::new("reading", queue.depth());
+    let mut counts: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
+    while let Some((_, letter)) = queue.next_match(selection).await? {
+        *counts.entry((letter.integration.clone(), letter.kind_str(), report::class_of(&letter))).or_default() += 1;
+        progress.tick(queue.scanned, queue.matched);
+    }
+    progress.finish();
+    queue.release().await?;
+    let total: u64 = counts.values().sum();
+    Ok(match format {
+        Format::Json => {
+            let groups: Vec<Value> = counts
+                .iter()
+                .map(|((integration, kind, class), n)| {
+                    json!({"integration": integration, "kind": kind, "class": class, "count": n})
+                })
+                .collect();
+            format!("{}\n", json!({"total": total, "groups": groups}))
+        }
+        Format::Table => {
+            let mut rows: Vec<Vec<String>> = counts
+                .into_iter()
+                .map(|((integration, kind, class), n)| {
+                    vec![report::or_dash(&integration), kind.into(), class.into(), n.to_string()]
+                })
+                .collect();
+            rows.push(vec!["total".into(), String::new(), String::new(), total.to_string()]);
+            crate::table::table(&["INTEGRATION", "KIND", "CLASS", "COUNT"], &rows)
+        }
+    })
+}
+
+/// The matching dead letters, one per line (JSON lines with `--json`).
+pub async fn list(amqp: &AmqpSettings, selection: &Selection, format: Format) -> Result<String, DlqError> {
+    let mut queue = DeadQueue::open(amqp).await?;
+    let mut progress = Progress::new("reading", queue.depth());
+    let mut letters = Vec::new();
+    while let Some((_, letter)) = queue.next_match(selection).await? {
+        letters.push(letter);
+        progress.tick(queue.scanned, queue.matched);
+    }
+    progress.finish();
+    queue.release().await?;
+    Ok(match format {
+        Format::Json => {
+            letters.iter().map(|l| format!("{}\n", serde_json::to_string(l).expect("serializes"))).collect()
+        }
+        Format::Table => report::letters(&letters),
+    })
+}
+
+/// Writes the matching dead letters, whole (headers and envelope), to a JSON-lines file; the queue
+/// is left as it was.
+pub async fn export(amqp: &AmqpSettings, selection: &Selection, out: &Path) -> Result<String, DlqError> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut queue = DeadQueue::open(amqp).await?;
+    let mut progress = Progress::new("exporting", queue.depth());
+    while let Some((delivery, letter)) = queue.next_match(selection).await? {
+        serde_json::to_writer(&mut file, &exported(&delivery, &letter)).map_err(std::io::Error::from)?;
+        file.write_all(b"\n")?;
+        progress.tick(queue.scanned, queue.matched);
+    }
+    progress.finish();
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let exported = queue.matched;
+    queue.release().await?;
+    Ok(format!("exported {exported} dead letters to {}; the queue is unchanged\n", out.display()))
+}
+
+fn exported(delivery: &Delivery, letter: &DeadLetter) -> Value {
+    let envelope = serde_json::from_slice::<Value>(&delivery.data)
+        .unwrap_or_else(|_| json!({"unparseable_body": String::from_utf8_lossy(&delivery.data)}));
+    json!({
+        "dead_letter": letter,
+        "routing_key": delivery.routing_key.as_str(),
+        "headers": headers_json(&delivery.properties.headers().clone().unwrap_or_default()),
+        "envelope": envelope,
+    })
+}
+
+fn headers_json(h: &FieldTable) -> Value {
+    let value = |v: &AMQPValue| match v {
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::Boolean(b) => json!(b),
+        other => json!(format!("{other:?}")),
+    };
+    Value::Object(
+        h.inner()
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    AMQPValue::LongLongInt(_) | AMQPValue::LongInt(_) | AMQPValue::ShortInt(_) => {
+                        headers::get_u64(h, k.as_str()).map_or_else(|| value(v), |n| json!(n))
+                    }
+                    _ => value(v),
+                };
+                (k.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+/// Deletes the matching dead letters for good. The caller has made sure the operator said `--yes`.
+pub async fn purge(amqp: &AmqpSettings, selection: &Selection, dry_run: bool) -> Result<String, DlqError> {
+    let mut queue = DeadQueue::open(amqp).await?;
+    let mut progress = Progress::new("purging", queue.depth());
+    while let Some((delivery, _)) = queue.next_match(selection).await? {
+        if !dry_run {
+            queue.remove(&delivery).await?;
+        }
+        progress.tick(queue.scanned, queue.matched);
+    }
+    progress.finish();
+    let (matched, scanned) = (queue.matched, queue.scanned);
+    queue.release().await?;
+    Ok(if dry_run {
+        format!("would purge {matched} of {scanned} dead letters (dry run: nothing removed)\n")
+    } else {
+        format!("purged {matched} of {scanned} dead letters\n")
+    })
+}
+
+/// How a replay goes.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Messages per second at most.
+    pub rate: Option<f64>,
+    pub dry_run: bool,
+    pub publish_timeout: Duration,
+}
+
+/// Publishes each matching dead letter back to the events exchange (confirmed) and only then removes
+/// the dead copy. Stops cleanly at Ctrl-C; killed, it leaves at most one message both replayed and
+/// still dead, which the ledger and CoMagic's `ext_id` make harmless to replay again.
+pub async fn replay(amqp: &AmqpSettings, selection: &Selection, options: &ReplayOptions) -> Result<String, DlqError> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    let result = replay_until(amqp, selection, options, &interrupted).await;
+    watcher.abort();
+    result
+}
+
+async fn replay_until(
+    amqp: &AmqpSettings,
+    selection: &Selection,
+    options: &ReplayOptions,
+    interrupted: &AtomicBool,
+) -> Result<String, DlqError> {
+    let mut queue = DeadQueue::open(amqp).await?;
+    let publisher = queue.publisher(options.publish_timeout).await?;
+    let exchange = queue.topology.events_exchange();
+    let mut progress = Progress::new(if options.dry_run { "checking" } else { "replaying" }, queue.depth());
+    let started = Instant::now();
+    let (mut replayed, mut unroutable, mut would) = (0usize, 0usize, Vec::new());
+    let mut failure = None;
+    while !interrupted.load(Ordering::SeqCst) {
+        let Some((delivery, letter)) = queue.next_match(selection).await? else { break };
+        let Some(kind) = letter.kind else {
+            // Neither headers, envelope nor routing key say chat or offline: nowhere to send it.
+            unroutable += 1;
+            continue;
+        };
+        if options.dry_run {
+            would.push(letter);
+            continue;
+        }
+        if let Some(rate) = options.rate {
+            let due = started + Duration::from_secs_f64(replayed as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if let Err(e) = publisher.publish(&exchange, kind.as_str(), &delivery.data, replay_headers(&delivery)).await {
+            failure = Some(e);
+            break;
+        }
+        queue.remove(&delivery).await?;
+        replayed += 1;
+        progress.tick(queue.scanned, replayed);
+    }
+    progress.finish();
+    let (matched, scanned) = (queue.matched, queue.scanned);
+    queue.release().await?;
+    if let Some(e) = failure {
+        return Err(DlqError::Publish(e));
+    }
+    let mut out = if options.dry_run {
+        format!(
+            "{}would replay {} of {scanned} dead letters (dry run: nothing moved)\n",
+            report::letters(&would),
+            would.len()
+        )
+    } else {
+        format!("replayed {replayed} of {scanned} dead letters to {exchange}\n")
+    };
+    if unroutable > 0 {
+        out += &format!("{unroutable} matching dead letters name no kind (chat/offline) and stay in the queue\n");
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        out += &format!("interrupted: {} matching dead letters were not replayed and stay\n", matched - replayed);
+    }
+    Ok(out)
+}
+
+/// A replayed message starts over: no error headers, no retry tier, its attempts kept for history,
+/// and the replay time from which `retry_for` counts again.
+fn replay_headers(delivery: &Delivery) -> FieldTable {
+    let old = delivery.properties.headers().clone().unwrap_or_default();
+    let mut h = FieldTable::default();
+    if let Some(attempts) = headers::get_u64(&old, headers::ATTEMPTS) {
+        headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
+    }
+    headers::set_str(&mut h, headers::REPLAYED_AT, &chrono::Utc::now().to_rfc3339());
+    h
+}
