@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: a broker, then format, lints, and every unit, property and integration test.
+# The test command: a broker, then format, lints, every unit, property and integration test, and
+# the deploy files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
@@ -11,3 +12,5 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The deploy files, with promtool, docker-compose, a Kubernetes schema check and RabbitMQ itself.
+scripts/check-deploy.sh

@@ -144,8 +144,10 @@ struct RawIntegration {
     id: String,
     #[serde(default = "yes")]
     active: bool,
-    webhook_token: Secret,
+    webhook_token: Option<Secret>,
+    webhook_token_env: Option<String>,
     verbox_secret_key: Option<Secret>,
+    verbox_secret_key_env: Option<String>,
     #[serde(default = "yes")]
     offline_enabled: bool,
     #[serde(default = "default_api")]
@@ -195,7 +197,24 @@ impl RawIntegration {
         if !id_ok {
             return Err(ConfigError::invalid(key("id"), "must be 1 to 64 of [a-z0-9-]"));
         }
-        let token = self.webhook_token.expose();
+        let secret = |field: &str, value: Option<Secret>, var: Option<String>| -> Result<Option<Secret>, ConfigError> {
+            match (value, var) {
+                (value, None) => Ok(value),
+                (None, Some(var)) => match env.get(&var).filter(|v| !v.is_empty()) {
+                    Some(v) => Ok(Some(Secret::new(v.clone()))),
+                    None => Err(ConfigError::invalid(
+                        key(&format!("{field}_env")),
+                        format!("environment variable {var} is not set"),
+                    )),
+                },
+                (Some(_), Some(_)) => {
+                    Err(ConfigError::invalid(key(field), format!("set {field} or {field}_env, not both")))
+                }
+            }
+        };
+        let webhook_token = secret("webhook_token", self.webhook_token, self.webhook_token_env)?
+            .ok_or_else(|| ConfigError::invalid(key("webhook_token"), "is required (or webhook_token_env)"))?;
+        let token = webhook_token.expose();
         if token.len() < MIN_WEBHOOK_TOKEN_LEN
             || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
@@ -204,26 +223,12 @@ impl RawIntegration {
                 format!("must be at least {MIN_WEBHOOK_TOKEN_LEN} characters of [A-Za-z0-9_-]"),
             ));
         }
+        let verbox_secret_key = secret("verbox_secret_key", self.verbox_secret_key, self.verbox_secret_key_env)?;
         if !(self.comagic_api.starts_with("https://") || self.comagic_api.starts_with("http://")) {
             return Err(ConfigError::invalid(key("comagic_api"), "must be an http(s) URL"));
         }
-        let comagic_token = match (self.comagic_token, self.comagic_token_env) {
-            (Some(token), None) => token,
-            (None, Some(var)) => Secret::new(
-                env.get(&var)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        ConfigError::invalid(key("comagic_token_env"), format!("environment variable {var} is not set"))
-                    })?
-                    .clone(),
-            ),
-            _ => {
-                return Err(ConfigError::invalid(
-                    key("comagic_token"),
-                    "set exactly one of comagic_token or comagic_token_env",
-                ))
-            }
-        };
+        let comagic_token = secret("comagic_token", self.comagic_token, self.comagic_token_env)?
+            .ok_or_else(|| ConfigError::invalid(key("comagic_token"), "is required (or comagic_token_env)"))?;
         if comagic_token.expose().is_empty() {
             return Err(ConfigError::invalid(key("comagic_token"), "must not be empty"));
         }
@@ -256,8 +261,8 @@ impl RawIntegration {
         Ok(Integration {
             id: self.id,
             active: self.active,
-            webhook_token: self.webhook_token,
-            verbox_secret_key: self.verbox_secret_key.filter(|s| !s.expose().is_empty()),
+            webhook_token,
+            verbox_secret_key: verbox_secret_key.filter(|s| !s.expose().is_empty()),
             offline_enabled: self.offline_enabled,
             comagic_api: self.comagic_api,
             comagic_token,
@@ -334,6 +339,24 @@ pub(crate) mod tests {
         let set = Integrations::from_toml(&text, &env).unwrap();
         assert_eq!(set.get("acme-shop").unwrap().comagic_token.expose(), "from-env");
         assert!(err(&text).starts_with("integration[0].comagic_token_env:"));
+    }
+
+    #[test]
+    fn every_secret_may_come_from_the_environment() {
+        let text = with("verbox_secret_key_env = \"ACME_VERBOX\"")
+            .replace("webhook_token = \"tok_0123456789abcdefghijkl\"", "webhook_token_env = \"ACME_HOOK\"");
+        let env = HashMap::from([
+            ("ACME_HOOK".to_string(), "hook_0123456789abcdefghijkl".to_string()),
+            ("ACME_VERBOX".to_string(), "vsecret".to_string()),
+        ]);
+        let set = Integrations::from_toml(&text, &env).unwrap();
+        let acme = set.get("acme-shop").unwrap();
+        assert_eq!(acme.webhook_token.expose(), "hook_0123456789abcdefghijkl");
+        assert_eq!(acme.verbox_secret_key.as_ref().unwrap().expose(), "vsecret");
+        assert!(err(&text).starts_with("integration[0].webhook_token_env:"), "{}", err(&text));
+        let both =
+            text.replace("webhook_token_env", "webhook_token = \"tok_0123456789abcdefghijkl\"\nwebhook_token_env");
+        assert!(Integrations::from_toml(&both, &env).unwrap_err().to_string().contains("not both"));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::settings::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct ReloadMetrics {
-    failures: IntCounter,
-    integrations: IntGauge,
+    pub(crate) failures: IntCounter,
+    pub(crate) integrations: IntGauge,
 }
 
 impl ReloadMetrics {

@@ -15,7 +15,11 @@ pub fn init_logging() {
 /// unless `RUST_LOG` says otherwise.
 pub fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
 }
 
 /// The Prometheus text exposition of everything in `registry`.
@@ -164,4 +168,36 @@ impl DeliverMetrics {
             amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
         }
     }
+}
+
+/// Every metric family `ingest` and `deliver` export, with the `_bucket`/`_sum`/`_count` series of
+/// histograms: what dashboards and alert rules may query (the deploy check compares them).
+pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
+    use prometheus::core::Collector;
+    let (ingest, deliver, comagic, reload) = (Registry::new(), Registry::new(), Registry::new(), Registry::new());
+    let i = IngestMetrics::new(&ingest);
+    let d = DeliverMetrics::new(&deliver);
+    let c = ComagicMetrics::new(&comagic);
+    let r = crate::reload::ReloadMetrics::new(&reload);
+    let collectors: Vec<&dyn Collector> = vec![
+        &i.requests,
+        &i.spool_events,
+        &i.amqp_connected,
+        &d.events,
+        &d.attribution,
+        &d.paused,
+        &d.quota_remaining,
+        &c.requests,
+        &r.failures,
+        &r.integrations,
+    ];
+    let histograms: Vec<&dyn Collector> = vec![&i.request_duration, &d.end_to_end, &c.request_duration, &c.batch_items];
+    let names = |list: &[&dyn Collector]| -> Vec<String> {
+        list.iter().flat_map(|m| m.desc().into_iter().map(|d| d.fq_name.clone()).collect::<Vec<_>>()).collect()
+    };
+    let mut all: std::collections::BTreeSet<String> = names(&collectors).into_iter().collect();
+    for h in names(&histograms) {
+        all.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{h}{suffix}")));
+    }
+    all
 }

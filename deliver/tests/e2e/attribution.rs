@@ -6,6 +6,7 @@ use std::time::Duration;
 use bridge_tests::fixtures::{chat, offline};
 use bridge_tests::sandbox::config::Session;
 use bridge_tests::sandbox::Upload;
+use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
 use crate::helpers::{ext_ids, Options, Pipeline, Tenant};
@@ -80,8 +81,14 @@ async fn every_rule_arrives_for_both_modes() {
         ("chat", "session_fallback", 1.0),
         ("offline", "default", 1.0),
     ] {
+        // The sandbox stores an item before deliver hears back and counts it: wait for the count.
         let sample = format!(r#"bridge_deliver_attribution_total{{kind="{kind}",rule="{rule}"}}"#);
-        assert_eq!(p.deliver_metric(&sample).await, n, "{kind} {rule}");
+        let seen = wait_for(&format!("{sample} to reach {n}"), Duration::from_secs(10), || async {
+            let v = p.deliver_metric(&sample).await;
+            (v >= n).then_some(v)
+        })
+        .await;
+        assert_eq!(seen, n, "{kind} {rule}");
     }
     p.stop().await;
 }

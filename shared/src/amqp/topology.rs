@@ -13,6 +13,7 @@ use std::time::Duration;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use serde_json::{json, Value};
 
 use crate::event::EventKind;
 
@@ -69,12 +70,37 @@ fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
 
-fn quorum(extra: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), text("quorum"));
-    for (k, v) in extra {
-        args.insert((*k).into(), v.clone());
-    }
+/// Arguments in declaration order (the broker compares them as a set).
+pub type Arguments = Vec<(&'static str, AMQPValue)>;
+
+pub struct ExchangeSpec {
+    pub name: String,
+    pub kind: ExchangeKind,
+}
+
+pub struct QueueSpec {
+    pub name: String,
+    pub arguments: Arguments,
+}
+
+pub struct BindingSpec {
+    pub exchange: String,
+    pub queue: String,
+    pub routing_key: String,
+    pub arguments: Arguments,
+}
+
+/// Everything [`declare_topology`] declares, as data: `deploy/rabbitmq/definitions.json` is checked
+/// against it, so the file and the code cannot drift apart.
+pub struct Plan {
+    pub exchanges: Vec<ExchangeSpec>,
+    pub queues: Vec<QueueSpec>,
+    pub bindings: Vec<BindingSpec>,
+}
+
+fn quorum(extra: &[(&'static str, AMQPValue)]) -> Arguments {
+    let mut args = vec![("x-queue-type", text("quorum"))];
+    args.extend(extra.iter().cloned());
     args
 }
 
@@ -88,62 +114,123 @@ fn dead_letter_to(exchange: String) -> [(&'static str, AMQPValue); 3] {
     ]
 }
 
-pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<()> {
-    let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel
-        .exchange_declare(t.events_exchange().into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
-        .await?;
-    channel
-        .exchange_declare(t.dead_exchange().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default())
-        .await?;
-    channel
-        .exchange_declare(t.retry_exchange().into(), ExchangeKind::Headers, durable_exchange, FieldTable::default())
-        .await?;
-
+pub fn plan(t: &Topology) -> Plan {
+    let exchanges = vec![
+        ExchangeSpec { name: t.events_exchange(), kind: ExchangeKind::Direct },
+        ExchangeSpec { name: t.dead_exchange(), kind: ExchangeKind::Fanout },
+        ExchangeSpec { name: t.retry_exchange(), kind: ExchangeKind::Headers },
+    ];
     let mut deliver_args = dead_letter_to(t.dead_exchange()).to_vec();
     deliver_args.push(("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)));
-    channel.queue_declare(t.deliver_queue().into(), durable_queue, quorum(&deliver_args)).await?;
-    for kind in EventKind::ALL {
-        channel
-            .queue_bind(
-                t.deliver_queue().into(),
-                t.events_exchange().into(),
-                kind.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-
-    let dead_args = [("x-delivery-limit", AMQPValue::LongLongInt(DEAD_QUEUE_DELIVERY_LIMIT))];
-    channel.queue_declare(t.dead_queue().into(), durable_queue, quorum(&dead_args)).await?;
-    channel
-        .queue_bind(
-            t.dead_queue().into(),
-            t.dead_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
+    let mut queues = vec![
+        QueueSpec { name: t.deliver_queue(), arguments: quorum(&deliver_args) },
+        QueueSpec {
+            name: t.dead_queue(),
+            arguments: quorum(&[("x-delivery-limit", AMQPValue::LongLongInt(DEAD_QUEUE_DELIVERY_LIMIT))]),
+        },
+    ];
+    let mut bindings: Vec<BindingSpec> = EventKind::ALL
+        .iter()
+        .map(|kind| BindingSpec {
+            exchange: t.events_exchange(),
+            queue: t.deliver_queue(),
+            routing_key: kind.as_str().into(),
+            arguments: Vec::new(),
+        })
+        .collect();
+    bindings.push(BindingSpec {
+        exchange: t.dead_exchange(),
+        queue: t.dead_queue(),
+        routing_key: String::new(),
+        arguments: Vec::new(),
+    });
     for (tier, delay) in RETRY_TIERS {
         let mut args = dead_letter_to(t.events_exchange()).to_vec();
         args.push(("x-message-ttl", AMQPValue::LongLongInt(delay.as_millis() as i64)));
-        channel.queue_declare(t.retry_queue(tier).into(), durable_queue, quorum(&args)).await?;
-        let mut binding = FieldTable::default();
-        binding.insert("x-match".into(), text("all"));
-        binding.insert(RETRY_TIER_HEADER.into(), text(tier));
+        queues.push(QueueSpec { name: t.retry_queue(tier), arguments: quorum(&args) });
+        bindings.push(BindingSpec {
+            exchange: t.retry_exchange(),
+            queue: t.retry_queue(tier),
+            routing_key: String::new(),
+            arguments: vec![("x-match", text("all")), (RETRY_TIER_HEADER, text(tier))],
+        });
+    }
+    Plan { exchanges, queues, bindings }
+}
+
+fn table(arguments: &Arguments) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in arguments {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<()> {
+    let plan = plan(t);
+    let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+    for e in &plan.exchanges {
+        channel
+            .exchange_declare(e.name.as_str().into(), e.kind.clone(), durable_exchange, FieldTable::default())
+            .await?;
+    }
+    for q in &plan.queues {
+        channel.queue_declare(q.name.as_str().into(), durable_queue, table(&q.arguments)).await?;
+    }
+    for b in &plan.bindings {
         channel
             .queue_bind(
-                t.retry_queue(tier).into(),
-                t.retry_exchange().into(),
-                "".into(),
+                b.queue.as_str().into(),
+                b.exchange.as_str().into(),
+                b.routing_key.as_str().into(),
                 QueueBindOptions::default(),
-                binding,
+                table(&b.arguments),
             )
             .await?;
     }
     Ok(())
+}
+
+fn kind_name(kind: &ExchangeKind) -> &'static str {
+    match kind {
+        ExchangeKind::Direct => "direct",
+        ExchangeKind::Fanout => "fanout",
+        ExchangeKind::Headers => "headers",
+        other => unreachable!("the plan uses direct, fanout and headers exchanges, not {other:?}"),
+    }
+}
+
+/// The plan in RabbitMQ's definitions format (`rabbitmqctl import_definitions`), for `vhost`.
+pub fn definitions(t: &Topology, vhost: &str) -> Value {
+    let args = |arguments: &Arguments| -> Value {
+        Value::Object(
+            arguments
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+                        AMQPValue::LongLongInt(n) => json!(n),
+                        other => unreachable!("the plan uses strings and integers only, not {other:?}"),
+                    };
+                    ((*k).to_owned(), v)
+                })
+                .collect(),
+        )
+    };
+    let plan = plan(t);
+    json!({
+        "vhosts": [{"name": vhost}],
+        "exchanges": plan.exchanges.iter().map(|e| json!({
+            "name": e.name, "vhost": vhost, "type": kind_name(&e.kind), "durable": true, "auto_delete": false,
+            "internal": false, "arguments": {},
+        })).collect::<Vec<_>>(),
+        "queues": plan.queues.iter().map(|q| json!({
+            "name": q.name, "vhost": vhost, "durable": true, "auto_delete": false, "arguments": args(&q.arguments),
+        })).collect::<Vec<_>>(),
+        "bindings": plan.bindings.iter().map(|b| json!({
+            "source": b.exchange, "vhost": vhost, "destination": b.queue, "destination_type": "queue",
+            "routing_key": b.routing_key, "arguments": args(&b.arguments),
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -131,6 +131,7 @@ impl Sandbox {
                 .app_data(web::PayloadConfig::new(16 << 20))
                 .route("/v2.0", web::post().to(rpc_endpoint))
                 .route("/__sandbox/calls", web::get().to(list_calls))
+                .route("/metrics", web::get().to(metrics))
                 .route("/__sandbox/faults", web::post().to(add_fault))
                 .route("/__sandbox/faults", web::delete().to(clear_faults))
                 .route("/__sandbox/accounts/{name}", web::patch().to(patch_account))
@@ -414,6 +415,33 @@ fn upload(
         account.stored.push((kind, item));
     }
     Ok(Value::Array(ids))
+}
+
+/// Prometheus text: calls answered by method, account and result, and items stored, so a demo's
+/// dashboard shows the far side too.
+async fn metrics(state: web::Data<Shared>) -> HttpResponse {
+    let registry = prometheus::Registry::new();
+    let opts = |name: &str, help: &str| prometheus::Opts::new(name, help);
+    let calls = prometheus::IntCounterVec::new(
+        opts("comagic_sandbox_requests_total", "Data API calls the sandbox answered"),
+        &["method", "account", "result"],
+    )
+    .expect("valid metric");
+    let items = prometheus::IntCounterVec::new(
+        opts("comagic_sandbox_items_total", "Items in upload calls the sandbox accepted"),
+        &["method", "account"],
+    )
+    .expect("valid metric");
+    for c in state.lock().unwrap().calls.iter() {
+        let account = c.account.as_deref().unwrap_or("unknown");
+        calls.with_label_values(&[c.method.as_str(), account, c.result.as_str()]).inc();
+        if c.result == "ok" && c.method.starts_with("upload.") {
+            items.with_label_values(&[c.method.as_str(), account]).inc_by(c.items as u64);
+        }
+    }
+    registry.register(Box::new(calls)).expect("registered once");
+    registry.register(Box::new(items)).expect("registered once");
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(bridge_shared::telemetry::render(&registry))
 }
 
 async fn list_calls(state: web::Data<Shared>) -> HttpResponse {

@@ -1,4 +1,5 @@
 //! End-to-end and integration tests: one binary, a module per area, shared helpers in `helpers`.
 
 mod comagic;
+mod deploy;
 mod helpers;

@@ -1,0 +1,109 @@
+//! The deploy files agree with the code: the RabbitMQ definitions are the topology the services
+//! declare, every metric a dashboard or alert queries is one that exists, and every alert has a
+//! runbook section. (`scripts/check-deploy.sh` runs promtool, docker-compose and a Kubernetes
+//! schema check on the same files.)
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use bridge_shared::amqp::topology::{definitions, Topology};
+use serde_json::Value;
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `UPDATE_DEFINITIONS=1 cargo test -p bridge-tests deploy` rewrites the file from the code.
+#[test]
+fn rabbitmq_definitions_are_the_topology_the_services_declare() {
+    let expected = definitions(&Topology::new("bridge"), "/");
+    let path = "deploy/rabbitmq/definitions.json";
+    if std::env::var_os("UPDATE_DEFINITIONS").is_some() {
+        std::fs::write(repo_file(path), serde_json::to_string_pretty(&expected).unwrap() + "\n").unwrap();
+    }
+    let file: Value = serde_json::from_str(&read(path)).unwrap();
+    assert_eq!(file, expected, "{path} differs from shared/src/amqp/topology.rs (see this test's doc)");
+}
+
+/// Metric names in PromQL text: identifiers with one of our or RabbitMQ's prefixes, and `up`.
+fn metric_names(promql: &str) -> BTreeSet<String> {
+    promql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| ["bridge_", "rabbitmq_", "comagic_sandbox_", "erlang_"].iter().any(|p| t.starts_with(p)))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn known_metrics() -> BTreeSet<String> {
+    let mut known = bridge_shared::telemetry::exported_metric_names();
+    known.extend(
+        read("deploy/rabbitmq/prometheus-metrics.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.trim().to_owned()),
+    );
+    known.extend(["comagic_sandbox_requests_total", "comagic_sandbox_items_total"].map(String::from));
+    known
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let dashboard: Value = serde_json::from_str(&read("deploy/grafana/dashboards/verbox-bridge.json")).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("every target has an expr").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_that_exist_and_covers_each_topic() {
+    let known = known_metrics();
+    let exprs = dashboard_exprs();
+    let used: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    let unknown: Vec<&String> = used.difference(&known).collect();
+    assert!(unknown.is_empty(), "the dashboard queries metrics nobody exports: {unknown:?}");
+    for topic in [
+        "bridge_ingest_requests_total",
+        "bridge_ingest_request_duration_seconds_bucket",
+        "bridge_ingest_spool_events",
+        "bridge_amqp_connected",
+        "rabbitmq_queue_messages_ready",
+        "rabbitmq_global_messages_dead_lettered_expired_total",
+        "bridge_comagic_requests_total",
+        "bridge_deliver_end_to_end_seconds_bucket",
+        "bridge_comagic_batch_items_sum",
+        "bridge_deliver_attribution_total",
+        "bridge_integration_paused",
+        "bridge_comagic_quota_remaining",
+    ] {
+        assert!(used.contains(topic), "no panel shows {topic}");
+    }
+}
+
+#[test]
+fn alerts_query_only_metrics_that_exist_and_each_has_a_runbook_section() {
+    let rules = read("deploy/prometheus/alerts.yml");
+    let used = metric_names(&rules);
+    let known = known_metrics();
+    let unknown: Vec<&String> = used.difference(&known).collect();
+    assert!(unknown.is_empty(), "alert rules query metrics nobody exports: {unknown:?}");
+    let runbook = read("deploy/RUNBOOK.md");
+    let alerts: Vec<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    assert!(alerts.len() >= 7, "{alerts:?}");
+    for alert in alerts {
+        assert!(runbook.contains(&format!("## {alert}")), "RUNBOOK.md has no section for {alert}");
+        let anchor = format!("deploy/RUNBOOK.md#{}", alert.to_lowercase());
+        assert!(rules.contains(&anchor), "{alert} links its runbook section ({anchor})");
+    }
+}
+
+#[test]
+fn the_metric_name_scan_finds_names_and_ignores_the_rest() {
+    let names = metric_names(r#"sum by (le) (rate(bridge_x_bucket{queue=~"bridge\\..*"}[5m])) / up"#);
+    assert_eq!(names, BTreeSet::from(["bridge_x_bucket".to_owned()]));
+}
