@@ -11,7 +11,7 @@ use bridge_shared::amqp::session::{self, SessionConfig};
 use bridge_shared::amqp::topology::DELIVERY_LIMIT;
 use bridge_shared::amqp::Publisher;
 use bridge_shared::attribution::attribute;
-use bridge_shared::event::Envelope;
+use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::mapping::{map_event, MappingContext};
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::verbox;
@@ -34,6 +34,12 @@ pub struct Intake {
     pub lanes: Arc<Lanes>,
 }
 
+/// What an unreadable message's routing key says it is (the exchange routes on the kind), so that
+/// its dead letter still names `chat` or `offline` and can be replayed after a fix.
+fn kind_from_routing_key(delivery: &Delivery) -> Option<&'static str> {
+    EventKind::parse(delivery.routing_key.as_str()).map(EventKind::as_str)
+}
+
 const CONSUMER_TAG: &str = "verbox-bridge-deliver";
 
 impl Intake {
@@ -44,7 +50,7 @@ impl Intake {
             // Before the broker's own limit drops it into the dead queue without our headers.
             let raw = match &envelope {
                 Ok(e) => Raw { integration: Some(&e.integration), kind: Some(e.kind.as_str()) },
-                Err(_) => Raw { integration: None, kind: None },
+                Err(_) => Raw { integration: None, kind: kind_from_routing_key(&delivery) },
             };
             let error = format!("delivered {deliveries} times without an outcome");
             return self.outlet.dead_raw(&delivery, raw, DeadClass::Poison, &error).await;
@@ -52,7 +58,7 @@ impl Intake {
         let envelope = match envelope {
             Ok(e) => e,
             Err(e) => {
-                let raw = Raw { integration: None, kind: None };
+                let raw = Raw { integration: None, kind: kind_from_routing_key(&delivery) };
                 let error = format!("not an event envelope: {e}");
                 return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
             }

@@ -6,6 +6,10 @@
 //! batches and is behind (its last batch waited longer than `max_lag` to be sent) parks its new
 //! arrivals in the shortest retry queue instead, and the other tenants' events keep flowing. A
 //! busy lane that keeps up is never parked: parking is churn for the broker.
+//!
+//! A lane also never holds every CoMagic call slot: [`per_lane_limit`] keeps some free for the
+//! other tenants, so one account that answers slowly (or not at all until the timeout) cannot make
+//! everyone else wait for a slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +30,13 @@ pub struct LaneLimits {
     pub linger: Duration,
     /// How far behind a lane may fall before its arrivals are parked.
     pub max_lag: Duration,
+}
+
+/// CoMagic calls one lane may have in flight: all but an eighth of the slots (at least one kept
+/// for the others once there are two).
+pub fn per_lane_limit(concurrency: usize) -> usize {
+    let reserved = (concurrency / 8).max(1);
+    concurrency.saturating_sub(reserved).max(1)
 }
 
 struct Lane {
@@ -77,6 +88,7 @@ impl Lanes {
             in_hand: in_hand.clone(),
             lag_ms: lag_ms.clone(),
             courier: self.courier.clone(),
+            own_permits: Arc::new(Semaphore::new(per_lane_limit(self.concurrency))),
             permits: self.permits.clone(),
             limits: self.limits,
         };
@@ -100,6 +112,8 @@ struct LaneTask {
     in_hand: Arc<AtomicUsize>,
     lag_ms: Arc<AtomicU64>,
     courier: Arc<Courier>,
+    /// This lane's share of the call slots, taken before a global one.
+    own_permits: Arc<Semaphore>,
     permits: Arc<Semaphore>,
     limits: LaneLimits,
 }
@@ -123,6 +137,7 @@ impl LaneTask {
                     },
                 }
             }
+            let own = self.own_permits.clone().acquire_owned().await.expect("the semaphore is never closed");
             let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
             self.lag_ms.store(queued_at.elapsed().as_millis() as u64, Ordering::Relaxed);
             let (courier, in_hand, integration, kind) =
@@ -131,8 +146,22 @@ impl LaneTask {
                 let n = batch.len();
                 courier.deliver(&integration, kind, batch).await;
                 in_hand.fetch_sub(n, Ordering::Relaxed);
-                drop(permit);
+                drop((permit, own));
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_lane_limit;
+
+    #[test]
+    fn a_lane_leaves_call_slots_for_the_others() {
+        assert_eq!(per_lane_limit(16), 14);
+        assert_eq!(per_lane_limit(8), 7);
+        assert_eq!(per_lane_limit(2), 1);
+        assert_eq!(per_lane_limit(1), 1, "one slot cannot be shared out");
+        assert_eq!(per_lane_limit(64), 56);
     }
 }

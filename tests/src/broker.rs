@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bridge_shared::amqp::{connect, declare_topology, topology::RETRY_TIERS, Publisher, Topology};
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::Channel;
@@ -53,6 +53,16 @@ impl TestBroker {
     /// A confirm-mode publisher on the test's connection, to put messages where a test needs them.
     pub async fn publisher(&self) -> Publisher {
         Publisher::new(&self.connection, 1, std::time::Duration::from_secs(10)).await.expect("a publisher")
+    }
+
+    /// Takes the next message of `queue` and hands it back unprocessed, `times` times: what a
+    /// consumer that keeps crashing on it does (quorum queues count each return).
+    pub async fn bounce(&self, queue: &str, times: usize) {
+        for _ in 0..times {
+            let m = self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.expect("basic.get");
+            let m = m.expect("a message to bounce");
+            m.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
+        }
     }
 
     /// Messages ready in `queue` now.

@@ -2,7 +2,6 @@
 //! the ledger keeps duplicates to what was in flight.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,20 +11,9 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, Options, Pipeline, Tenant};
+use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
-
-fn start_deliver_binary(p: &Pipeline, run: usize) -> Child {
-    let log = std::fs::File::create(p.dir.path().join(format!("deliver-{run}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_deliver"))
-        .args(["--config", p.config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("the deliver binary starts")
-}
 
 /// Posts `n` chats from `concurrency` clients at once; returns the accepted event ids.
 async fn post_load(p: &Arc<Pipeline>, from: u64, n: u64, concurrency: u64) -> HashSet<String> {

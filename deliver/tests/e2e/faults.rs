@@ -117,3 +117,27 @@ async fn one_bad_item_in_fifty_is_the_only_one_dead_lettered() {
     assert!(uploads <= 3, "{uploads} calls: the bad item is isolated by its field index");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_account_does_not_hold_up_another_tenant() {
+    const SLOW: Tenant = Tenant { id: "slow", extra: "" };
+    let p = Pipeline::start("slow-tenant", &[SLOW, OTHER], Options::default()).await;
+    // The slow account takes 8 s per call, longer than the whole deadline below.
+    p.sandbox.add_fault(Fault {
+        account: Some("slow".into()),
+        kind: FaultKind::Latency,
+        latency_ms: 8000,
+        ..Default::default()
+    });
+    post_chats(&p, "slow", 1, 1000).await; // 20 batches: more than every call slot
+    wait_for("the slow tenant's calls to fill the slots", Duration::from_secs(10), || async {
+        // Calls started (the sandbox records a call only when it answers).
+        let started = p.deliver_metric(r#"bridge_comagic_batch_items_count{method="upload.chats"}"#).await;
+        (started >= 14.0).then_some(())
+    })
+    .await;
+    let fast = post_chats(&p, "other", 5001, 5).await;
+    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(4)).await;
+    assert_exactly(&stored, &fast);
+    p.stop().await;
+}

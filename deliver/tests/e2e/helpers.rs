@@ -2,6 +2,7 @@
 //! sandbox, ingest and deliver on port 0, all over real connections on loopback.
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bridge_shared::settings::Settings;
@@ -198,4 +199,16 @@ pub async fn deliver_command(config: &Path, args: &[&str]) -> CommandRun {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// Starts the real deliver binary on the pipeline's config, its log in the test's directory.
+pub fn start_deliver_binary(p: &Pipeline, run: usize) -> Child {
+    let log = std::fs::File::create(p.dir.path().join(format!("deliver-{run}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_deliver"))
+        .args(["--config", p.config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("the deliver binary starts")
 }

@@ -6,3 +6,4 @@ mod crashes;
 mod dlq;
 mod faults;
 mod helpers;
+mod lifecycle;
