@@ -81,6 +81,8 @@ webhooks:  $hook/chat/$token
 metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
 logs:      $run/*.log
+operate:   target/release/deliver --config deploy/local/bridge.toml check --all
+           target/release/deliver --config deploy/local/bridge.toml dlq stats
 Running; Ctrl-C stops ingest, deliver and the sandbox.
 TXT
 wait
