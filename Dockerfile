@@ -14,17 +14,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 # The spool and the ledger: a volume mounted here starts out owned by the service's user.
 COPY --from=build --chown=65532:65532 /state /var/lib/verbox-bridge
-ENV RUST_LOG=info
+# Both services (and `deliver dlq ...` / `deliver check` run with exec) read this config.
+ENV RUST_LOG=info BRIDGE_CONFIG=/etc/verbox-bridge/bridge.toml
 
 FROM runtime AS ingest
 COPY --from=build /out/ingest /usr/local/bin/ingest
 EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/ingest", "--config", "/etc/verbox-bridge/bridge.toml"]
+ENTRYPOINT ["/usr/local/bin/ingest"]
 
 FROM runtime AS deliver
 COPY --from=build /out/deliver /usr/local/bin/deliver
 EXPOSE 9091
-ENTRYPOINT ["/usr/local/bin/deliver", "--config", "/etc/verbox-bridge/bridge.toml"]
+ENTRYPOINT ["/usr/local/bin/deliver"]
 
 FROM runtime AS comagic-sandbox
 COPY --from=build /out/comagic-sandbox /usr/local/bin/comagic-sandbox
