@@ -1,6 +1,7 @@
 //! The ledger of delivered ext_ids (sled): a redelivered event already accepted by CoMagic is acked
 //! without a second upload. An entry is fsynced before the message is acked, so a kill -9 between
-//! CoMagic's answer and the ack costs no duplicate.
+//! CoMagic's answer and the ack costs no duplicate. Entries older than `ledger_keep` are pruned
+//! (hourly), so the ledger's disk stays bounded by a week or so of traffic.
 
 use std::path::Path;
 
@@ -35,6 +36,53 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Removes the entries recorded before `cutoff`; returns how many. Blocking (a full scan):
+    /// call it on the blocking pool.
+    pub fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, sled::Error> {
+        let cutoff = cutoff.timestamp_millis();
+        let mut removed = 0;
+        let mut batch = sled::Batch::default();
+        for entry in self.db.iter() {
+            let (key, value) = entry?;
+            let recorded = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+            if recorded < cutoff {
+                batch.remove(key);
+                removed += 1;
+            }
+            if removed > 0 && removed % 10_000 == 0 {
+                self.db.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    /// Prunes every `every` until `stop` is set.
+    pub async fn prune_periodically(
+        self: std::sync::Arc<Self>,
+        keep: std::time::Duration,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stopped| *stopped) => return,
+            }
+            let ledger = self.clone();
+            let cutoff = chrono::Utc::now() - keep;
+            match tokio::task::spawn_blocking(move || ledger.prune_before(cutoff)).await {
+                Ok(Ok(removed)) => tracing::info!(removed, "ledger pruned"),
+                Ok(Err(error)) => tracing::warn!(%error, "ledger pruning failed; will try again"),
+                Err(error) => tracing::warn!(%error, "ledger pruning panicked; will try again"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +98,19 @@ mod tests {
         }
         let reopened = Ledger::open(dir.path()).unwrap();
         assert!(reopened.contains("vb-2") && !reopened.contains("vb-3"));
+    }
+
+    #[tokio::test]
+    async fn pruning_removes_only_what_is_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.record(["vb-old-1", "vb-old-2"]).await.unwrap();
+        let between = chrono::Utc::now() + chrono::Duration::milliseconds(5);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        ledger.record(["vb-new"]).await.unwrap();
+        assert_eq!(ledger.prune_before(between).unwrap(), 2);
+        assert!(!ledger.contains("vb-old-1") && !ledger.contains("vb-old-2"));
+        assert!(ledger.contains("vb-new"));
+        assert_eq!(ledger.prune_before(between).unwrap(), 0, "nothing left to prune");
     }
 }

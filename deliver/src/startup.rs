@@ -39,6 +39,8 @@ pub enum StartError {
 const COMAGIC_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lane further behind than this parks its arrivals so it cannot hold up the other tenants.
 const MAX_LANE_LAG: Duration = Duration::from_secs(5);
+/// How often delivered ext_ids older than `ledger_keep` are pruned from the ledger.
+const LEDGER_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Of the 30 s shutdown budget: the batches in hand get this long to finish.
 const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 
@@ -53,6 +55,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     consumer: JoinHandle<Option<lapin::Connection>>,
     watcher: JoinHandle<()>,
+    pruner: JoinHandle<()>,
     lanes: Arc<Lanes>,
 }
 
@@ -84,7 +87,12 @@ impl Application {
             max_lag: MAX_LANE_LAG,
         };
         let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
-        let intake = Arc::new(Intake { integrations: integrations.clone(), ledger, outlet, lanes: lanes.clone() });
+        let intake = Arc::new(Intake {
+            integrations: integrations.clone(),
+            ledger: ledger.clone(),
+            outlet,
+            lanes: lanes.clone(),
+        });
         let ready = Arc::new(AtomicBool::new(false));
         let consuming =
             Consuming { publisher: publisher_tx, connected: metrics.amqp_connected.clone(), ready: ready.clone() };
@@ -93,6 +101,8 @@ impl Application {
         let prefetch = d.prefetch;
         let consumer_stop = stop.clone();
         let consumer = tokio::spawn(async move { consuming.run(intake, session, prefetch, consumer_stop).await });
+        let pruner =
+            tokio::spawn(ledger.clone().prune_periodically(settings.ledger_keep(), LEDGER_PRUNE_EVERY, stop.clone()));
         let watcher = tokio::spawn(integrations.watch(Duration::from_secs(2), stop));
 
         let state = web::Data::new(HealthState { registry, ready });
@@ -110,7 +120,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "deliver listening");
-        Ok(Application { port, server, shutdown, consumer, watcher, lanes })
+        Ok(Application { port, server, shutdown, consumer, watcher, pruner, lanes })
     }
 
     pub fn port(&self) -> u16 {
@@ -135,6 +145,8 @@ impl Application {
             let _ = tokio::time::timeout(Duration::from_secs(3), connection.close(200, "shutdown".into())).await;
         }
         let _ = self.watcher.await;
+        // A prune in progress finishes on the blocking pool; the task itself returns at once.
+        let _ = self.pruner.await;
         tracing::info!("deliver stopped");
         served
     }

@@ -67,6 +67,9 @@ pub struct DeliverSettings {
     pub batch_max: usize,
     pub batch_linger_ms: u64,
     pub ledger_dir: PathBuf,
+    /// How long a delivered ext_id stays in the ledger, e.g. `7d`. Redeliveries come within
+    /// `retry_for`; after that CoMagic's own `duplicate_entity` still stops a repeat.
+    pub ledger_keep: String,
     /// How long transient failures are retried before an event is dead-lettered, e.g. `24h`.
     pub retry_for: String,
     /// CoMagic requests in flight at once, over all tenants.
@@ -132,6 +135,7 @@ impl Default for DeliverSettings {
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),
+            ledger_keep: "7d".into(),
             retry_for: "24h".into(),
             concurrency: 16,
             pause_initial: "5m".into(),
@@ -211,6 +215,7 @@ impl Settings {
         }
         for (key, value) in [
             ("deliver.retry_for", &self.deliver.retry_for),
+            ("deliver.ledger_keep", &self.deliver.ledger_keep),
             ("deliver.pause_initial", &self.deliver.pause_initial),
             ("deliver.pause_max", &self.deliver.pause_max),
         ] {
@@ -221,6 +226,10 @@ impl Settings {
 
     pub fn retry_for(&self) -> Duration {
         parse_duration(&self.deliver.retry_for).expect("validated at load")
+    }
+
+    pub fn ledger_keep(&self) -> Duration {
+        parse_duration(&self.deliver.ledger_keep).expect("validated at load")
     }
 
     /// The first and the longest pause of a misconfigured integration.
