@@ -27,7 +27,7 @@ struct Account {
 }
 
 /// Why the account could not be read at all: the one problem to report.
-fn unreachable(integration: &Integration, failure: Failure) -> String {
+fn account_unreadable(integration: &Integration, failure: Failure) -> String {
     let fix = match &failure {
         Failure::Tenant { mnemonic, .. } if mnemonic.starts_with("access_token") || *mnemonic == "auth_error" => {
             "the token was refused: create an API key in the CoMagic account (Settings → API) and set comagic_token"
@@ -132,7 +132,7 @@ async fn component_problem(
 pub async fn check(client: &ComagicClient, integration: &Integration) -> Vec<String> {
     let account = match read_account(client, integration).await {
         Ok(account) => account,
-        Err(failure) => return vec![unreachable(integration, failure)],
+        Err(failure) => return vec![account_unreadable(integration, failure)],
     };
     let id = &integration.id;
     let mut problems = Vec::new();
@@ -209,7 +209,7 @@ fn target_problems(id: &str, setting: &str, target: Target, account: &Account) -
 
 /// The account's employees, campaigns, sites and sources, as tables.
 pub async fn listing(client: &ComagicClient, integration: &Integration) -> Result<String, String> {
-    let account = read_account(client, integration).await.map_err(|f| unreachable(integration, f))?;
+    let account = read_account(client, integration).await.map_err(|f| account_unreadable(integration, f))?;
     let cell = |v: &Value, pointer: &str| match v.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "-".into(),
