@@ -12,5 +12,13 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The real broker stopped and started under load (rabbitmqctl stop_app/start_app): run alone, as it
+# takes the shared broker away from every other test; the broker is started again whatever happens.
+if rabbitmqctl -q status >/dev/null 2>&1; then
+  trap 'rabbitmqctl -q start_app >/dev/null 2>&1 || true' EXIT
+  cargo test -p deliver --test e2e -- --ignored --exact crashes::broker_restarted_under_load_loses_nothing
+else
+  echo "rabbitmqctl cannot reach the local node: the broker-restart test is skipped"
+fi
 # The deploy files, with promtool, docker-compose, a Kubernetes schema check and RabbitMQ itself.
 scripts/check-deploy.sh

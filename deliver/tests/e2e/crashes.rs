@@ -99,3 +99,66 @@ async fn broker_lost_under_load_loses_nothing() {
     println!("broker lost: {duplicates} redelivered events skipped as duplicates");
     Arc::into_inner(p).unwrap().stop().await;
 }
+
+/// `rabbitmqctl ARGS` on the local node (needs the node's Erlang cookie: root, or the rabbitmq user).
+async fn rabbitmqctl(args: &'static [&'static str]) {
+    let status =
+        tokio::task::spawn_blocking(move || std::process::Command::new("rabbitmqctl").arg("-q").args(args).status())
+            .await
+            .unwrap()
+            .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?}: {status}");
+}
+
+/// The real broker stopped and started again (`rabbitmqctl stop_app` / `start_app`) while webhooks
+/// keep coming: ingest spools what the broker cannot take, both services reconnect, and every
+/// accepted webhook is delivered once. It takes the shared broker away from every other test, so
+/// the parallel run skips it and `scripts/test.sh` runs it alone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared RabbitMQ: scripts/test.sh runs it alone, after the other tests"]
+async fn broker_restarted_under_load_loses_nothing() {
+    let p = Arc::new(Pipeline::start("broker-restart", &[SHOP], Options { linger_ms: 50, ..Default::default() }).await);
+    let keep_posting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = {
+        let (p, keep_posting) = (p.clone(), keep_posting.clone());
+        tokio::spawn(async move {
+            let mut ids = HashSet::new();
+            let mut i = 1;
+            while keep_posting.load(std::sync::atomic::Ordering::SeqCst) {
+                ids.insert(p.post("shop", "chat", &chat(i, json!({}))).await);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await; // a steady stream, not a burst
+            }
+            ids
+        })
+    };
+    wait_for("deliveries under way", Duration::from_secs(30), || async {
+        (p.sandbox.stored("shop", Upload::Chats).len() >= 100).then_some(())
+    })
+    .await;
+    rabbitmqctl(&["stop_app"]).await;
+    let spooled = r#"bridge_ingest_requests_total{kind="chat",outcome="spooled"}"#;
+    wait_for("ingest to spool while the broker is away", Duration::from_secs(30), || async {
+        (p.ingest_metric(spooled).await >= 20.0).then_some(())
+    })
+    .await;
+    let accepted = r#"bridge_ingest_requests_total{kind="chat",outcome="accepted"}"#;
+    let accepted_before = p.ingest_metric(accepted).await;
+    rabbitmqctl(&["start_app"]).await;
+    rabbitmqctl(&["await_startup"]).await;
+    wait_for("ingest to publish to the broker again", Duration::from_secs(60), || async {
+        (p.ingest_metric(accepted).await > accepted_before).then_some(())
+    })
+    .await;
+    keep_posting.store(false, std::sync::atomic::Ordering::SeqCst);
+    let sent = load.await.unwrap();
+    p.wait_stored("shop", Upload::Chats, sent.len(), Duration::from_secs(120)).await;
+    assert_each_once(&p, &sent);
+    println!(
+        "broker restarted: {} accepted, {} spooled during the outage, {} duplicate uploads",
+        sent.len(),
+        p.ingest_metric(spooled).await,
+        p.sandbox.calls().iter().filter(|c| c.result == "duplicate_entity").count()
+    );
+    Arc::into_inner(p).unwrap().stop().await;
+}

@@ -141,7 +141,15 @@ impl Pipeline {
 
     /// One sample of deliver's `/metrics`, e.g. `bridge_deliver_events_total{kind="chat",outcome="delivered"}`.
     pub async fn deliver_metric(&self, sample: &str) -> f64 {
-        let address = &self.deliver.as_ref().expect("deliver runs").address;
+        self.metric(&self.deliver.as_ref().expect("deliver runs").address, sample).await
+    }
+
+    /// One sample of ingest's `/metrics`.
+    pub async fn ingest_metric(&self, sample: &str) -> f64 {
+        self.metric(&self.ingest.address, sample).await
+    }
+
+    async fn metric(&self, address: &str, sample: &str) -> f64 {
         let text = self.http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
