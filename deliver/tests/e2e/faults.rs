@@ -126,18 +126,20 @@ async fn a_slow_account_does_not_hold_up_another_tenant() {
     p.sandbox.add_fault(Fault {
         account: Some("slow".into()),
         kind: FaultKind::Latency,
-        latency_ms: 8000,
+        latency_ms: 8_000,
         ..Default::default()
     });
-    post_chats(&p, "slow", 1, 1000).await; // 20 batches: more than every call slot
-    wait_for("the slow tenant's calls to fill the slots", Duration::from_secs(10), || async {
+    // 20 batches, more than every call slot. The first call probes the account's budget alone;
+    // once it answers (8 s) the others start.
+    post_chats(&p, "slow", 1, 1000).await;
+    wait_for("the slow tenant's calls to fill the slots", Duration::from_secs(20), || async {
         // Calls started (the sandbox records a call only when it answers).
         let started = p.deliver_metric(r#"bridge_comagic_batch_items_count{method="upload.chats"}"#).await;
         (started >= 14.0).then_some(())
     })
     .await;
     let fast = post_chats(&p, "other", 5001, 5).await;
-    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(4)).await;
+    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(5)).await;
     assert_exactly(&stored, &fast);
     p.stop().await;
 }
