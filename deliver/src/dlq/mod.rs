@@ -24,8 +24,6 @@ use serde_json::{json, Value};
 pub use letter::{parse_since, DeadLetter, Filter};
 pub use queue::{DeadQueue, Selection};
 
-use progress::Progress;
-
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
     #[error("RabbitMQ: {0}")]
@@ -45,14 +43,11 @@ pub enum Format {
 
 /// Counts by integration, kind and class.
 pub async fn stats(amqp: &AmqpSettings, selection: &Selection, format: Format) -> Result<String, DlqError> {
-    let mut queue = DeadQueue::open(amqp).await?;
-    let mut progress = Progress::new("reading", queue.depth());
+    let mut queue = DeadQueue::open(amqp, "reading").await?;
     let mut counts: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
     while let Some((_, letter)) = queue.next_match(selection).await? {
         *counts.entry((letter.integration.clone(), letter.kind_str(), report::class_of(&letter))).or_default() += 1;
-        progress.tick(queue.scanned, queue.matched);
     }
-    progress.finish();
     queue.release().await?;
     let total: u64 = counts.values().sum();
     Ok(match format {
@@ -80,14 +75,11 @@ pub async fn stats(amqp: &AmqpSettings, selection: &Selection, format: Format) -
 
 /// The matching dead letters, one per line (JSON lines with `--json`).
 pub async fn list(amqp: &AmqpSettings, selection: &Selection, format: Format) -> Result<String, DlqError> {
-    let mut queue = DeadQueue::open(amqp).await?;
-    let mut progress = Progress::new("reading", queue.depth());
+    let mut queue = DeadQueue::open(amqp, "reading").await?;
     let mut letters = Vec::new();
     while let Some((_, letter)) = queue.next_match(selection).await? {
         letters.push(letter);
-        progress.tick(queue.scanned, queue.matched);
     }
-    progress.finish();
     queue.release().await?;
     Ok(match format {
         Format::Json => {
@@ -101,19 +93,16 @@ pub async fn list(amqp: &AmqpSettings, selection: &Selection, format: Format) ->
 /// is left as it was.
 pub async fn export(amqp: &AmqpSettings, selection: &Selection, out: &Path) -> Result<String, DlqError> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
-    let mut queue = DeadQueue::open(amqp).await?;
-    let mut progress = Progress::new("exporting", queue.depth());
+    let mut queue = DeadQueue::open(amqp, "exporting").await?;
     while let Some((delivery, letter)) = queue.next_match(selection).await? {
         serde_json::to_writer(&mut file, &exported(&delivery, &letter)).map_err(std::io::Error::from)?;
         file.write_all(b"\n")?;
-        progress.tick(queue.scanned, queue.matched);
     }
-    progress.finish();
     file.flush()?;
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let exported = queue.matched;
+    let count = queue.matched;
     queue.release().await?;
-    Ok(format!("exported {exported} dead letters to {}; the queue is unchanged\n", out.display()))
+    Ok(format!("exported {count} dead letters to {}; the queue is unchanged\n", out.display()))
 }
 
 fn exported(delivery: &Delivery, letter: &DeadLetter) -> Value {
@@ -132,35 +121,22 @@ fn headers_json(h: &FieldTable) -> Value {
         AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
         AMQPValue::ShortString(s) => json!(s.as_str()),
         AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
         other => json!(format!("{other:?}")),
     };
-    Value::Object(
-        h.inner()
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    AMQPValue::LongLongInt(_) | AMQPValue::LongInt(_) | AMQPValue::ShortInt(_) => {
-                        headers::get_u64(h, k.as_str()).map_or_else(|| value(v), |n| json!(n))
-                    }
-                    _ => value(v),
-                };
-                (k.to_string(), v)
-            })
-            .collect(),
-    )
+    Value::Object(h.inner().iter().map(|(k, v)| (k.to_string(), value(v))).collect())
 }
 
 /// Deletes the matching dead letters for good. The caller has made sure the operator said `--yes`.
 pub async fn purge(amqp: &AmqpSettings, selection: &Selection, dry_run: bool) -> Result<String, DlqError> {
-    let mut queue = DeadQueue::open(amqp).await?;
-    let mut progress = Progress::new("purging", queue.depth());
+    let mut queue = DeadQueue::open(amqp, "purging").await?;
     while let Some((delivery, _)) = queue.next_match(selection).await? {
         if !dry_run {
             queue.remove(&delivery).await?;
         }
-        progress.tick(queue.scanned, queue.matched);
     }
-    progress.finish();
     let (matched, scanned) = (queue.matched, queue.scanned);
     queue.release().await?;
     Ok(if dry_run {
@@ -203,10 +179,9 @@ async fn replay_until(
     options: &ReplayOptions,
     interrupted: &AtomicBool,
 ) -> Result<String, DlqError> {
-    let mut queue = DeadQueue::open(amqp).await?;
+    let mut queue = DeadQueue::open(amqp, if options.dry_run { "checking" } else { "replaying" }).await?;
     let publisher = queue.publisher(options.publish_timeout).await?;
     let exchange = queue.topology.events_exchange();
-    let mut progress = Progress::new(if options.dry_run { "checking" } else { "replaying" }, queue.depth());
     let started = Instant::now();
     let (mut replayed, mut unroutable, mut would) = (0usize, 0usize, Vec::new());
     let mut failure = None;
@@ -231,9 +206,7 @@ async fn replay_until(
         }
         queue.remove(&delivery).await?;
         replayed += 1;
-        progress.tick(queue.scanned, replayed);
     }
-    progress.finish();
     let (matched, scanned) = (queue.matched, queue.scanned);
     queue.release().await?;
     if let Some(e) = failure {

@@ -18,6 +18,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 use super::letter::{DeadLetter, Filter};
+use super::progress::Progress;
 
 /// Which messages a command applies to, and how many of them at most.
 #[derive(Debug, Clone, Default)]
@@ -36,30 +37,29 @@ pub struct DeadQueue {
     held: BTreeSet<u64>,
     pub scanned: usize,
     pub matched: usize,
+    progress: Progress,
 }
 
 impl DeadQueue {
-    pub async fn open(amqp: &AmqpSettings) -> lapin::Result<Self> {
+    /// Opens the queue for a command; `verb` names it in the progress line (`replaying`, ...).
+    pub async fn open(amqp: &AmqpSettings, verb: &'static str) -> lapin::Result<Self> {
         let topology = Topology::new(&amqp.topology_prefix);
         let connection = connect(&amqp.url, "verbox-bridge deliver dlq").await?;
         let channel = connection.create_channel().await?;
         declare_topology(&channel, &topology).await?;
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let queue = channel.queue_declare(topology.dead_queue().into(), passive, FieldTable::default()).await?;
+        let snapshot = queue.message_count();
         Ok(DeadQueue {
             connection,
             channel,
             topology,
-            snapshot: queue.message_count(),
+            snapshot,
             held: BTreeSet::new(),
             scanned: 0,
             matched: 0,
+            progress: Progress::new(verb, snapshot),
         })
-    }
-
-    /// How many messages the snapshot holds (the queue's depth when the command started).
-    pub fn depth(&self) -> u32 {
-        self.snapshot + self.scanned as u32
     }
 
     /// A confirm-mode publisher on the same connection (for replay).
@@ -80,8 +80,10 @@ impl DeadQueue {
             let delivery = message.delivery;
             self.held.insert(delivery.delivery_tag);
             let letter = DeadLetter::read(&delivery);
-            if selection.filter.matches(&letter) {
-                self.matched += 1;
+            let matches = selection.filter.matches(&letter);
+            self.matched += usize::from(matches);
+            self.progress.tick(self.scanned, self.matched);
+            if matches {
                 return Ok(Some((delivery, letter)));
             }
         }
@@ -98,6 +100,7 @@ impl DeadQueue {
     /// Puts every held message back and closes the connection. One multiple-nack: RabbitMQ does
     /// not count it as a failed delivery of each message, so listing never ages dead letters.
     pub async fn release(mut self) -> lapin::Result<()> {
+        self.progress.finish();
         if let Some(&last) = self.held.last() {
             self.channel.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }).await?;
             self.held.clear();
