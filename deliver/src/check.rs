@@ -104,6 +104,12 @@ fn choices(items: &[Value], key: &str, keep: impl Fn(&Value) -> bool) -> String 
     }
 }
 
+fn may_chat(employee: &Value) -> bool {
+    employee.pointer(MAY_CHAT).and_then(Value::as_bool) == Some(true)
+}
+
+const MAY_CHAT: &str = "/operator/operator_chat_enabled";
+
 fn active(campaign: &Value) -> bool {
     campaign.get("status").and_then(Value::as_str) == Some("active")
 }
@@ -154,14 +160,12 @@ pub async fn check(client: &ComagicClient, integration: &Integration) -> Vec<Str
             integration.employee_id,
             choices(&account.employees, "full_name", |_| true)
         )),
-        Some(e) if e.pointer("/operator/operator_chat_enabled").and_then(Value::as_bool) != Some(true) => {
+        Some(e) if !may_chat(e) => {
             problems.push(format!(
                 "{id}: employee {} ({}) may not take chats: enable chats for them in CoMagic or set employee_id to one of {}",
                 integration.employee_id,
                 name(e, "full_name"),
-                choices(&account.employees, "full_name", |e| {
-                    e.pointer("/operator/operator_chat_enabled").and_then(Value::as_bool) == Some(true)
-                })
+                choices(&account.employees, "full_name", may_chat)
             ))
         }
         Some(_) => {}
@@ -225,7 +229,7 @@ pub async fn listing(client: &ComagicClient, integration: &Integration) -> Resul
         + &section(
             "Employees (employee_id)",
             &account.employees,
-            &[("ID", "/id"), ("NAME", "/full_name"), ("MAY CHAT", "/operator/operator_chat_enabled")],
+            &[("ID", "/id"), ("NAME", "/full_name"), ("MAY CHAT", MAY_CHAT)],
         )
         + &section(
             "Campaigns (campaign_id)",

@@ -225,7 +225,10 @@ async fn replay_until(
         out += &format!("{unroutable} matching dead letters name no kind (chat/offline) and stay in the queue\n");
     }
     if interrupted.load(Ordering::SeqCst) {
-        out += &format!("interrupted: {} matching dead letters were not replayed and stay\n", matched - replayed - unroutable);
+        out += &format!(
+            "interrupted: {} matching dead letters were not replayed and stay\n",
+            matched - replayed - unroutable
+        );
     }
     Ok(out)
 }
