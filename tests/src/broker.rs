@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bridge_shared::amqp::{connect, declare_topology, topology::RETRY_TIERS, Publisher, Topology};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
 use lapin::Channel;
@@ -19,6 +20,28 @@ pub fn unique_prefix(test: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
     format!("t.{test}.{}.{nanos}.{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `rabbitmqctl ARGS` on the local node (needs the node's Erlang cookie: root, or the rabbitmq user).
+async fn rabbitmqctl(args: &'static [&'static str]) {
+    let status =
+        tokio::task::spawn_blocking(move || std::process::Command::new("rabbitmqctl").arg("-q").args(args).status())
+            .await
+            .unwrap()
+            .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?}: {status}");
+}
+
+/// Stops the local broker's application, as an operator would: every connection drops, the durable
+/// queues stay on disk.
+pub async fn stop_broker() {
+    rabbitmqctl(&["stop_app"]).await;
+}
+
+/// Starts the local broker's application after [`stop_broker`] and waits until it serves.
+pub async fn start_broker() {
+    rabbitmqctl(&["start_app"]).await;
+    rabbitmqctl(&["await_startup"]).await;
 }
 
 /// A message read from a queue.
@@ -50,6 +73,13 @@ impl TestBroker {
         TestBroker { url, prefix, topology, channel, connection }
     }
 
+    /// A new connection after the broker was restarted (the old one died with it); the topology
+    /// survived, being durable.
+    pub async fn reconnect(&mut self) {
+        self.connection = connect(&self.url, "verbox-bridge tests").await.expect("RabbitMQ answers again");
+        self.channel = self.connection.create_channel().await.expect("a channel");
+    }
+
     /// A confirm-mode publisher on the test's connection, to put messages where a test needs them.
     pub async fn publisher(&self) -> Publisher {
         Publisher::new(&self.connection, 1, std::time::Duration::from_secs(10)).await.expect("a publisher")
@@ -77,6 +107,11 @@ impl TestBroker {
             .await
             .expect("the queue exists");
         q.message_count()
+    }
+
+    /// Drops every message ready in `queue`.
+    pub async fn purge(&self, queue: &str) {
+        self.channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await.expect("queue.purge");
     }
 
     /// Takes every message ready in `queue` (acknowledging them).

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bridge_tests::broker::{start_broker, stop_broker};
 use bridge_tests::fixtures::chat;
 use bridge_tests::proxy::{broker_address, TcpProxy};
 use bridge_tests::sandbox::Upload;
@@ -100,16 +101,6 @@ async fn broker_lost_under_load_loses_nothing() {
     Arc::into_inner(p).unwrap().stop().await;
 }
 
-/// `rabbitmqctl ARGS` on the local node (needs the node's Erlang cookie: root, or the rabbitmq user).
-async fn rabbitmqctl(args: &'static [&'static str]) {
-    let status =
-        tokio::task::spawn_blocking(move || std::process::Command::new("rabbitmqctl").arg("-q").args(args).status())
-            .await
-            .unwrap()
-            .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?}: {status}");
-}
-
 /// The real broker stopped and started again (`rabbitmqctl stop_app` / `start_app`) while webhooks
 /// keep coming: ingest spools what the broker cannot take, both services reconnect, and every
 /// accepted webhook is delivered once. It takes the shared broker away from every other test, so
@@ -136,7 +127,7 @@ async fn broker_restarted_under_load_loses_nothing() {
         (p.sandbox.stored("shop", Upload::Chats).len() >= 100).then_some(())
     })
     .await;
-    rabbitmqctl(&["stop_app"]).await;
+    stop_broker().await;
     let spooled = r#"bridge_ingest_requests_total{kind="chat",outcome="spooled"}"#;
     wait_for("ingest to spool while the broker is away", Duration::from_secs(30), || async {
         (p.ingest_metric(spooled).await >= 20.0).then_some(())
@@ -144,8 +135,7 @@ async fn broker_restarted_under_load_loses_nothing() {
     .await;
     let accepted = r#"bridge_ingest_requests_total{kind="chat",outcome="accepted"}"#;
     let accepted_before = p.ingest_metric(accepted).await;
-    rabbitmqctl(&["start_app"]).await;
-    rabbitmqctl(&["await_startup"]).await;
+    start_broker().await;
     wait_for("ingest to publish to the broker again", Duration::from_secs(60), || async {
         (p.ingest_metric(accepted).await > accepted_before).then_some(())
     })
