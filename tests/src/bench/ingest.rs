@@ -1,5 +1,6 @@
-//! The ingest benchmark: the raw confirmed-publish rate of the broker, then the same payload size and
-//! in-flight window through a real `ingest` process, at full speed and at half that rate.
+//! The ingest benchmark: the raw confirmed-publish rate of the broker and, with the same payload
+//! size and in-flight window, the rate through a real `ingest` process, taking turns; then ingest at
+//! half its median rate, for latency.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,8 @@ use bridge_shared::event::{Envelope, EventId, EventKind, ENVELOPE_SCHEMA};
 use bridge_shared::verbox;
 use serde_json::json;
 
-use super::{memory_mib, print_table, Latencies};
+use super::http::KeepAliveClient;
+use super::{cpu_seconds, memory_mib, print_table, Latencies};
 use crate::broker::TestBroker;
 use crate::fixtures::{chat, integration, WEBHOOK_TOKEN};
 use crate::wait_for;
@@ -20,9 +22,14 @@ pub struct IngestBench {
     pub ingest_bin: PathBuf,
     pub amqp_url: String,
     pub concurrency: usize,
+    /// Seconds per run.
     pub seconds: u64,
+    /// Turns of (raw, ingest); the medians are reported.
+    pub rounds: u64,
     pub payload_bytes: usize,
     pub channels: usize,
+    /// ingest's `[ingest] workers` (0: one per core).
+    pub workers: usize,
 }
 
 struct Run {
@@ -37,12 +44,26 @@ impl Run {
     }
 }
 
-/// A finished dialog whose client message is padded so the webhook body is `size` bytes.
+/// A finished dialog of `size` bytes, made as a real one is: a transcript of short messages, the
+/// visitor and an operator taking turns, most stamped twice (the last one padded to the size).
 pub fn webhook_of_size(size: usize) -> Vec<u8> {
     let mut body = chat(1, json!({}));
+    for id in 3.. {
+        let (who, text) = if id % 2 == 1 {
+            ("client", "And is delivery to Kazan possible?")
+        } else {
+            ("operator", "Yes, in two days.")
+        };
+        let message = json!({"id": id, "whoSend": who, "text": text, "dateTime": "2026-01-10 12:01:00",
+            "dateTimeUTC": "2026-01-10 09:01:00", "messageType": null, "isVisibleForClient": true});
+        if body.to_string().len() + message.to_string().len() + 1 > size {
+            break;
+        }
+        body["data"]["dialog"]["messages"].as_array_mut().unwrap().push(message);
+    }
     let padding = size.saturating_sub(body.to_string().len());
-    let text = &mut body["data"]["dialog"]["messages"][0]["text"];
-    *text = format!("{}{}", text.as_str().unwrap(), "x".repeat(padding)).into();
+    let last = body["data"]["dialog"]["messages"].as_array_mut().unwrap().last_mut().unwrap();
+    last["text"] = format!("{}{}", last["text"].as_str().unwrap(), "x".repeat(padding)).into();
     body.to_string().into_bytes()
 }
 
@@ -60,49 +81,61 @@ fn envelope_of(body: &[u8]) -> Vec<u8> {
     .to_bytes()
 }
 
-/// Runs `concurrency` loops of `one` for `seconds` and collects every latency.
-async fn closed_loop<F, Fut>(concurrency: usize, seconds: u64, one: F) -> Run
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let one = Arc::new(one);
+/// One sender of the load: sends an event and waits until it is taken.
+trait Sender: Send + 'static {
+    fn send(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A confirmed publish of the envelope, straight to the broker.
+struct RawPublisher {
+    publisher: Arc<Publisher>,
+    exchange: String,
+    envelope: Arc<Vec<u8>>,
+}
+
+impl Sender for RawPublisher {
+    async fn send(&mut self) {
+        self.publisher.publish(&self.exchange, "chat", &self.envelope, Default::default()).await.expect("confirmed")
+    }
+}
+
+impl Sender for KeepAliveClient {
+    async fn send(&mut self) {
+        assert_eq!(self.post().await.expect("ingest answers"), 200, "ingest accepted the webhook");
+    }
+}
+
+/// Runs every sender in a loop of its own for `seconds` and collects every latency.
+async fn closed_loop<S: Sender>(senders: Vec<S>, seconds: u64) -> Run {
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let one = one.clone();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut sender| {
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 while Instant::now() < until {
                     let t = Instant::now();
-                    one().await;
+                    sender.send().await;
                     samples.push(t.elapsed());
                 }
                 samples
             })
         })
         .collect();
-    let mut samples = Vec::new();
-    for t in tasks {
-        samples.extend(t.await.unwrap());
-    }
-    Run { count: samples.len(), elapsed: started.elapsed(), latencies: Latencies::new(samples) }
+    collect(tasks, started).await
 }
 
-/// Sends at `rate` per second for `seconds` (open loop, spread over `concurrency` senders).
-async fn open_loop<F, Fut>(concurrency: usize, seconds: u64, rate: f64, one: F) -> Run
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let one = Arc::new(one);
+/// Sends at `rate` per second for `seconds` (open loop, spread over the senders).
+async fn open_loop<S: Sender>(senders: Vec<S>, seconds: u64, rate: f64) -> Run {
+    let concurrency = senders.len();
     let period = Duration::from_secs_f64(concurrency as f64 / rate);
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|i| {
-            let one = one.clone();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut sender)| {
             tokio::spawn(async move {
                 let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / concurrency as f64);
                 let mut ticks = tokio::time::interval_at(first, period);
@@ -113,12 +146,16 @@ where
                         return samples;
                     }
                     let t = Instant::now();
-                    one().await;
+                    sender.send().await;
                     samples.push(t.elapsed());
                 }
             })
         })
         .collect();
+    collect(tasks, started).await
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, started: Instant) -> Run {
     let mut samples = Vec::new();
     for t in tasks {
         samples.extend(t.await.unwrap());
@@ -138,11 +175,12 @@ fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child,
         &config,
         format!(
             "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{}\"\ntopology_prefix = \"{}\"\npublish_channels = {}\n\
-             [ingest]\nlisten = \"127.0.0.1:{port}\"\nspool_dir = \"{}\"\n",
+             [ingest]\nlisten = \"127.0.0.1:{port}\"\nspool_dir = \"{}\"\nworkers = {}\n",
             bench.amqp_url,
             broker.prefix,
             bench.channels,
-            dir.join("spool").display()
+            dir.join("spool").display(),
+            bench.workers
         ),
     )
     .unwrap();
@@ -157,61 +195,73 @@ fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child,
 
 pub async fn run(bench: IngestBench) {
     let body = webhook_of_size(bench.payload_bytes);
-    let envelope = envelope_of(&body);
+    let envelope = Arc::new(envelope_of(&body));
 
-    // 1. The broker alone: confirmed persistent publishes of the envelope into the quorum queue.
-    let broker = TestBroker::new("bench-raw").await;
+    // The broker alone (confirmed persistent publishes of the envelope into a quorum queue) and the
+    // same through a real ingest process, taking turns so that both see the same machine; each
+    // queue is emptied after its turn so that no turn starts on a fuller broker.
+    let raw_broker = TestBroker::new("bench-raw").await;
     let connection = connect(&bench.amqp_url, "verbox-bridge bench").await.expect("RabbitMQ answers");
     let publisher = Arc::new(Publisher::new(&connection, bench.channels, Duration::from_secs(10)).await.unwrap());
-    let exchange = broker.topology.events_exchange();
-    let raw = {
-        let (publisher, envelope) = (publisher.clone(), Arc::new(envelope.clone()));
-        closed_loop(bench.concurrency, bench.seconds, move || {
-            let (publisher, envelope, exchange) = (publisher.clone(), envelope.clone(), exchange.clone());
-            async move { publisher.publish(&exchange, "chat", &envelope, Default::default()).await.expect("confirmed") }
-        })
-        .await
-    };
-    let _ = connection.close(200, "done".into()).await;
-    broker.cleanup().await;
-
-    // 2. The same through ingest: full speed, then half of it (open loop) for the latency target.
-    let broker = TestBroker::new("bench-ingest").await;
+    let ingest_broker = TestBroker::new("bench-ingest").await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, address) = start_ingest(&bench, dir.path(), &broker);
+    let (mut child, address) = start_ingest(&bench, dir.path(), &ingest_broker);
     let http = reqwest::Client::new();
     wait_for("ingest to connect to the broker", Duration::from_secs(30), || async {
         let m = http.get(format!("{address}/metrics")).send().await.ok()?.text().await.ok()?;
         m.lines().any(|l| l == "bridge_amqp_connected 1").then_some(())
     })
     .await;
-    let url = format!("{address}/v1/verbox/bench/chat/{WEBHOOK_TOKEN}");
-    let post = {
-        let (http, url, body) = (http.clone(), url.clone(), Arc::new(body.clone()));
-        move || {
-            let (http, url, body) = (http.clone(), url.clone(), body.clone());
-            async move {
-                let response = http.post(url).body(body.to_vec()).send().await.expect("ingest answers");
-                assert_eq!(response.status(), 200, "ingest accepted the webhook");
-            }
-        }
+    let clients = || async {
+        let (host_port, path) =
+            (address.trim_start_matches("http://"), format!("/v1/verbox/bench/chat/{WEBHOOK_TOKEN}"));
+        let connecting = (0..bench.concurrency).map(|_| KeepAliveClient::connect(host_port, &path, &body));
+        futures_util::future::try_join_all(connecting).await.expect("ingest takes connections")
     };
-    let full = closed_loop(bench.concurrency, bench.seconds, post.clone()).await;
-    let half = open_loop(bench.concurrency, bench.seconds, full.rate() / 2.0, post).await;
+    let (mut raw_runs, mut ingest_runs) = (Vec::new(), Vec::new());
+    let (mut ingest_cpu_us, mut loadgen_cpu_us) = (Vec::new(), Vec::new());
+    for _ in 0..bench.rounds {
+        let publishers = (0..bench.concurrency)
+            .map(|_| RawPublisher {
+                publisher: publisher.clone(),
+                exchange: raw_broker.topology.events_exchange(),
+                envelope: envelope.clone(),
+            })
+            .collect();
+        raw_runs.push(closed_loop(publishers, bench.seconds).await);
+        raw_broker.purge(&raw_broker.topology.deliver_queue()).await;
+        let clients = clients().await;
+        let (ingest_before, own_before) = (cpu_seconds(child.id()), cpu_seconds(std::process::id()));
+        let run = closed_loop(clients, bench.seconds).await;
+        let per_webhook_us = |before, now| (now - before) * 1e6 / run.count as f64;
+        ingest_cpu_us.push(per_webhook_us(ingest_before, cpu_seconds(child.id())));
+        loadgen_cpu_us.push(per_webhook_us(own_before, cpu_seconds(std::process::id())));
+        ingest_runs.push(run);
+        ingest_broker.purge(&ingest_broker.topology.deliver_queue()).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    raw_broker.cleanup().await;
+    let raw = median_run(raw_runs);
+    let full = median_run(ingest_runs);
+    // Half the full rate (open loop), for the latency target.
+    let half = open_loop(clients().await, bench.seconds, full.median.rate() / 2.0).await;
     let (peak_mib, _) = memory_mib(child.id());
     let spooled = http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
     let spooled = spooled.lines().any(|l| l.contains("outcome=\"spooled\""));
     let _ = child.kill();
     let _ = child.wait();
-    broker.cleanup().await;
+    ingest_broker.cleanup().await;
 
     println!(
-        "\ningest benchmark: {} B webhook ({} B envelope), {} in flight, {} s per run, {} publish channels\n",
+        "\ningest benchmark: {} B webhook ({} B envelope), {} in flight, {} publish channels, {} workers, \
+         {} rounds of {} s each (medians)\n",
         body.len(),
         envelope.len(),
         bench.concurrency,
+        bench.channels,
+        bench.workers,
+        bench.rounds,
         bench.seconds,
-        bench.channels
     );
     let row = |name: &str, run: &Run, rss: String| {
         vec![
@@ -225,13 +275,37 @@ pub async fn run(bench: IngestBench) {
     print_table(
         &["run", "msg/s", "p50 ms", "p99 ms", "ingest peak RSS MiB"],
         &[
-            row("raw confirmed publish (broker only)", &raw, "-".into()),
-            row("ingest, full speed", &full, format!("{peak_mib:.1}")),
+            row("raw confirmed publish (broker only)", &raw.median, "-".into()),
+            row("ingest, full speed", &full.median, format!("{peak_mib:.1}")),
             row("ingest, half the full rate", &half, format!("{peak_mib:.1}")),
         ],
     );
-    println!("\ningest / raw: {:.0}%", 100.0 * full.rate() / raw.rate());
+    let rates = |runs: &MedianRun| runs.rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" ");
+    println!("\nrounds, msg/s: raw {}; ingest {}", rates(&raw), rates(&full));
+    println!(
+        "CPU per webhook at full speed (medians): ingest {:.1} us, this load generator {:.1} us",
+        take_median(ingest_cpu_us, |us| *us),
+        take_median(loadgen_cpu_us, |us| *us)
+    );
+    println!("ingest / raw (medians): {:.0}%", 100.0 * full.median.rate() / raw.median.rate());
     if spooled {
         println!("note: some webhooks went to the spool (the broker was slow to confirm)");
     }
+}
+
+/// The middle value by `key` (the upper middle of an even count); `values` must not be empty.
+fn take_median<T>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    values.swap_remove(values.len() / 2)
+}
+
+/// The run of median rate among several, with every run's rate.
+struct MedianRun {
+    median: Run,
+    rates: Vec<f64>,
+}
+
+fn median_run(runs: Vec<Run>) -> MedianRun {
+    let rates = runs.iter().map(Run::rate).collect();
+    MedianRun { median: take_median(runs, Run::rate), rates }
 }

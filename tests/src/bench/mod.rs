@@ -1,6 +1,7 @@
 //! What the load generator measures with: latency percentiles, a process's memory, and a table.
 
 pub mod deliver;
+mod http;
 pub mod ingest;
 
 use std::time::Duration;
@@ -36,6 +37,17 @@ pub fn memory_mib(pid: u32) -> (f64, f64) {
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time a process has used so far, user and system, in seconds (/proc/PID/stat).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; Linux counts
+    // them in USER_HZ, 100 per second on every architecture it exports to user space.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A plain-text table: a header row and rows of cells, columns padded to fit.

@@ -25,13 +25,20 @@ enum Bench {
         /// Requests (and publishes) in flight at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per run.
+        #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Turns of (raw, ingest) at full speed; the medians are reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
         #[arg(long, default_value_t = 2048)]
         payload_bytes: usize,
         /// Confirm-mode channels, for ingest and for the raw run alike.
         #[arg(long, default_value_t = 4)]
         channels: usize,
+        /// ingest's `[ingest] workers` (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Events/s a real deliver process drains into the sandbox, items per call and RSS.
     Deliver {
@@ -53,8 +60,10 @@ enum Bench {
 #[tokio::main]
 async fn main() {
     match Args::parse().bench {
-        Bench::Ingest { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels } => {
-            ingest::run(IngestBench { ingest_bin, amqp_url, concurrency, seconds, payload_bytes, channels }).await
+        Bench::Ingest { ingest_bin, amqp_url, concurrency, seconds, rounds, payload_bytes, channels, workers } => {
+            let bench =
+                IngestBench { ingest_bin, amqp_url, concurrency, seconds, rounds, payload_bytes, channels, workers };
+            ingest::run(bench).await
         }
         Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency } => {
             deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms: latency_ms, concurrency }).await
