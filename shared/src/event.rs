@@ -150,6 +150,48 @@ mod tests {
         assert_ne!(a, id("acme", EventKind::Chat, r#"{"client":{"name":"B"}}"#));
     }
 
+    /// A re-sent webhook must keep its id across releases, or CoMagic gets it twice: these ids are
+    /// pinned, and a change to parsing or hashing that moves one is a breaking change.
+    #[test]
+    fn event_ids_stay_what_earlier_releases_made_them() {
+        let pinned = [
+            (
+                EventKind::Chat,
+                r#"{"eventId":"chat.finished","data":{"client":{"clientId":"c1"},"dialog":{"id":"123"}}}"#,
+                "vb-a1a23a347d67fa2fa7112e5db06fab31",
+            ),
+            (
+                EventKind::Chat,
+                r#"{"client":{"clientId":"c1"},"messages":[{"id":7,"text":" Hello "}]}"#,
+                "vb-d7c262876b21a9d29719333538e1f6d5",
+            ),
+            (
+                EventKind::Chat,
+                r#"{"client":{"searchId":42},"dialog":{"messages":[{"text":"Привет"}]}}"#,
+                "vb-b09a39eab0dd9eeb97ddbc2d6ebbcf1b",
+            ),
+            (
+                EventKind::Offline,
+                r#"{"client":{"clientId":"c1"},"dialog":{"messages":[{"whoSend":"Client","text":"price?"},{"whoSend":"operator","text":"soon"}]}}"#,
+                "vb-91b4c9dc99c1273da5a648ecf6db6857",
+            ),
+            (
+                EventKind::Offline,
+                r#"{"client":{"id":"9"},"message":{"whoSend":"client","text":"when?"}}"#,
+                "vb-7f632b27205c804e3e8f4bf132198a4b",
+            ),
+            (EventKind::Chat, r#"{"client":{"name":"A"}}"#, "vb-13568b78e1d1cc6a9d292e1b55cb3c2b"),
+            (
+                EventKind::Chat,
+                r#"{"client":{"clientId":"c\u00e9"},"messages":[{"id":"m1","text":"say \"hi\"\n"}]}"#,
+                "vb-f48f2142538c53fbc14f1c52dabf47e2",
+            ),
+        ];
+        for (kind, body, expected) in pinned {
+            assert_eq!(id("acme", kind, body).as_str(), expected, "{kind} {body}");
+        }
+    }
+
     #[test]
     fn envelope_round_trips_with_the_payload_byte_for_byte() {
         let raw = r#"{"client": {"name":"Я"},  "x":[1,2]}"#;
