@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde_json::{Map, Value};
 
+mod tree;
+use tree::{Json, Object};
+
 /// Why a body is not a Verbox webhook. The message is meant for the person who configured Verbox.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -108,21 +111,21 @@ impl VerboxEvent {
 
 /// Parses a webhook body. Never panics, whatever the bytes.
 pub fn parse(body: &[u8]) -> Result<VerboxEvent, ParseError> {
-    let root: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let root: Json = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let root = root.as_object().ok_or(ParseError::NotAnObject)?;
     let data = match root.get("data") {
-        None | Some(Value::Null) => root,
-        Some(Value::Object(data)) => data,
+        None | Some(Json::Null) => root,
+        Some(Json::Object(data)) => data,
         Some(_) => return Err(ParseError::DataNotAnObject),
     };
-    let client = data.get("client").and_then(Value::as_object).ok_or(ParseError::NoClient)?;
-    let dialog = data.get("dialog").and_then(Value::as_object);
-    let trigger = data.get("message").and_then(Value::as_object).map(parse_message);
+    let client = data.get("client").and_then(Json::as_object).ok_or(ParseError::NoClient)?;
+    let dialog = data.get("dialog").and_then(Json::as_object);
+    let trigger = data.get("message").and_then(Json::as_object).map(parse_message);
     let mut messages = dialog
         .and_then(|d| d.get("messages"))
         .or_else(|| data.get("messages"))
-        .and_then(Value::as_array)
-        .map(|list| list.iter().filter_map(Value::as_object).map(parse_message).collect())
+        .and_then(Json::as_array)
+        .map(|list| list.iter().filter_map(Json::as_object).map(parse_message).collect())
         .unwrap_or_else(Vec::new);
     if messages.is_empty() {
         messages.extend(trigger.clone());
@@ -138,7 +141,7 @@ pub fn parse(body: &[u8]) -> Result<VerboxEvent, ParseError> {
     })
 }
 
-fn parse_client(client: &Map<String, Value>, data: &Map<String, Value>) -> Client {
+fn parse_client(client: &Object, data: &Object) -> Client {
     let full_name = [text(client.get("firstName")), text(client.get("lastName"))]
         .into_iter()
         .flatten()
@@ -146,8 +149,8 @@ fn parse_client(client: &Map<String, Value>, data: &Map<String, Value>) -> Clien
         .join(" ");
     let utm = client
         .get("utm")
-        .and_then(Value::as_object)
-        .map(|utm| utm.iter().filter_map(|(k, v)| text(Some(v)).map(|v| (k.clone(), v))).collect())
+        .and_then(Json::as_object)
+        .map(|utm| utm.entries().into_iter().filter_map(|(k, v)| text(Some(v)).map(|v| (k.to_owned(), v))).collect())
         .unwrap_or_default();
     Client {
         client_id: text(client.get("clientId")),
@@ -155,7 +158,7 @@ fn parse_client(client: &Map<String, Value>, data: &Map<String, Value>) -> Clien
         name: text(client.get("name")).or(Some(full_name).filter(|n| !n.is_empty())),
         phone: text(client.get("phone")),
         email: text(client.get("email")),
-        custom_data: client.get("customData").and_then(Value::as_object).cloned().unwrap_or_default(),
+        custom_data: client.get("customData").and_then(Json::as_object).map(Object::to_map).unwrap_or_default(),
         channel: path(client, &["source", "type", "id"]).and_then(|v| text(Some(v))).map(|c| c.to_lowercase()),
         utm,
         referer: text(client.get("referer")),
@@ -165,11 +168,11 @@ fn parse_client(client: &Map<String, Value>, data: &Map<String, Value>) -> Clien
     }
 }
 
-fn parse_message(m: &Map<String, Value>) -> Message {
-    let content = m.get("content").and_then(Value::as_object);
+fn parse_message(m: &Object) -> Message {
+    let content = m.get("content").and_then(Json::as_object);
     let attachments = content
         .and_then(|c| c.get("attachments"))
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .map(|list| list.iter().filter_map(attachment_name).collect())
         .unwrap_or_default();
     Message {
@@ -180,7 +183,7 @@ fn parse_message(m: &Map<String, Value>) -> Message {
             other => Author::Other(other.to_owned()),
         }),
         message_type: match m.get("messageType") {
-            None | Some(Value::Null) => Some(MessageType::Regular),
+            None | Some(Json::Null) => Some(MessageType::Regular),
             v => text(v).map(|t| match t.as_str() {
                 "comment" => MessageType::Comment,
                 "autoMessage" => MessageType::AutoMessage,
@@ -197,34 +200,32 @@ fn parse_message(m: &Map<String, Value>) -> Message {
 }
 
 /// An attachment is named by its file name, else its URL; a bare string is taken as the name.
-fn attachment_name(a: &Value) -> Option<String> {
+fn attachment_name(a: &Json) -> Option<String> {
     match a {
-        Value::Object(o) => {
-            ["name", "fileName", "filename", "title", "url", "link"].iter().find_map(|k| text(o.get(*k)))
-        }
+        Json::Object(o) => ["name", "fileName", "filename", "title", "url", "link"].iter().find_map(|k| text(o.get(k))),
         other => text(Some(other)),
     }
 }
 
-fn path<'a>(root: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
+fn path<'a, 'j>(root: &'a Object<'j>, keys: &[&str]) -> Option<&'a Json<'j>> {
     let (first, rest) = keys.split_first()?;
-    rest.iter().try_fold(root.get(*first)?, |v, k| v.as_object()?.get(*k))
+    rest.iter().try_fold(root.get(first)?, |v, k| v.as_object()?.get(k))
 }
 
 /// A non-empty, trimmed string from a string or a number; anything else is absent.
-fn text(v: Option<&Value>) -> Option<String> {
+fn text(v: Option<&Json>) -> Option<String> {
     match v? {
-        Value::String(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
-        Value::Number(n) => Some(n.to_string()),
+        Json::String(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
+        Json::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
-fn flag(v: &Value) -> Option<bool> {
+fn flag(v: &Json) -> Option<bool> {
     match v {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        Value::String(s) => match s.trim().to_lowercase().as_str() {
+        Json::Bool(b) => Some(*b),
+        Json::Number(n) => n.as_i64().map(|n| n != 0),
+        Json::String(s) => match s.trim().to_lowercase().as_str() {
             "true" | "1" => Some(true),
             "false" | "0" => Some(false),
             _ => None,
@@ -234,10 +235,10 @@ fn flag(v: &Value) -> Option<bool> {
 }
 
 /// Verbox sends `YYYY-MM-DD HH:MM:SS`; ISO forms and unix seconds are accepted too.
-fn timestamp(v: &Value) -> Option<NaiveDateTime> {
+fn timestamp(v: &Json) -> Option<NaiveDateTime> {
     match v {
-        Value::Number(n) => DateTime::from_timestamp(n.as_i64()?, 0).map(|t| t.naive_utc()),
-        Value::String(s) => {
+        Json::Number(n) => unix_seconds(n.as_i64()?),
+        Json::String(s) => {
             let s = s.trim();
             if let Some(t) = plain_date_time(s) {
                 return Some(t);
@@ -248,10 +249,14 @@ fn timestamp(v: &Value) -> Option<NaiveDateTime> {
             ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
                 .iter()
                 .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-                .or_else(|| s.parse::<i64>().ok().and_then(|n| timestamp(&Value::from(n))))
+                .or_else(|| s.parse::<i64>().ok().and_then(unix_seconds))
         }
         _ => None,
     }
+}
+
+fn unix_seconds(seconds: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp(seconds, 0).map(|t| t.naive_utc())
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (or with `T`), read by hand. Verbox stamps every message with it twice, and
@@ -375,9 +380,13 @@ mod tests {
             (json!(1767323045), "2026-01-02 03:04:05"),
             (json!("1767323045"), "2026-01-02 03:04:05"),
         ] {
-            assert_eq!(timestamp(&raw).map(|t| t.to_string()).as_deref(), Some(want), "{raw}");
+            assert_eq!(timestamp_of(&raw).map(|t| t.to_string()).as_deref(), Some(want), "{raw}");
         }
-        assert_eq!(timestamp(&json!("yesterday")), None);
+        assert_eq!(timestamp_of(&json!("yesterday")), None);
+    }
+
+    fn timestamp_of(v: &Value) -> Option<NaiveDateTime> {
+        timestamp(&serde_json::from_str(&v.to_string()).unwrap())
     }
 
     #[test]
@@ -415,6 +424,22 @@ mod tests {
             let _ = plain_date_time(&s);
         }
 
+        /// `parse` reads its own tree, not `serde_json::Value`; where they could differ (a key sent
+        /// twice, keys out of order) it must read what `Value` keeps: the last of each key.
+        #[test]
+        fn repeated_keys_read_as_value_keeps_them(text in json_text_with_duplicate_keys()) {
+            let as_value_keeps = |text: &str| serde_json::from_str::<Value>(text).map(|v| v.to_string());
+            let shapes = [
+                text.clone(),
+                format!(r#"{{"client":{{"utm":{text}}},"data":{text},"data":{{"client":{text},"client":{{"utm":{text}}}}}}}"#),
+            ];
+            for shape in shapes {
+                if let Ok(kept) = as_value_keeps(&shape) {
+                    proptest::prop_assert_eq!(parse(shape.as_bytes()), parse(kept.as_bytes()), "{}", shape);
+                }
+            }
+        }
+
         #[test]
         fn arbitrary_json_never_panics(value in arbitrary_json()) {
             let _ = parse(value.to_string().as_bytes());
@@ -425,7 +450,35 @@ mod tests {
         }
     }
 
-    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    /// JSON text whose objects may repeat a key, which `Value` cannot hold: of the Verbox keys, or any.
+    fn json_text_with_duplicate_keys() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = arbitrary_json().prop_map(|v| v.to_string());
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("client"),
+                Just("data"),
+                Just("dialog"),
+                Just("messages"),
+                Just("message"),
+                Just("id"),
+                Just("text"),
+                Just("utm"),
+                Just("customData"),
+                Just("clientId"),
+                Just("whoSend"),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((key, inner), 0..8).prop_map(|members| {
+                    let members: Vec<String> = members.into_iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                    format!("{{{}}}", members.join(","))
+                }),
+            ]
+        })
+    }
+
+    pub(super) fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(Value::Null),
