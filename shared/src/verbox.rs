@@ -450,10 +450,19 @@ mod tests {
         }
     }
 
-    /// JSON text whose objects may repeat a key, which `Value` cannot hold: of the Verbox keys, or any.
+    /// JSON text whose objects may repeat a key, which `Value` cannot hold.
     fn json_text_with_duplicate_keys() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
-        let leaf = arbitrary_json().prop_map(|v| v.to_string());
+        // No floats: serde_json reads a long float to the nearest few ulps only, so a float read,
+        // written and read again can move, which says nothing of keys. Trees read floats as
+        // `Value` does (`tree::tests`).
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ]
+        .prop_map(|v| v.to_string());
         leaf.prop_recursive(4, 64, 8, |inner| {
             let key = prop_oneof![
                 Just("client"),
