@@ -82,8 +82,12 @@ enum DlqCommand {
         filters: Filters,
         #[arg(long)]
         limit: Option<usize>,
+        /// A new file (created readable by you only).
         #[arg(long, value_name = "FILE.jsonl")]
         out: PathBuf,
+        /// Replace FILE if it exists (a symbolic link is replaced, not followed).
+        #[arg(long)]
+        force: bool,
     },
     /// Deletes matching dead letters for good (needs --yes).
     Purge {
@@ -184,7 +188,9 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
                 ReplayOptions { rate, dry_run, publish_timeout: Duration::from_millis(amqp.publish_timeout_ms) };
             dlq::replay(amqp, &filters.select(limit), &options).await
         }
-        DlqCommand::Export { filters, limit, out } => dlq::export(amqp, &filters.select(limit), &out).await,
+        DlqCommand::Export { filters, limit, out, force } => {
+            dlq::export(amqp, &filters.select(limit), &out, force).await
+        }
         DlqCommand::Purge { dry_run: false, yes: false, .. } => {
             eprintln!(
                 "deliver: purge deletes dead letters for good: add --yes (see them first with `deliver dlq list` \

@@ -11,8 +11,11 @@ use bridge_shared::comagic::{ComagicClient, Failure, Success};
 use bridge_shared::event::EventKind;
 use bridge_shared::integrations::Integration;
 use bridge_shared::mapping::Item;
+use bridge_shared::redact::for_operators;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::retry_policy::short_retries;
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
 
 use crate::outlet::Outlet;
 use crate::pending::Pending;
@@ -26,6 +29,9 @@ const WAIT_IN_PROCESS: Duration = Duration::from_secs(60);
 
 pub struct Courier {
     pub client: ComagicClient,
+    /// The CoMagic call slots of the whole process (`[deliver] concurrency`), held only while a
+    /// call is under way, never during a quota wait.
+    pub calls: Semaphore,
     pub integrations: IntegrationsHandle,
     pub tenants: Tenants,
     pub outlet: Arc<Outlet>,
@@ -57,7 +63,7 @@ impl Courier {
             };
             match tenant.reserve_call() {
                 Some(Block::Paused(left)) => {
-                    self.park_all(batch, left).await;
+                    self.park_paused(batch, left).await;
                     continue;
                 }
                 Some(Block::Quota(wait)) if wait > WAIT_IN_PROCESS => {
@@ -72,7 +78,10 @@ impl Courier {
                 None => {}
             }
             let items: Vec<Item> = batch.iter().map(|p| p.item.clone()).collect();
-            let outcome = self.call(&integration, kind, &items).await;
+            let outcome = {
+                let Ok(_slot) = self.calls.acquire().await else { return };
+                self.call(&integration, kind, &items).await
+            };
             if outcome.is_err() {
                 tenant.call_failed();
             }
@@ -82,9 +91,11 @@ impl Courier {
                     self.outlet.delivered(batch, false).await;
                 }
                 Err(Failure::Transient { reason, .. }) => {
-                    for p in batch {
-                        self.outlet.retry(p, &reason).await;
-                    }
+                    join_all(batch.into_iter().map(|p| self.outlet.retry(p, &reason))).await;
+                }
+                Err(Failure::Request { mnemonic, message }) => {
+                    let error = format!("{mnemonic}: {message} (the request as a whole)");
+                    join_all(batch.into_iter().map(|p| self.outlet.retry(p, &error))).await;
                 }
                 Err(Failure::Quota { window }) => {
                     let wait = tenant.quota_exceeded(window);
@@ -93,7 +104,7 @@ impl Courier {
                 }
                 Err(Failure::Tenant { mnemonic, .. }) => {
                     let pause = tenant.pause(mnemonic);
-                    self.park_all(batch, pause).await;
+                    self.park_paused(batch, pause).await;
                 }
                 Err(Failure::Item { mnemonic, message, index, field }) => match index.filter(|i| *i < batch.len()) {
                     Some(i) => {
@@ -143,17 +154,21 @@ impl Courier {
         error: &str,
     ) -> Option<Pending> {
         if is_session_field(field) && bad.fall_back_from_session(integration) {
-            tracing::info!(integration = %integration.id, event_id = %bad.envelope.event_id, %error, "CoMagic refused the session; re-sending with the fallback attribution");
+            tracing::info!(integration = %integration.id, event_id = %bad.envelope.event_id, error = %for_operators(error, 500), "CoMagic refused the session; re-sending with the fallback attribution");
             return Some(bad);
         }
         self.outlet.dead(bad, DeadClass::ComagicRejected, error).await;
         None
     }
 
+    /// Moves the batch to a retry queue, every message at once (each publish waits for its own
+    /// confirm).
     async fn park_all(&self, batch: Vec<Pending>, wait: Duration) {
-        for p in batch {
-            self.outlet.park(p, wait).await;
-        }
+        join_all(batch.into_iter().map(|p| self.outlet.park(p, wait))).await;
+    }
+
+    async fn park_paused(&self, batch: Vec<Pending>, wait: Duration) {
+        join_all(batch.into_iter().map(|p| self.outlet.park_paused(p, wait))).await;
     }
 
     /// One upload with short in-process retries of transient failures.

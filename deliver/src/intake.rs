@@ -2,6 +2,7 @@
 //! restarts; each message is checked (poison, envelope, integration, ledger, payload), attributed,
 //! mapped and handed to its lane.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,15 @@ use bridge_shared::amqp::topology::DELIVERY_LIMIT;
 use bridge_shared::amqp::Publisher;
 use bridge_shared::attribution::attribute;
 use bridge_shared::event::{Envelope, EventKind};
+use bridge_shared::lifecycle::{panic_message, Shutdown};
 use bridge_shared::mapping::{map_event, MappingContext};
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::verbox;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 
 use crate::lanes::Lanes;
@@ -43,7 +45,21 @@ fn kind_from_routing_key(delivery: &Delivery) -> Option<&'static str> {
 const CONSUMER_TAG: &str = "verbox-bridge-deliver";
 
 impl Intake {
+    /// Settles one message. A panic while doing so (a bug) must not end the consumer, which serves
+    /// every tenant: it is caught, and the message is handed back to the broker, which counts the
+    /// delivery, so a message that panics every time becomes `poison` after the delivery limit.
     pub async fn take(&self, delivery: Delivery) {
+        if delivery.redelivered || previous_deliveries(&delivery) > 0 {
+            let kind = kind_from_routing_key(&delivery).unwrap_or("unknown");
+            self.outlet.metrics.redeliveries.with_label_values(&[kind]).inc();
+        }
+        let acker = delivery.acker.clone();
+        if let Err(panic) = AssertUnwindSafe(self.settle(delivery)).catch_unwind().await {
+            self.outlet.hand_back_after_panic("intake", &[acker], panic_message(&*panic)).await;
+        }
+    }
+
+    async fn settle(&self, delivery: Delivery) {
         let envelope = Envelope::from_bytes(&delivery.data);
         let deliveries = previous_deliveries(&delivery) + 1;
         if deliveries >= DELIVERY_LIMIT as u64 {
@@ -71,7 +87,9 @@ impl Intake {
             return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
         };
         if self.ledger.contains(envelope.event_id.as_str()) {
-            tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, "already delivered (ledger); acked");
+            // Debug, not info: a redelivery storm must not become a log storm (the
+            // `duplicate` outcome and `bridge_deliver_redeliveries_total` count them).
+            tracing::debug!(integration = %envelope.integration, kind, event_id = %envelope.event_id, "already delivered (ledger); acked");
             return self.outlet.done(&delivery, kind, "duplicate").await;
         }
         let event = match verbox::parse(envelope.payload.get().as_bytes()) {
@@ -100,6 +118,7 @@ impl Intake {
 pub struct Consuming {
     pub publisher: watch::Sender<Option<Arc<Publisher>>>,
     pub connected: IntGauge,
+    pub connect_failures: IntCounter,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -118,12 +137,12 @@ impl Consuming {
         intake: Arc<Intake>,
         config: SessionConfig,
         prefetch: u16,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
     ) -> Option<lapin::Connection> {
         let queue = config.topology.deliver_queue();
         loop {
-            let (connection, publisher) = session::establish(&config, &mut shutdown).await?;
-            let started = async {
+            let (connection, publisher) = session::establish(&config, &shutdown).await?;
+            let started = session::within("start consuming", async {
                 let channel = connection.create_channel().await?;
                 channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
                 let consumer = channel
@@ -134,14 +153,15 @@ impl Consuming {
                         FieldTable::default(),
                     )
                     .await?;
-                Ok::<_, lapin::Error>((channel, consumer))
-            }
+                Ok((channel, consumer))
+            })
             .await;
             let (channel, mut consumer) = match started {
                 Ok(c) => c,
                 Err(error) => {
                     tracing::warn!(%error, "could not start consuming; reconnecting");
-                    let _ = connection.close(200, "retry".into()).await;
+                    self.connect_failures.inc();
+                    session::close(&connection, "retry").await;
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -156,26 +176,33 @@ impl Consuming {
                         break false;
                     },
                     next = consumer.next() => match next {
-                        Some(Ok(delivery)) => intake.take(delivery).await,
+                        // Each message on its own task: a move that waits out a publish outage
+                        // (or one tenant's trouble) must not hold up the consumer. The prefetch
+                        // window bounds how many are in hand.
+                        Some(Ok(delivery)) => {
+                            let intake = intake.clone();
+                            tokio::spawn(async move { intake.take(delivery).await });
+                        }
                         Some(Err(error)) => {
                             tracing::warn!(%error, "broker connection lost; reconnecting");
                             break false;
                         }
                         None => break false,
                     },
-                    // The guard wait_for returns is not Send: drop it inside the branch future.
-                    _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break true,
+                    _ = shutdown.stopped() => break true,
                 }
             };
             if stopping {
-                let _ = channel.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()).await;
+                let _ =
+                    session::within("cancel", channel.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()))
+                        .await;
                 self.ready.store(false, Ordering::Relaxed);
                 return Some(connection);
             }
             self.set_up(None);
             // What the lanes still hold from this connection is redelivered; the ledger skips
             // whatever of it they deliver meanwhile.
-            let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "reconnect".into())).await;
+            session::close(&connection, "reconnect").await;
         }
     }
 }

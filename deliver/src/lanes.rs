@@ -7,16 +7,22 @@
 //! arrivals in the shortest retry queue instead, and the other tenants' events keep flowing. A
 //! busy lane that keeps up is never parked: parking is churn for the broker.
 //!
-//! A lane also never holds every CoMagic call slot: [`per_lane_limit`] keeps some free for the
-//! other tenants, so one account that answers slowly (or not at all until the timeout) cannot make
-//! everyone else wait for a slot.
+//! A tenant never holds every CoMagic call slot: its chat and offline lanes share one allowance of
+//! [`per_tenant_limit`] batches in flight, which keeps some slots free for the other tenants, so
+//! one account that answers slowly (or not at all until the timeout) cannot make everyone else
+//! wait. A batch takes one of the global slots only while its call is on the wire
+//! ([`Courier`]'s `calls`), so a tenant waiting for its quota to reset holds none.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bridge_shared::event::EventKind;
+use bridge_shared::lifecycle::panic_message;
+use futures_util::FutureExt;
+use lapin::Acker;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -32,9 +38,9 @@ pub struct LaneLimits {
     pub max_lag: Duration,
 }
 
-/// CoMagic calls one lane may have in flight: all but an eighth of the slots (at least one kept
+/// Batches one tenant may have in flight: all but an eighth of the call slots (at least one kept
 /// for the others once there are two).
-pub fn per_lane_limit(concurrency: usize) -> usize {
+pub fn per_tenant_limit(concurrency: usize) -> usize {
     let reserved = (concurrency / 8).max(1);
     concurrency.saturating_sub(reserved).max(1)
 }
@@ -49,21 +55,23 @@ struct Lane {
 
 pub struct Lanes {
     lanes: Mutex<HashMap<(String, EventKind), Lane>>,
+    /// Each tenant's allowance of batches in flight, shared by its lanes.
+    allowances: Mutex<HashMap<String, Arc<Semaphore>>>,
     courier: Arc<Courier>,
-    permits: Arc<Semaphore>,
     concurrency: usize,
     limits: LaneLimits,
 }
 
 impl Lanes {
+    /// `concurrency` is the number of CoMagic call slots (the courier's `calls`).
     pub fn new(courier: Arc<Courier>, concurrency: usize, limits: LaneLimits) -> Self {
-        Lanes { lanes: Mutex::default(), courier, permits: Arc::new(Semaphore::new(concurrency)), concurrency, limits }
+        Lanes { lanes: Mutex::default(), allowances: Mutex::default(), courier, concurrency, limits }
     }
 
     pub fn submit(&self, pending: Pending) {
         let key = (pending.envelope.integration.clone(), pending.kind());
         let (tx, in_hand, lag_ms) = {
-            let mut lanes = self.lanes.lock().unwrap();
+            let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
             let lane = lanes.entry(key).or_insert_with_key(|(id, kind)| self.open(id.clone(), *kind));
             (lane.tx.clone(), lane.in_hand.clone(), lane.lag_ms.clone())
         };
@@ -78,18 +86,23 @@ impl Lanes {
         let _ = tx.send((Instant::now(), pending));
     }
 
+    fn allowance(&self, integration: &str) -> Arc<Semaphore> {
+        let mut all = self.allowances.lock().unwrap_or_else(PoisonError::into_inner);
+        let limit = per_tenant_limit(self.concurrency);
+        all.entry(integration.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+    }
+
     fn open(&self, integration: String, kind: EventKind) -> Lane {
         let (tx, rx) = mpsc::unbounded_channel();
         let in_hand = Arc::new(AtomicUsize::new(0));
         let lag_ms = Arc::new(AtomicU64::new(0));
         let lane = LaneTask {
+            allowance: self.allowance(&integration),
             integration,
             kind,
             in_hand: in_hand.clone(),
             lag_ms: lag_ms.clone(),
             courier: self.courier.clone(),
-            own_permits: Arc::new(Semaphore::new(per_lane_limit(self.concurrency))),
-            permits: self.permits.clone(),
             limits: self.limits,
         };
         Lane { tx, in_hand, lag_ms, task: tokio::spawn(lane.run(rx)) }
@@ -97,12 +110,18 @@ impl Lanes {
 
     /// Flushes every lane and waits for the batches in flight (call once nothing is submitted).
     pub async fn close(&self) {
-        let lanes: Vec<Lane> = self.lanes.lock().unwrap().drain().map(|(_, lane)| lane).collect();
+        let lanes: Vec<Lane> =
+            self.lanes.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, lane)| lane).collect();
         for lane in lanes {
             drop(lane.tx);
             let _ = lane.task.await;
         }
-        let _ = self.permits.acquire_many(self.concurrency as u32).await;
+        // Every batch in flight holds one of its tenant's allowance until it has settled.
+        let allowances: Vec<_> =
+            self.allowances.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        for allowance in allowances {
+            let _ = allowance.acquire_many(per_tenant_limit(self.concurrency) as u32).await;
+        }
     }
 }
 
@@ -112,9 +131,8 @@ struct LaneTask {
     in_hand: Arc<AtomicUsize>,
     lag_ms: Arc<AtomicU64>,
     courier: Arc<Courier>,
-    /// This lane's share of the call slots, taken before a global one.
-    own_permits: Arc<Semaphore>,
-    permits: Arc<Semaphore>,
+    /// The tenant's allowance of batches in flight.
+    allowance: Arc<Semaphore>,
     limits: LaneLimits,
 }
 
@@ -137,16 +155,19 @@ impl LaneTask {
                     },
                 }
             }
-            let own = self.own_permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let Ok(allowed) = self.allowance.clone().acquire_owned().await else { return };
             self.lag_ms.store(queued_at.elapsed().as_millis() as u64, Ordering::Relaxed);
             let (courier, in_hand, integration, kind) =
                 (self.courier.clone(), self.in_hand.clone(), self.integration.clone(), self.kind);
             tokio::spawn(async move {
                 let n = batch.len();
-                courier.deliver(&integration, kind, batch).await;
+                let ackers: Vec<Acker> = batch.iter().map(|p| p.delivery.acker.clone()).collect();
+                // A panic must not strand the batch unacked nor leave the lane counting it in hand.
+                if let Err(panic) = AssertUnwindSafe(courier.deliver(&integration, kind, batch)).catch_unwind().await {
+                    courier.outlet.hand_back_after_panic("lane", &ackers, panic_message(&*panic)).await;
+                }
                 in_hand.fetch_sub(n, Ordering::Relaxed);
-                drop((permit, own));
+                drop(allowed);
             });
         }
     }
@@ -154,14 +175,14 @@ impl LaneTask {
 
 #[cfg(test)]
 mod tests {
-    use super::per_lane_limit;
+    use super::per_tenant_limit;
 
     #[test]
-    fn a_lane_leaves_call_slots_for_the_others() {
-        assert_eq!(per_lane_limit(16), 14);
-        assert_eq!(per_lane_limit(8), 7);
-        assert_eq!(per_lane_limit(2), 1);
-        assert_eq!(per_lane_limit(1), 1, "one slot cannot be shared out");
-        assert_eq!(per_lane_limit(64), 56);
+    fn a_tenant_leaves_call_slots_for_the_others() {
+        assert_eq!(per_tenant_limit(16), 14);
+        assert_eq!(per_tenant_limit(8), 7);
+        assert_eq!(per_tenant_limit(2), 1);
+        assert_eq!(per_tenant_limit(1), 1, "one slot cannot be shared out");
+        assert_eq!(per_tenant_limit(64), 56);
     }
 }

@@ -83,13 +83,13 @@ impl Ledger {
         self: std::sync::Arc<Self>,
         keep: std::time::Duration,
         every: std::time::Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: bridge_shared::lifecycle::Shutdown,
     ) {
         let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|stopped| *stopped) => return,
+                _ = stop.stopped() => return,
             }
             let ledger = self.clone();
             let cutoff = chrono::Utc::now() - keep;

@@ -1,6 +1,11 @@
 //! Where a consumed message ends: acked after delivery (ledger first), or published with a confirm
-//! to a retry queue or the dead-letter queue and only then acked. If that publish fails the message
-//! is handed back to the broker (nack, requeue), so it is never lost.
+//! to a retry queue or the dead-letter queue and only then acked.
+//!
+//! A publish that fails while the connection is up (a quorum leader election, a queue briefly
+//! missing, a confirm that does not come) is tried again here with backoff, with the message still
+//! in hand, for up to [`MOVE_RETRY_FOR`]. Handing it straight back to the broker would count a
+//! delivery per round, and a few seconds of trouble would make a healthy event `poison`. Only after
+//! that is it handed back (nack, requeue), so it is never lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +13,19 @@ use std::time::Duration;
 use bridge_shared::amqp::headers::{self, DeadClass};
 use bridge_shared::amqp::topology::RETRY_TIER_HEADER;
 use bridge_shared::amqp::{Publisher, Topology};
-use bridge_shared::retry_policy::{park_tier, retry_tier};
+use bridge_shared::redact::for_operators;
+use bridge_shared::retry_policy::{move_retries, park_tier, retry_tier};
 use bridge_shared::telemetry::DeliverMetrics;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
+use lapin::Acker;
 use tokio::sync::watch;
 
 use crate::ledger::Ledger;
+
+/// How long a message is held while its move to a retry or dead queue keeps failing.
+pub const MOVE_RETRY_FOR: Duration = Duration::from_secs(60);
 use crate::pending::{headers_of, Pending};
 
 /// What is known of a message that could not even be parsed into a [`Pending`].
@@ -30,15 +40,30 @@ pub struct Outlet {
     pub ledger: Arc<Ledger>,
     pub metrics: DeliverMetrics,
     pub retry_for: Duration,
+    /// How long a paused integration's event is parked before it is dead-lettered.
+    pub park_for: Duration,
 }
 
-/// `x-bridge-error` is for operators: short, one line.
-fn short(error: &str) -> String {
-    let line = error.replace(['\n', '\r'], " ");
-    match line.char_indices().nth(500) {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
+/// When `h` says something began (`key`, RFC 3339), or a replay later than that.
+fn since(h: &FieldTable, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let read = |key| {
+        headers::get_str(h, key)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    match (read(key), read(headers::REPLAYED_AT)) {
+        (Some(t), Some(replayed)) => Some(t.max(replayed)),
+        (t, replayed) => t.or(replayed),
     }
+}
+
+fn age(from: chrono::DateTime<chrono::Utc>) -> Duration {
+    (chrono::Utc::now() - from).to_std().unwrap_or_default()
+}
+
+/// `x-bridge-error` and the log lines are for operators: one short line, contacts masked.
+fn short(error: &str) -> String {
+    for_operators(error, 500)
 }
 
 impl Outlet {
@@ -73,11 +98,31 @@ impl Outlet {
         ack(delivery).await;
     }
 
-    /// Holds the message in a retry queue for about `wait` without counting an attempt.
+    /// Holds the message in a retry queue for about `wait` without counting an attempt (a saturated
+    /// lane, a spent quota).
     pub async fn park(&self, p: Pending, wait: Duration) {
-        let tier = park_tier(wait);
+        self.park_with(&p, wait, p.headers()).await
+    }
+
+    /// Parks the event of a paused integration; once it has waited `park_for` since it was first
+    /// parked (or replayed), it is dead-lettered as `tenant_paused` instead, to be replayed when the
+    /// account is fixed: an integration nobody repairs must not keep its events cycling for ever.
+    pub async fn park_paused(&self, p: Pending, wait: Duration) {
+        let mut h = p.headers();
+        match since(&h, headers::PARKED_SINCE) {
+            Some(first) if age(first) >= self.park_for => {
+                let error = format!("its integration stayed paused for {}s", age(first).as_secs());
+                return self.dead_with(&p.delivery, h, DeadClass::TenantPaused, &error, p.raw()).await;
+            }
+            Some(_) => {}
+            None => headers::set_str(&mut h, headers::PARKED_SINCE, &chrono::Utc::now().to_rfc3339()),
+        }
+        self.park_with(&p, wait, h).await
+    }
+
+    async fn park_with(&self, p: &Pending, wait: Duration, h: FieldTable) {
         let kind = p.kind().as_str();
-        if self.republish_to_tier(&p.delivery, kind, tier, p.headers()).await {
+        if self.republish_to_tier(&p.delivery, kind, park_tier(wait), h).await {
             self.count(kind, "retried", 1);
         }
     }
@@ -88,10 +133,7 @@ impl Outlet {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
         headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
-        let since = headers::get_str(&h, headers::REPLAYED_AT)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map_or(p.envelope.received_at, |t| t.with_timezone(&chrono::Utc));
-        let age = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+        let age = age(since(&h, headers::REPLAYED_AT).unwrap_or(p.envelope.received_at));
         if age >= self.retry_for {
             let error = format!("still failing after {}s: {error}", age.as_secs());
             return self.dead_with(&p.delivery, h, DeadClass::RetriesExhausted, &error, p.raw()).await;
@@ -144,20 +186,29 @@ impl Outlet {
     }
 
     async fn publish_then_ack(&self, delivery: &Delivery, exchange: &str, key: &str, h: FieldTable) -> bool {
-        let publisher = self.publisher.borrow().clone();
-        let Some(publisher) = publisher else {
-            // No broker: the delivery's channel is gone and the broker will redeliver it.
-            return false;
-        };
-        match publisher.publish(exchange, key, &delivery.data, h).await {
-            Ok(()) => {
-                ack(delivery).await;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "could not move a message; handing it back to the broker");
-                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                false
+        let mut delays = move_retries(MOVE_RETRY_FOR);
+        loop {
+            let publisher = self.publisher.borrow().clone();
+            // No broker, or a message from a connection that is gone: the broker redelivers it.
+            let Some(publisher) = publisher.filter(|_| delivery.acker.usable()) else { return false };
+            let error = match publisher.publish(exchange, key, &delivery.data, h.clone()).await {
+                Ok(()) => {
+                    ack(delivery).await;
+                    return true;
+                }
+                Err(error) => error,
+            };
+            self.metrics.move_failures.inc();
+            match delays.next_delay() {
+                Some(delay) => {
+                    tracing::debug!(%error, %exchange, retry_in_ms = delay.as_millis() as u64, "could not move a message; trying again");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    tracing::warn!(%error, %exchange, "could not move a message; handing it back to the broker");
+                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    return false;
+                }
             }
         }
     }
@@ -166,6 +217,19 @@ impl Outlet {
 impl Pending {
     fn raw(&self) -> Raw<'_> {
         Raw { integration: Some(&self.envelope.integration), kind: Some(self.kind().as_str()) }
+    }
+}
+
+impl Outlet {
+    /// A panic (a bug) interrupted the handling of these messages: each one not yet settled goes
+    /// back to the broker, which redelivers it and counts the delivery (poison after the limit).
+    pub async fn hand_back_after_panic(&self, stage: &str, ackers: &[Acker], reason: String) {
+        self.metrics.panics.with_label_values(&[stage]).inc();
+        let reason = short(&reason);
+        tracing::error!(stage, %reason, messages = ackers.len(), "handling messages panicked; handing them back to the broker");
+        for acker in ackers.iter().filter(|a| a.usable()) {
+            let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
     }
 }
 

@@ -10,12 +10,13 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::amqp::Topology;
 use bridge_shared::comagic::ComagicClient;
+use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
 use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
 use prometheus::Registry;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::courier::Courier;
@@ -47,15 +48,16 @@ const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 struct HealthState {
     registry: Registry,
     ready: Arc<AtomicBool>,
+    liveness: Liveness,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
-    shutdown: watch::Sender<bool>,
-    consumer: JoinHandle<Option<lapin::Connection>>,
-    watcher: JoinHandle<()>,
-    pruner: JoinHandle<()>,
+    stopper: Stopper,
+    consumer: JoinHandle<Option<Option<lapin::Connection>>>,
+    watcher: JoinHandle<Option<()>>,
+    pruner: JoinHandle<Option<()>>,
     lanes: Arc<Lanes>,
 }
 
@@ -72,12 +74,14 @@ impl Application {
             topology: topology.clone(),
             ledger: ledger.clone(),
             metrics: metrics.clone(),
-            retry_for: settings.retry_for(),
+            retry_for: settings.deliver.retry_for,
+            park_for: settings.deliver.park_for,
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(COMAGIC_TIMEOUT, ComagicMetrics::new(&registry)),
+            calls: Semaphore::new(settings.deliver.concurrency),
             integrations: integrations.clone(),
-            tenants: Tenants::new(settings.pause_range(), metrics.clone()),
+            tenants: Tenants::new((settings.deliver.pause_initial, settings.deliver.pause_max), metrics.clone()),
             outlet: outlet.clone(),
         });
         let d = &settings.deliver;
@@ -94,24 +98,35 @@ impl Application {
             lanes: lanes.clone(),
         });
         let ready = Arc::new(AtomicBool::new(false));
-        let consuming =
-            Consuming { publisher: publisher_tx, connected: metrics.amqp_connected.clone(), ready: ready.clone() };
-        let (shutdown, stop) = watch::channel(false);
-        let session = settings.amqp.session(topology, "verbox-bridge deliver");
+        let consuming = Consuming {
+            publisher: publisher_tx,
+            connected: metrics.amqp_connected.clone(),
+            connect_failures: metrics.amqp_connect_failures.clone(),
+            ready: ready.clone(),
+        };
+        let stopper = Stopper::default();
+        let stop = stopper.listener();
+        let liveness = Liveness::default();
+        let session = settings.amqp.session(topology, "verbox-bridge deliver", metrics.amqp_connect_failures.clone());
         let prefetch = d.prefetch;
         let consumer_stop = stop.clone();
-        let consumer = tokio::spawn(async move { consuming.run(intake, session, prefetch, consumer_stop).await });
-        let pruner =
-            tokio::spawn(ledger.clone().prune_periodically(settings.ledger_keep(), LEDGER_PRUNE_EVERY, stop.clone()));
-        let watcher = tokio::spawn(integrations.watch(Duration::from_secs(2), stop));
+        let consumer = liveness
+            .spawn("consumer", &stop, async move { consuming.run(intake, session, prefetch, consumer_stop).await });
+        let pruner = liveness.spawn(
+            "ledger pruner",
+            &stop,
+            ledger.clone().prune_periodically(settings.deliver.ledger_keep, LEDGER_PRUNE_EVERY, stop.clone()),
+        );
+        let watcher =
+            liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
 
-        let state = web::Data::new(HealthState { registry, ready });
+        let state = web::Data::new(HealthState { registry, ready, liveness });
         let listener = TcpListener::bind(d.listen)?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(json!({"status": "ok"})) }))
+                .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics_page))
         })
@@ -120,7 +135,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "deliver listening");
-        Ok(Application { port, server, shutdown, consumer, watcher, pruner, lanes })
+        Ok(Application { port, server, stopper, consumer, watcher, pruner, lanes })
     }
 
     pub fn port(&self) -> u16 {
@@ -136,19 +151,26 @@ impl Application {
     /// or move what they hold, then closes the connection; anything still unacked is redelivered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        let _ = self.shutdown.send(true);
-        let connection = self.consumer.await.ok().flatten();
+        self.stopper.stop();
+        let connection = self.consumer.await.ok().flatten().flatten();
         if tokio::time::timeout(LANES_SHUTDOWN, self.lanes.close()).await.is_err() {
             tracing::warn!("batches still in hand at shutdown; the broker redelivers them");
         }
         if let Some(connection) = connection {
-            let _ = tokio::time::timeout(Duration::from_secs(3), connection.close(200, "shutdown".into())).await;
+            bridge_shared::amqp::session::close(&connection, "shutdown").await;
         }
         let _ = self.watcher.await;
         // A prune in progress finishes on the blocking pool; the task itself returns at once.
         let _ = self.pruner.await;
         tracing::info!("deliver stopped");
         served
+    }
+}
+
+async fn healthz(state: web::Data<HealthState>) -> HttpResponse {
+    match state.liveness.health() {
+        (true, body) => HttpResponse::Ok().json(body),
+        (false, body) => HttpResponse::ServiceUnavailable().json(body),
     }
 }
 

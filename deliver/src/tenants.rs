@@ -2,7 +2,7 @@
 //! refuses us (5 min doubling to 1 h by default), and the quota read from `metadata.limits`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bridge_shared::comagic::{Limits, QuotaWindow};
@@ -38,6 +38,12 @@ struct State {
 /// How long a lane waits before asking again while another call probes an unknown budget.
 const PROBE_WAIT: Duration = Duration::from_millis(20);
 
+/// `now + wait`, or a day from now if that is not representable: a wait comes from a foreign
+/// answer, and no answer may make the clock arithmetic panic.
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).unwrap_or_else(|| now + Duration::from_secs(86_400))
+}
+
 pub struct Tenant {
     id: String,
     state: Mutex<State>,
@@ -46,9 +52,15 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The state, even after a panic elsewhere while it was held: every update below leaves it
+    /// consistent between statements, so a poisoned lock must not stop the tenant for good.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// `None` when a call may start now (and then counts it against the budget), else why not.
     pub fn reserve_call(&self) -> Option<Block> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         let now = Instant::now();
         if let Some((until, _)) = state.paused.filter(|(until, _)| *until > now) {
             return Some(Block::Paused(until - now));
@@ -79,17 +91,17 @@ impl Tenant {
 
     /// A reserved call ended without telling the budget (a failure): let the next one probe.
     pub fn call_failed(&self) {
-        self.state.lock().unwrap().budget.probing = false;
+        self.state().budget.probing = false;
     }
 
     /// The account refused us (`mnemonic`): pause, doubling the pause each time up to the maximum.
     pub fn pause(&self, mnemonic: &'static str) -> Duration {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         let pause = state.next_pause;
         if let Some((_, previous)) = state.paused {
             self.metrics.paused.with_label_values(&[&self.id, previous]).set(0);
         }
-        state.paused = Some((Instant::now() + pause, mnemonic));
+        state.paused = Some((later(Instant::now(), pause), mnemonic));
         state.next_pause = (pause * 2).min(self.pause_range.1);
         self.metrics.paused.with_label_values(&[&self.id, mnemonic]).set(1);
         tracing::warn!(integration = %self.id, reason = mnemonic, pause_s = pause.as_secs(), "integration paused: its CoMagic account refuses the bridge");
@@ -98,7 +110,7 @@ impl Tenant {
 
     /// A call went through: the account works again, and its budget is known.
     pub fn succeeded(&self, limits: Option<Limits>) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         if let Some((_, reason)) = state.paused.take() {
             self.metrics.paused.with_label_values(&[&self.id, reason]).set(0);
             tracing::info!(integration = %self.id, "integration resumed");
@@ -108,18 +120,19 @@ impl Tenant {
         if let Some(limits) = limits {
             let reset = if limits.day_remaining == 0 { limits.day_reset } else { limits.minute_reset };
             state.budget.calls = Some(limits.minute_remaining.min(limits.day_remaining));
-            state.budget.until = Some(Instant::now() + Duration::from_secs(reset.max(1)));
-            self.metrics.quota_remaining.with_label_values(&[&self.id, "minute"]).set(limits.minute_remaining as i64);
-            self.metrics.quota_remaining.with_label_values(&[&self.id, "day"]).set(limits.day_remaining as i64);
+            state.budget.until = Some(later(Instant::now(), Duration::from_secs(reset.max(1))));
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.metrics.quota_remaining.with_label_values(&[&self.id, "minute"]).set(gauge(limits.minute_remaining));
+            self.metrics.quota_remaining.with_label_values(&[&self.id, "day"]).set(gauge(limits.day_remaining));
             let wait = limits.wait_before_next_call();
-            state.not_before = (!wait.is_zero()).then(|| Instant::now() + wait);
+            state.not_before = (!wait.is_zero()).then(|| later(Instant::now(), wait));
             state.limits = Some(limits);
         }
     }
 
     /// `limit_exceeded`: wait for the window's reset as last reported (else a minute, or an hour).
     pub fn quota_exceeded(&self, window: QuotaWindow) -> Duration {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state();
         let known = state.limits.map(|l| match window {
             QuotaWindow::Minute => l.minute_reset,
             QuotaWindow::Day => l.day_reset,
@@ -129,7 +142,7 @@ impl Tenant {
             QuotaWindow::Day => 3600,
         };
         let wait = Duration::from_secs(known.filter(|s| *s > 0).unwrap_or(fallback));
-        state.not_before = Some(Instant::now() + wait);
+        state.not_before = Some(later(Instant::now(), wait));
         wait
     }
 }
@@ -147,7 +160,7 @@ impl Tenants {
     }
 
     pub fn get(&self, id: &str) -> Arc<Tenant> {
-        let mut all = self.all.lock().unwrap();
+        let mut all = self.all.lock().unwrap_or_else(PoisonError::into_inner);
         all.entry(id.to_owned())
             .or_insert_with(|| {
                 Arc::new(Tenant {
@@ -224,5 +237,54 @@ mod tests {
         assert_eq!(t.reserve_call(), Some(Block::Quota(Duration::from_secs(30))), "the budget is spent");
         tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(t.reserve_call(), None, "a new window probes again");
+    }
+
+    mod no_panic {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        fn any_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<u64>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                "[0-9a-z-]{0,24}".prop_map(Value::from),
+                Just(Value::Null),
+                Just(json!([1])),
+            ]
+        }
+
+        const KEYS: [&str; 6] =
+            ["day_limit", "day_remaining", "day_reset", "minute_limit", "minute_remaining", "minute_reset"];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            /// Any `metadata.limits` block, followed by calls, quota refusals and pauses.
+            #[test]
+            fn any_limits_answer_goes_through_the_quota_logic_without_panicking(
+                values in prop::collection::vec(any_value(), 6),
+                drop_key in prop::option::of(0..6usize),
+            ) {
+                let mut block = serde_json::Map::new();
+                for (i, (key, value)) in KEYS.iter().zip(values).enumerate() {
+                    if drop_key != Some(i) {
+                        block.insert(key.to_string(), value);
+                    }
+                }
+                let limits = Limits::from_json(&Value::Object(block));
+                let t = tenants().get("acme");
+                let _ = t.reserve_call();
+                t.succeeded(limits);
+                for _ in 0..3 {
+                    let _ = t.reserve_call();
+                }
+                t.call_failed();
+                let _ = (t.quota_exceeded(QuotaWindow::Minute), t.quota_exceeded(QuotaWindow::Day));
+                if let Some(Block::Quota(wait) | Block::Paused(wait)) = t.reserve_call() {
+                    prop_assert!(wait <= Duration::from_secs(86_400), "{wait:?}");
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bridge_shared::amqp::session::{self, SessionConfig};
 use bridge_shared::amqp::{self, Publisher};
+use bridge_shared::lifecycle::Shutdown;
 use futures_util::StreamExt;
 use prometheus::IntGauge;
 use tokio::sync::{watch, Notify};
@@ -43,10 +44,10 @@ impl BrokerLink {
     }
 
     /// Keeps a session up until `shutdown`; while there is none, events go to the spool.
-    pub async fn supervise(self: Arc<Self>, config: SessionConfig, mut shutdown: watch::Receiver<bool>) {
+    pub async fn supervise(self: Arc<Self>, config: SessionConfig, shutdown: Shutdown) {
         let redacted = amqp::redact_url(&config.url);
         loop {
-            let Some((connection, publisher)) = session::establish(&config, &mut shutdown).await else { return };
+            let Some((connection, publisher)) = session::establish(&config, &shutdown).await else { return };
             let mut events = connection.events_listener();
             self.publisher.send_replace(Some(Arc::new(publisher)));
             self.connected.set(1);
@@ -56,12 +57,12 @@ impl BrokerLink {
                     event = events.next() => if matches!(event, Some(lapin::Event::Error(_)) | None) { break false },
                     _ = self.broken.notified() => break false,
                     _ = health.tick() => if !connection.status().connected() { break false },
-                    _ = shutdown.wait_for(|stop| *stop) => break true,
+                    _ = shutdown.stopped() => break true,
                 }
             };
             self.publisher.send_replace(None);
             self.connected.set(0);
-            let _ = connection.close(200, "bye".into()).await;
+            session::close(&connection, "bye").await;
             if stopping {
                 return;
             }

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod error;
+pub mod refusals;
 pub mod routes;
 pub mod setup;
 pub mod sink;

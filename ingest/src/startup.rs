@@ -8,14 +8,15 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::Topology;
+use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
 use bridge_shared::telemetry::IngestMetrics;
 use prometheus::Registry;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::BrokerLink;
+use crate::refusals::RefusalLog;
 use crate::routes;
 use crate::sink::EventSink;
 use crate::spool::{Spool, SpoolError};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub metrics: IngestMetrics,
     pub registry: Registry,
     pub max_body_bytes: usize,
+    pub liveness: Liveness,
+    pub refusals: RefusalLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +45,8 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stopper: Stopper,
+    tasks: Vec<JoinHandle<Option<()>>>,
     spool: Arc<Spool>,
 }
 
@@ -57,19 +60,27 @@ impl Application {
         let registry = Registry::new();
         let metrics = IngestMetrics::new(&registry);
         let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
-        let spool = Arc::new(Spool::open(
-            &settings.ingest.spool_dir,
-            settings.ingest.spool_max_events,
-            metrics.spool_events.clone(),
-        )?);
+        let spool =
+            Arc::new(Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())?);
         let link = BrokerLink::new(metrics.amqp_connected.clone());
         let topology = Topology::new(&settings.amqp.topology_prefix);
-        let (shutdown, stop) = watch::channel(false);
-        let broker = settings.amqp.session(topology.clone(), "verbox-bridge ingest");
+        let stopper = Stopper::default();
+        let stop = stopper.listener();
+        let liveness = Liveness::default();
+        let broker =
+            settings.amqp.session(topology.clone(), "verbox-bridge ingest", metrics.amqp_connect_failures.clone());
         let tasks = vec![
-            tokio::spawn(link.clone().supervise(broker, stop.clone())),
-            tokio::spawn(spool.clone().drain(link.clone(), topology.events_exchange(), stop.clone())),
-            tokio::spawn(integrations.clone().watch(Duration::from_secs(2), stop)),
+            liveness.spawn("broker supervisor", &stop, link.clone().supervise(broker, stop.clone())),
+            liveness.spawn(
+                "spool drain",
+                &stop,
+                spool.clone().drain(link.clone(), topology.events_exchange(), stop.clone()),
+            ),
+            liveness.spawn(
+                "integrations watcher",
+                &stop,
+                integrations.clone().watch(Duration::from_secs(2), stop.clone()),
+            ),
         ];
         let state = web::Data::new(AppState {
             integrations,
@@ -77,6 +88,8 @@ impl Application {
             metrics,
             registry,
             max_body_bytes: settings.ingest.max_body_bytes,
+            liveness,
+            refusals: RefusalLog::default(),
         });
         let listener = TcpListener::bind(settings.ingest.listen)?;
         let port = listener.local_addr()?.port();
@@ -95,7 +108,7 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(port, spooled = spool.len(), "ingest listening");
-        Ok(Application { port, server, shutdown, tasks, spool })
+        Ok(Application { port, server, stopper, tasks, spool })
     }
 
     pub fn port(&self) -> u16 {
@@ -111,7 +124,7 @@ impl Application {
     /// flight, stops the background tasks and flushes the spool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        let _ = self.shutdown.send(true);
+        self.stopper.stop();
         for task in self.tasks {
             let _ = tokio::time::timeout(TASK_SHUTDOWN, task).await;
         }

@@ -115,7 +115,7 @@ impl Integrations {
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: String::new(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: crate::settings::syntax_message(&e, text),
         })?;
         let file: RawFile = crate::settings::deserialize_naming_key(value)?;
         let mut by_id = HashMap::new();
@@ -236,7 +236,10 @@ impl RawIntegration {
             return Err(ConfigError::invalid(key("employee_id"), "must be a CoMagic employee id"));
         }
         let timezone: Tz = self.timezone.parse().map_err(|_| {
-            ConfigError::invalid(key("timezone"), format!("`{}` is not an IANA time zone", self.timezone))
+            ConfigError::invalid(
+                key("timezone"),
+                "is not an IANA time zone like Europe/Moscow (the value is not shown: it may be a pasted secret)",
+            )
         })?;
         if self.session_key.trim().is_empty() {
             return Err(ConfigError::invalid(key("session_key"), "must not be empty"));
@@ -298,6 +301,40 @@ impl RawTarget {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Each secret key, mistyped in each way an edit can go wrong: the error (which the reload
+    /// logs) never shows the secret.
+    #[test]
+    fn a_typo_on_a_secret_key_never_shows_the_secret() {
+        const SECRET: &str = "Sup3rSecretValue_0123456789";
+        for key in ["webhook_token", "verbox_secret_key", "comagic_token"] {
+            let others: String = ["webhook_token", "verbox_secret_key", "comagic_token"]
+                .iter()
+                .filter(|k| **k != key)
+                .map(|k| format!("{k} = \"tok_0123456789abcdefghijkl\"\n"))
+                .collect();
+            let head =
+                format!("[[integration]]\nid = \"acme\"\nemployee_id = 101\ndefault = {{ campaign_id = 1 }}\n{others}");
+            let mut typos = vec![
+                format!("{key} = \"{SECRET}\n"),
+                format!("{key} = {SECRET}\n"),
+                format!("{key} = \"{SECRET}\"\"\n"),
+                format!("{key} = [\"{SECRET}\"]\n"),
+                format!("{key} = \"{SECRET}\"\n{key} = \"{SECRET}\"\n"),
+                format!("{key} = \"{SECRET}\"\nemployee_id = \"{SECRET}\"\n"),
+                format!("{key} = \"{SECRET}\"\ntimezone = \"{SECRET}\"\n"),
+            ];
+            if key == "webhook_token" {
+                typos.push(format!("{key} = \"{}!\"\n", &SECRET[..12]));
+            }
+            for typo in typos {
+                let error = Integrations::from_toml(&format!("{head}{typo}"), &HashMap::new())
+                    .expect_err(&format!("refused: {typo}"))
+                    .to_string();
+                assert!(!error.contains(&SECRET[..12]), "{key}: {error}");
+            }
+        }
+    }
 
     pub const SAMPLE: &str = r#"
         [[integration]]

@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounter, IntGauge, Registry};
-use tokio::sync::watch;
 
 use crate::integrations::Integrations;
+use crate::lifecycle::Shutdown;
 use crate::settings::ConfigError;
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl IntegrationsHandle {
 
     /// Reloads when the file's modification time changes (checked every `every`) or on SIGHUP,
     /// until `shutdown` turns true.
-    pub async fn watch(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn watch(self, every: Duration, shutdown: Shutdown) {
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let mut seen: Option<SystemTime> = modified(&self.path);
         let mut hangup =
@@ -87,7 +87,7 @@ impl IntegrationsHandle {
                     }
                 }
                 _ = hangup.recv() => { let _ = self.reload(); }
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = shutdown.stopped() => return,
             }
         }
     }

@@ -38,6 +38,19 @@ pub fn short_retries(max_elapsed: Duration) -> Delays {
     })
 }
 
+/// Moving a message to a retry or dead queue while the publish fails: 200 ms doubling to 5 s with
+/// jitter, for at most `max_elapsed`, then the message goes back to the broker.
+pub fn move_retries(max_elapsed: Duration) -> Delays {
+    Delays(ExponentialBackoff {
+        initial_interval: Duration::from_millis(200),
+        max_interval: Duration::from_secs(5),
+        randomization_factor: 0.3,
+        multiplier: 2.0,
+        max_elapsed_time: Some(max_elapsed),
+        ..Default::default()
+    })
+}
+
 /// Reconnecting to the broker: never gives up, 200 ms doubling to 5 s with jitter.
 pub fn reconnect_backoff() -> Delays {
     Delays(ExponentialBackoff {

@@ -1,5 +1,7 @@
 //! `bridge.toml`: typed settings layered from the file, then `BRIDGE__<SECTION>__<KEY>` variables.
-//! Every key has a default; an invalid one stops the process with one line naming it.
+//! Every key has a default; an invalid one stops the process with one line naming it. Durations are
+//! read once, into `Duration`, from text like `10s`, `5m` or `24h`; every duration, size and count
+//! an operator can set is range-checked, so no absurd value reaches the arithmetic that uses it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,8 +55,9 @@ pub struct IngestSettings {
     pub public_url: String,
     pub spool_dir: PathBuf,
     pub max_body_bytes: usize,
-    /// Events the spool holds at most; past it, webhooks get 503 while the broker is down.
-    pub spool_max_events: usize,
+    /// Bytes of events the spool holds at most; past it, webhooks get 503 while the broker is down.
+    /// Keep it at most half the spool's volume: sled's log needs room of its own.
+    pub spool_max_bytes: u64,
     /// actix workers; 0 = one per core.
     pub workers: usize,
 }
@@ -67,16 +70,24 @@ pub struct DeliverSettings {
     pub batch_max: usize,
     pub batch_linger_ms: u64,
     pub ledger_dir: PathBuf,
-    /// How long a delivered ext_id stays in the ledger, e.g. `7d`. Redeliveries come within
-    /// `retry_for`; after that CoMagic's own `duplicate_entity` still stops a repeat.
-    pub ledger_keep: String,
+    /// How long a delivered ext_id stays in the ledger, e.g. `7d`; at least `retry_for`, within
+    /// which redeliveries come. After that CoMagic's own `duplicate_entity` still stops a repeat.
+    #[serde(with = "duration_text")]
+    pub ledger_keep: Duration,
     /// How long transient failures are retried before an event is dead-lettered, e.g. `24h`.
-    pub retry_for: String,
+    #[serde(with = "duration_text")]
+    pub retry_for: Duration,
     /// CoMagic requests in flight at once, over all tenants.
     pub concurrency: usize,
     /// The first pause of an integration whose account refuses us (doubles up to `pause_max`).
-    pub pause_initial: String,
-    pub pause_max: String,
+    #[serde(with = "duration_text")]
+    pub pause_initial: Duration,
+    #[serde(with = "duration_text")]
+    pub pause_max: Duration,
+    /// How long the events of a paused integration wait in the retry queues before they are
+    /// dead-lettered as `tenant_paused` (replayable once the account is fixed).
+    #[serde(with = "duration_text")]
+    pub park_for: Duration,
 }
 
 impl Default for Settings {
@@ -92,13 +103,19 @@ impl Default for Settings {
 
 impl AmqpSettings {
     /// What a binary needs to keep its broker session (`name` shows in the management UI).
-    pub fn session(&self, topology: crate::amqp::Topology, name: &'static str) -> crate::amqp::session::SessionConfig {
+    pub fn session(
+        &self,
+        topology: crate::amqp::Topology,
+        name: &'static str,
+        connect_failures: prometheus::IntCounter,
+    ) -> crate::amqp::session::SessionConfig {
         crate::amqp::session::SessionConfig {
             url: self.url.clone(),
             topology,
             channels: self.publish_channels,
             publish_timeout: std::time::Duration::from_millis(self.publish_timeout_ms),
             connection_name: name,
+            connect_failures,
         }
     }
 }
@@ -121,7 +138,7 @@ impl Default for IngestSettings {
             public_url: "http://127.0.0.1:8080".into(),
             spool_dir: PathBuf::from("var/spool"),
             max_body_bytes: 1 << 20,
-            spool_max_events: 1_000_000,
+            spool_max_bytes: 512 << 20,
             workers: 0,
         }
     }
@@ -135,11 +152,12 @@ impl Default for DeliverSettings {
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),
-            ledger_keep: "7d".into(),
-            retry_for: "24h".into(),
+            ledger_keep: Duration::from_secs(7 * DAY),
+            retry_for: Duration::from_secs(DAY),
             concurrency: 16,
-            pause_initial: "5m".into(),
-            pause_max: "1h".into(),
+            pause_initial: Duration::from_secs(300),
+            pause_max: Duration::from_secs(3600),
+            park_for: Duration::from_secs(7 * DAY),
         }
     }
 }
@@ -175,7 +193,7 @@ impl Settings {
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: String::new(),
-            message: e.message().to_owned(),
+            message: syntax_message(&e, text),
         })?;
         apply_env_overrides(&mut table, env)?;
         let settings: Settings = deserialize_naming_key(toml::Value::Table(table))?;
@@ -192,14 +210,22 @@ impl Settings {
         if !prefix_ok {
             return Err(ConfigError::invalid("amqp.topology_prefix", "use letters, digits, '.', '_' or '-'"));
         }
-        if self.amqp.publish_channels == 0 {
-            return Err(ConfigError::invalid("amqp.publish_channels", "must be at least 1"));
-        }
+        let s = Duration::from_secs;
+        let (a, i, d) = (&self.amqp, &self.ingest, &self.deliver);
+        in_range("amqp.publish_channels", a.publish_channels as u64, 1, 64)?;
+        in_range("amqp.publish_timeout_ms", a.publish_timeout_ms, 100, 600_000)?;
+        in_range("ingest.max_body_bytes", i.max_body_bytes as u64, 1, 64 << 20)?;
+        in_range("ingest.spool_max_bytes", i.spool_max_bytes, 1, 1 << 40)?;
+        in_range("ingest.workers", i.workers as u64, 0, 256)?;
+        in_range("deliver.batch_linger_ms", d.batch_linger_ms, 0, 60_000)?;
+        in_range("deliver.concurrency", d.concurrency as u64, 1, 1024)?;
+        within("deliver.retry_for", d.retry_for, s(1), s(30 * DAY))?;
+        within("deliver.ledger_keep", d.ledger_keep, d.retry_for, s(3650 * DAY))?;
+        within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
+        within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
+        within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
         if !(self.ingest.public_url.starts_with("http://") || self.ingest.public_url.starts_with("https://")) {
             return Err(ConfigError::invalid("ingest.public_url", "must be an http:// or https:// URL"));
-        }
-        if self.ingest.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("ingest.max_body_bytes", "must be positive"));
         }
         if !(1..=50).contains(&self.deliver.batch_max) {
             return Err(ConfigError::invalid(
@@ -210,40 +236,76 @@ impl Settings {
         if self.deliver.prefetch == 0 {
             return Err(ConfigError::invalid("deliver.prefetch", "must be at least 1"));
         }
-        if self.deliver.concurrency == 0 {
-            return Err(ConfigError::invalid("deliver.concurrency", "must be at least 1"));
-        }
-        for (key, value) in [
-            ("deliver.retry_for", &self.deliver.retry_for),
-            ("deliver.ledger_keep", &self.deliver.ledger_keep),
-            ("deliver.pause_initial", &self.deliver.pause_initial),
-            ("deliver.pause_max", &self.deliver.pause_max),
-        ] {
-            parse_duration(value).map_err(|m| ConfigError::invalid(key, m))?;
-        }
         Ok(())
     }
+}
 
-    pub fn retry_for(&self) -> Duration {
-        parse_duration(&self.deliver.retry_for).expect("validated at load")
-    }
+const DAY: u64 = 86_400;
 
-    pub fn ledger_keep(&self) -> Duration {
-        parse_duration(&self.deliver.ledger_keep).expect("validated at load")
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("{value} is out of range: use {min} to {max}")))
     }
+}
 
-    /// The first and the longest pause of a misconfigured integration.
-    pub fn pause_range(&self) -> (Duration, Duration) {
-        let parse = |s: &str| parse_duration(s).expect("validated at load");
-        (parse(&self.deliver.pause_initial), parse(&self.deliver.pause_max))
+fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        let show = |d: Duration| format_duration(d);
+        Err(ConfigError::invalid(key, format!("{} is out of range: use {} to {}", show(value), show(min), show(max))))
     }
+}
+
+/// A duration in the form the settings take: the largest unit that divides it exactly (`90m`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Reads a duration key from its text form (`10s`, `5m`, `24h`, `7d`).
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A TOML syntax error as a line number and what is wrong, never the text of the line: the line
+/// may hold a token (a missing quote after `comagic_token = "…`), and the error goes to the log.
+pub(crate) fn syntax_message(error: &toml::de::Error, text: &str) -> String {
+    let line = error.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let what = hide_values(error.message().trim());
+    match line {
+        Some(line) => format!("line {line}: {what}"),
+        None => what,
+    }
+}
+
+/// A deserializer's message with every quoted value replaced by `"…"`: `invalid type: string
+/// "<a token pasted under the wrong key>", expected u64` must not reach a log line.
+fn hide_values(message: &str) -> String {
+    let parts: Vec<&str> =
+        message.split('"').enumerate().map(|(i, part)| if i % 2 == 1 { "…" } else { part }).collect();
+    parts.join("\"")
 }
 
 /// Deserializes, and on failure names the dotted key that was wrong (`ingest.listen: ...`).
 pub(crate) fn deserialize_naming_key<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let message = e.into_inner().message().to_owned();
+        let message = hide_values(e.into_inner().message());
         if key == "." {
             ConfigError::Syntax { path: String::new(), message }
         } else {
@@ -283,21 +345,23 @@ fn apply_env_overrides(table: &mut toml::Table, env: &HashMap<String, String>) -
     Ok(())
 }
 
-/// `500ms`, `10s`, `5m`, `24h`, `2d`.
+/// `500ms`, `10s`, `5m`, `24h`, `2d`; at most ten years, whatever the unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const LONGEST: u64 = 3650 * DAY;
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 10s, 5m or 24h"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("`{s}` is not a duration like 10s, 5m or 24h")),
+    let not_a_duration = || format!("`{s}` is not a duration like 10s, 5m or 24h");
+    let n: u64 = number.parse().map_err(|_| not_a_duration())?;
+    let duration = match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(DAY).map(Duration::from_secs),
+        _ => return Err(not_a_duration()),
     };
-    Ok(Duration::from_secs(seconds))
+    duration.filter(|d| d.as_secs() <= LONGEST).ok_or_else(|| format!("`{s}` is longer than ten years"))
 }
 
 #[cfg(test)]
@@ -316,7 +380,8 @@ mod tests {
         assert_eq!(s.ingest.max_body_bytes, 1 << 20);
         assert_eq!(s.deliver.listen.to_string(), "0.0.0.0:9091");
         assert_eq!(s.deliver.batch_max, 50);
-        assert_eq!(s.retry_for(), Duration::from_secs(86_400));
+        assert_eq!(s.deliver.retry_for, Duration::from_secs(86_400));
+        assert_eq!(s.deliver.park_for, Duration::from_secs(7 * 86_400));
         assert_eq!(s.integrations, PathBuf::from("integrations.toml"));
     }
 
@@ -352,5 +417,37 @@ mod tests {
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999d").is_err(), "no overflow");
+        assert!(parse_duration("3651d").is_err());
+        assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn every_duration_size_and_count_is_range_checked_naming_its_key() {
+        let cases = [
+            "[amqp]\npublish_channels = 0",
+            "[amqp]\npublish_timeout_ms = 99999999999",
+            "[ingest]\nmax_body_bytes = 0",
+            "[ingest]\nspool_max_bytes = 0",
+            "[ingest]\nworkers = 100000",
+            "[deliver]\nbatch_linger_ms = 86400000",
+            "[deliver]\nconcurrency = 0",
+            "[deliver]\nretry_for = \"0s\"",
+            "[deliver]\nretry_for = \"90d\"",
+            "[deliver]\nledger_keep = \"1h\"",
+            "[deliver]\npause_initial = \"500ms\"",
+            "[deliver]\npause_max = \"1s\"",
+            "[deliver]\npark_for = \"9s\"",
+            "[deliver]\nledger_keep = \"99999999999999d\"",
+        ];
+        for toml in cases {
+            let key = {
+                let (section, rest) = toml.trim_start_matches('[').split_once("]\n").unwrap();
+                format!("{section}.{}", rest.split(" =").next().unwrap())
+            };
+            let error = Settings::from_toml(toml, &env(&[])).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("{key}:")), "{toml} gave {error}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! Label values are bounded: never a phone, e-mail, token or event id.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub fn init_logging() {
@@ -41,6 +41,12 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], bucke
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
     registry.register(Box::new(h.clone())).expect("registered once");
     h
+}
+
+fn single_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -89,7 +95,10 @@ pub struct IngestMetrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub spool_events: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_errors: IntCounterVec,
     pub amqp_connected: IntGauge,
+    pub amqp_connect_failures: IntCounter,
 }
 
 impl IngestMetrics {
@@ -113,9 +122,29 @@ impl IngestMetrics {
                 "bridge_ingest_spool_events",
                 "Events waiting in the local spool for the broker",
             ),
+            spool_bytes: gauge(
+                registry,
+                "bridge_ingest_spool_bytes",
+                "Bytes of events in the local spool (capped by [ingest] spool_max_bytes)",
+            ),
+            spool_errors: counter(
+                registry,
+                "bridge_ingest_spool_errors_total",
+                "Spool entries that could not be read (quarantined) or removed after publishing, by reason",
+                &["reason"],
+            ),
             amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
+            amqp_connect_failures: connect_failures(registry),
         }
     }
+}
+
+fn connect_failures(registry: &Registry) -> IntCounter {
+    single_counter(
+        registry,
+        "bridge_amqp_connect_failures_total",
+        "Failed or timed-out attempts to connect to the broker and declare the topology",
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +155,10 @@ pub struct DeliverMetrics {
     pub paused: IntGaugeVec,
     pub quota_remaining: IntGaugeVec,
     pub amqp_connected: IntGauge,
+    pub amqp_connect_failures: IntCounter,
+    pub redeliveries: IntCounterVec,
+    pub panics: IntCounterVec,
+    pub move_failures: IntCounter,
 }
 
 impl DeliverMetrics {
@@ -166,6 +199,24 @@ impl DeliverMetrics {
                 &["integration", "window"],
             ),
             amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
+            amqp_connect_failures: connect_failures(registry),
+            redeliveries: counter(
+                registry,
+                "bridge_deliver_redeliveries_total",
+                "Messages the broker delivered again (after a nack, a lost channel or a restart), by kind",
+                &["kind"],
+            ),
+            panics: counter(
+                registry,
+                "bridge_deliver_panics_total",
+                "Panics caught while handling messages (a bug); the messages were handed back, by stage",
+                &["stage"],
+            ),
+            move_failures: single_counter(
+                registry,
+                "bridge_deliver_move_failures_total",
+                "Failed publishes of a message to a retry or dead queue (each is tried again)",
+            ),
         }
     }
 }
@@ -182,11 +233,17 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
     let collectors: Vec<&dyn Collector> = vec![
         &i.requests,
         &i.spool_events,
+        &i.spool_bytes,
+        &i.spool_errors,
         &i.amqp_connected,
+        &i.amqp_connect_failures,
         &d.events,
         &d.attribution,
         &d.paused,
         &d.quota_remaining,
+        &d.redeliveries,
+        &d.panics,
+        &d.move_failures,
         &c.requests,
         &r.failures,
         &r.integrations,

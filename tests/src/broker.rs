@@ -130,6 +130,16 @@ impl TestBroker {
         out
     }
 
+    /// Deletes one of this test's queues (its messages with it): an outage of that queue.
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await.expect("queue.delete");
+    }
+
+    /// Declares the test's topology again, bringing back what [`Self::delete_queue`] removed.
+    pub async fn declare(&self) {
+        declare_topology(&self.channel, &self.topology).await.expect("the topology declares");
+    }
+
     /// Deletes this test's queues and exchanges (call at the end of a test that passed).
     pub async fn cleanup(self) {
         let t = &self.topology;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bridge_shared::amqp::headers;
+use bridge_shared::amqp::session::SessionError;
 use bridge_shared::amqp::PublishError;
 use bridge_shared::settings::AmqpSettings;
 use lapin::message::Delivery;
@@ -28,6 +29,8 @@ pub use queue::{DeadQueue, Selection};
 pub enum DlqError {
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
+    #[error("RabbitMQ: {0}")]
+    Session(#[from] SessionError),
     #[error("replay stopped, the message stays in the dead-letter queue: {0}")]
     Publish(#[from] PublishError),
     #[error("{0}")]
@@ -90,10 +93,11 @@ pub async fn list(amqp: &AmqpSettings, selection: &Selection, format: Format) ->
 }
 
 /// Writes the matching dead letters, whole (headers and envelope), to a JSON-lines file; the queue
-/// is left as it was.
-pub async fn export(amqp: &AmqpSettings, selection: &Selection, out: &Path) -> Result<String, DlqError> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+/// is left as it was. The file holds phones and e-mails: it is created new, readable by its owner
+/// only, and only once the broker answered, so a failed export leaves nothing behind.
+pub async fn export(amqp: &AmqpSettings, selection: &Selection, out: &Path, replace: bool) -> Result<String, DlqError> {
     let mut queue = DeadQueue::open(amqp, "exporting").await?;
+    let mut file = std::io::BufWriter::new(new_private_file(out, replace)?);
     while let Some((delivery, letter)) = queue.next_match(selection).await? {
         serde_json::to_writer(&mut file, &exported(&delivery, &letter)).map_err(std::io::Error::from)?;
         file.write_all(b"\n")?;
@@ -103,6 +107,23 @@ pub async fn export(amqp: &AmqpSettings, selection: &Selection, out: &Path) -> R
     let count = queue.matched;
     queue.release().await?;
     Ok(format!("exported {count} dead letters to {}; the queue is unchanged\n", out.display()))
+}
+
+/// Creates `path` for writing, mode 0600, never through a symbolic link: an existing path (a file or
+/// a link, even a dangling one) is refused unless `replace`, and then the name itself is removed
+/// first, never what a link points at.
+fn new_private_file(path: &Path, replace: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if replace && path.symlink_metadata().is_ok() {
+        std::fs::remove_file(path)?;
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(e.kind(), format!("{} exists: choose a new file, or add --force", path.display()))
+        } else {
+            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        }
+    })
 }
 
 fn exported(delivery: &Delivery, letter: &DeadLetter) -> Value {

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use bridge_shared::amqp::session::{self, SessionError};
 use bridge_shared::amqp::{connect, declare_topology, Publisher, Topology};
 use bridge_shared::settings::AmqpSettings;
 use lapin::message::Delivery;
@@ -42,14 +43,18 @@ pub struct DeadQueue {
 
 impl DeadQueue {
     /// Opens the queue for a command; `verb` names it in the progress line (`replaying`, ...).
-    pub async fn open(amqp: &AmqpSettings, verb: &'static str) -> lapin::Result<Self> {
+    /// A broker that accepts the connection and never answers fails it after `BROKER_TIMEOUT`.
+    pub async fn open(amqp: &AmqpSettings, verb: &'static str) -> Result<Self, SessionError> {
         let topology = Topology::new(&amqp.topology_prefix);
-        let connection = connect(&amqp.url, "verbox-bridge deliver dlq").await?;
-        let channel = connection.create_channel().await?;
-        declare_topology(&channel, &topology).await?;
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let queue = channel.queue_declare(topology.dead_queue().into(), passive, FieldTable::default()).await?;
-        let snapshot = queue.message_count();
+        let (connection, channel, snapshot) = session::within("open the dead-letter queue", async {
+            let connection = connect(&amqp.url, "verbox-bridge deliver dlq").await?;
+            let channel = connection.create_channel().await?;
+            declare_topology(&channel, &topology).await?;
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            let queue = channel.queue_declare(topology.dead_queue().into(), passive, FieldTable::default()).await?;
+            Ok((connection, channel, queue.message_count()))
+        })
+        .await?;
         Ok(DeadQueue {
             connection,
             channel,

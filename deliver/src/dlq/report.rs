@@ -1,5 +1,7 @@
 //! The dead letters as a table.
 
+use bridge_shared::redact::cut;
+
 use super::letter::DeadLetter;
 use crate::table::table;
 
@@ -31,12 +33,5 @@ pub fn or_dash(s: &str) -> String {
         "-".into()
     } else {
         s.into()
-    }
-}
-
-fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
     }
 }

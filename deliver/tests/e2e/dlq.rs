@@ -123,6 +123,22 @@ async fn operators_list_replay_export_and_purge_exactly_what_they_select() {
     assert!(lines
         .iter()
         .all(|l| l["envelope"]["event_id"].is_string() && l["headers"]["x-bridge-error-class"].is_string()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600, "readable by its owner only");
+    let again = deliver_command(&p.config, &["dlq", "export", "--out", out.to_str().unwrap()]).await;
+    assert_eq!(again.code, 1, "an existing file is not overwritten: {}", again.stderr);
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    // A link to a file elsewhere is replaced with --force, never written through.
+    let target = p.dir.path().join("precious.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = p.dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let through = deliver_command(&p.config, &["dlq", "export", "--out", link.to_str().unwrap()]).await;
+    assert_eq!(through.code, 1, "{}", through.stderr);
+    let forced = deliver_command(&p.config, &["dlq", "export", "--force", "--out", link.to_str().unwrap()]).await;
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     wait_dead(&p, 30).await;
 
     let refused = deliver_command(&p.config, &["dlq", "purge", "--class", "invalid_event"]).await;

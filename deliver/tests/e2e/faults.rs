@@ -143,3 +143,153 @@ async fn a_slow_account_does_not_hold_up_another_tenant() {
     assert_exactly(&stored, &fast);
     p.stop().await;
 }
+
+/// After a CoMagic outage, a tenant's account refuses the bridge for a while: its events (the
+/// delivered ones and the ones still waiting) are taken from the queue a few times over the whole
+/// pause, never in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_after_an_outage_does_not_spin_the_tenants_events() {
+    let options = Options { deliver_extra: "pause_initial = \"20s\"\npause_max = \"20s\"", ..Default::default() };
+    let p = Pipeline::start("pause-spin", &[SHOP], options).await;
+    p.sandbox.add_fault(Fault { kind: FaultKind::Http500, ..Default::default() });
+    let outage = tokio::time::Instant::now();
+    let delivered_first = post_chats(&p, "shop", 1, 250).await;
+    tokio::time::sleep_until(outage + Duration::from_secs(15)).await;
+    p.sandbox.clear_faults();
+    p.wait_stored("shop", Upload::Chats, 100, Duration::from_secs(60)).await;
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = false);
+    let waiting = post_chats(&p, "shop", 1001, 20).await;
+    wait_for("the pause", Duration::from_secs(10), || async {
+        let g = p.deliver_metric(r#"bridge_integration_paused{integration="shop",reason="ip_not_whitelisted"}"#).await;
+        (g == 1.0).then_some(())
+    })
+    .await;
+    let redelivered = r#"bridge_deliver_redeliveries_total{kind="chat"}"#;
+    let duplicates = r#"bridge_deliver_events_total{kind="chat",outcome="duplicate"}"#;
+    let (redelivered_before, duplicates_before) =
+        (p.deliver_metric(redelivered).await, p.deliver_metric(duplicates).await);
+    // Most of the pause: a spin would take each event from the queue many times a second.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let redelivered_during = p.deliver_metric(redelivered).await - redelivered_before;
+    let duplicates_during = p.deliver_metric(duplicates).await - duplicates_before;
+    println!("during the pause: {redelivered_during} redeliveries, {duplicates_during} ledger duplicates");
+    assert!(redelivered_during <= 40.0, "{redelivered_during} redeliveries during the pause");
+    assert!(duplicates_during <= 60.0, "{duplicates_during} delivered events came back during the pause");
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = true);
+    let all = p.wait_stored("shop", Upload::Chats, 270, Duration::from_secs(120)).await;
+    assert_exactly(&all, &delivered_first.union(&waiting).cloned().collect());
+    p.stop().await;
+}
+
+/// The retry queues are gone for 10 s (a leader election, an operator's mistake) while a paused
+/// tenant's events are being parked there: they wait in hand and are parked once the queues are
+/// back, and none becomes `poison`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_outage_of_the_retry_queues_makes_no_event_poison() {
+    let p = Pipeline::start("move-outage", &[SHOP], Options::default()).await;
+    let t = &p.broker.topology;
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = false);
+    for (tier, _) in bridge_shared::amqp::topology::RETRY_TIERS {
+        p.broker.delete_queue(&t.retry_queue(tier)).await;
+    }
+    let sent = post_chats(&p, "shop", 1, 20).await;
+    wait_for("moves to the missing retry queues to fail", Duration::from_secs(10), || async {
+        (p.deliver_metric("bridge_deliver_move_failures_total").await >= 20.0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    p.broker.declare().await;
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = true);
+    let stored = p.wait_stored("shop", Upload::Chats, 20, Duration::from_secs(60)).await;
+    assert_exactly(&stored, &sent);
+    assert_eq!(p.broker.depth(&t.dead_queue()).await, 0, "no event dead-lettered");
+    p.stop().await;
+}
+
+/// One tenant's chat and offline lanes both busy on a slow account, and a third tenant waiting for
+/// its spent quota: the reserved call slots still serve another tenant at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_both_lanes_busy_and_one_waiting_for_quota_leave_slots_to_others() {
+    const SLOW: Tenant = Tenant { id: "slow", extra: "" };
+    const THRIFTY: Tenant = Tenant { id: "thrifty", extra: "" };
+    let p = Pipeline::start("shared-slots", &[SLOW, THRIFTY, OTHER], Options::default()).await;
+    p.sandbox.set_windows(Windows { minute: Duration::from_secs(50), day: Duration::from_secs(86_400) });
+    p.sandbox.update_account("thrifty", |a| a.minute_limit = 1);
+    p.sandbox.add_fault(Fault {
+        account: Some("slow".into()),
+        kind: FaultKind::Latency,
+        latency_ms: 8_000,
+        ..Default::default()
+    });
+    post_chats(&p, "thrifty", 1, 400).await;
+    wait_for("the thrifty tenant to spend its quota", Duration::from_secs(10), || async {
+        let left = p.deliver_metric(r#"bridge_comagic_quota_remaining{integration="thrifty",window="minute"}"#).await;
+        let known = p.sandbox.calls().iter().any(|c| c.account.as_deref() == Some("thrifty"));
+        (known && left == 0.0).then_some(())
+    })
+    .await;
+    for i in 0..500 {
+        p.post("slow", "chat", &chat(10_000 + i, json!({}))).await;
+        p.post("slow", "offline", &bridge_tests::fixtures::offline(&format!("c-{i}"), "Still open?")).await;
+    }
+    wait_for("the slow tenant's calls to take its share of the slots", Duration::from_secs(20), || async {
+        let chats = p.deliver_metric(r#"bridge_comagic_batch_items_count{method="upload.chats"}"#).await;
+        let offline = p.deliver_metric(r#"bridge_comagic_batch_items_count{method="upload.offline_messages"}"#).await;
+        // The thrifty tenant's one call counts among the chats.
+        (chats + offline >= 15.0 && offline >= 1.0).then_some(())
+    })
+    .await;
+    let fast = post_chats(&p, "other", 5001, 5).await;
+    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(5)).await;
+    assert_exactly(&stored, &fast);
+    p.stop().await;
+}
+
+/// CoMagic refuses a whole request without naming an item: the batch is retried whole, later, not
+/// split down to single items and dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_wide_error_retries_the_batch_whole() {
+    let p = Pipeline::start("request-wide", &[SHOP], Options { linger_ms: 2000, ..Default::default() }).await;
+    p.sandbox.add_fault(Fault {
+        kind: FaultKind::Error,
+        mnemonic: Some("invalid_parameter_value".into()),
+        ..Default::default()
+    });
+    let sent = post_chats(&p, "shop", 1, 50).await;
+    wait_for("the batch to reach a retry queue", Duration::from_secs(30), || async {
+        let retried = p.deliver_metric(r#"bridge_deliver_events_total{kind="chat",outcome="retried"}"#).await;
+        (retried >= 50.0).then_some(())
+    })
+    .await;
+    let refused = p.sandbox.calls().iter().filter(|c| c.result == "invalid_parameter_value").count();
+    assert!(refused <= 2, "{refused} calls: the batch is not split");
+    p.sandbox.clear_faults();
+    let stored = p.wait_stored("shop", Upload::Chats, 50, Duration::from_secs(60)).await;
+    assert_exactly(&stored, &sent);
+    assert_eq!(p.broker.depth(&p.broker.topology.dead_queue()).await, 0);
+    p.stop().await;
+}
+
+/// A tenant nobody repairs: its events are parked for `park_for`, then dead-lettered as
+/// `tenant_paused`, and a replay once the account is fixed delivers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_paused_for_longer_than_park_for_is_dead_lettered_and_replayable() {
+    let extra = "pause_initial = \"15s\"\npause_max = \"15s\"\npark_for = \"10s\"";
+    let p = Pipeline::start("park-for", &[SHOP], Options { deliver_extra: extra, ..Default::default() }).await;
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = false);
+    let sent = post_chats(&p, "shop", 1, 10).await;
+    let dead_queue = p.broker.topology.dead_queue();
+    wait_for("the parked events to be dead-lettered", Duration::from_secs(40), || async {
+        (p.broker.depth(&dead_queue).await == 10).then_some(())
+    })
+    .await;
+    p.sandbox.update_account("shop", |a| a.ip_whitelisted = true);
+    let stats = crate::helpers::deliver_command(&p.config, &["dlq", "stats", "--json"]).await;
+    assert!(stats.stdout.contains(r#""class":"tenant_paused","count":10"#), "{}", stats.stdout);
+    let replay = crate::helpers::deliver_command(&p.config, &["dlq", "replay", "--class", "tenant_paused"]).await;
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    // The pause (15 s) may not have ended: the bridge probes the account once its parked events return.
+    let stored = p.wait_stored("shop", Upload::Chats, 10, Duration::from_secs(60)).await;
+    assert_exactly(&stored, &sent);
+    p.stop().await;
+}

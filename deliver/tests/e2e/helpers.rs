@@ -27,16 +27,19 @@ pub fn integrations_toml(api: &str, tenants: &[Tenant]) -> String {
     tenants.iter().map(|t| integration(t.id, WEBHOOK_TOKEN, api, &comagic_token(t.id), t.extra)).collect()
 }
 
-/// `bridge.toml` for one test: its own prefix, spool, ledger, and short pauses.
+/// `bridge.toml` for one test: its own prefix, spool, ledger, and short pauses (unless
+/// `deliver_extra` sets its own).
 pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, deliver_extra: &str) -> PathBuf {
     let config = dir.join("bridge.toml");
+    let pauses =
+        if deliver_extra.contains("pause_initial") { "" } else { "pause_initial = \"1s\"\npause_max = \"2s\"" };
     std::fs::write(
         &config,
         format!(
             "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{amqp_url}\"\ntopology_prefix = \"{prefix}\"\n\
              [ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nworkers = 1\n\
              [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\nbatch_linger_ms = {linger_ms}\n\
-             pause_initial = \"1s\"\npause_max = \"2s\"\n{deliver_extra}\n",
+             {pauses}\n{deliver_extra}\n",
             dir.join("spool").display(),
             dir.join("ledger").display(),
         ),

@@ -3,8 +3,13 @@ use serde_json::json;
 
 use crate::startup::AppState;
 
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Alive while every essential task runs; 503 names the ones that ended, so an orchestrator
+/// restarts a process that would otherwise stay up and do nothing.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    match state.liveness.health() {
+        (true, body) => HttpResponse::Ok().json(body),
+        (false, body) => HttpResponse::ServiceUnavailable().json(body),
+    }
 }
 
 /// Ready while an event can be made durable: the broker is connected, or the spool is writable.

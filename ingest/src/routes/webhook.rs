@@ -45,8 +45,13 @@ pub async fn webhook(
             ("ignored", HttpResponse::Accepted().json(json!({"accepted": false, "ignored": reason})))
         }
         Err(error) => {
-            // The path holds the token: log the integration id only, never the URL.
-            tracing::info!(integration = %integration_id, kind = kind_label, error = error.code(), detail = %error, "webhook refused");
+            // The path holds the token: log the integration id only, never the URL; an id that
+            // names no integration is whatever a caller typed, so it is not logged either.
+            let known = state.integrations.current().get(&integration_id).is_some();
+            let integration = if known { integration_id.as_str() } else { "(unknown)" };
+            if let Some(refused) = state.refusals.due(integration, Instant::now()) {
+                tracing::info!(integration, kind = kind_label, error = error.code(), detail = %error, refused, "webhook refused (at most one line per integration per minute; `refused` counts them)");
+            }
             (error.outcome(), error.error_response())
         }
     };

@@ -41,8 +41,10 @@ pub struct TestApp {
 pub struct Options {
     /// Connect through this URL (a proxy) instead of straight to the broker.
     pub amqp_url: Option<String>,
-    pub spool_max_events: Option<usize>,
+    pub spool_max_bytes: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    /// The spool somewhere else than the test's directory (a small file system).
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// Writes `bridge.toml` and `integrations.toml` into `dir` for a test's broker prefix.
@@ -66,11 +68,14 @@ pub async fn spawn_app(test: &str, options: Options) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), options.amqp_url.as_deref().unwrap_or(&broker.url), &broker.prefix, "");
     let mut settings = Settings::load(&config).unwrap();
-    if let Some(max) = options.spool_max_events {
-        settings.ingest.spool_max_events = max;
+    if let Some(max) = options.spool_max_bytes {
+        settings.ingest.spool_max_bytes = max;
     }
     if let Some(max) = options.max_body_bytes {
         settings.ingest.max_body_bytes = max;
+    }
+    if let Some(spool_dir) = options.spool_dir {
+        settings.ingest.spool_dir = spool_dir;
     }
     let app = Application::build(settings).await.expect("ingest starts");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -4,4 +4,5 @@ mod helpers;
 mod outage;
 mod process;
 mod setup;
+mod spool;
 mod webhook;

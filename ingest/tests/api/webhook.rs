@@ -148,8 +148,7 @@ async fn without_broker_and_spool_the_answer_is_503() {
     let url = format!("amqp://guest:guest@{}/%2f", closed.local_addr().unwrap());
     drop(closed);
     let app =
-        spawn_app("unavailable", Options { amqp_url: Some(url), spool_max_events: Some(0), ..Default::default() })
-            .await;
+        spawn_app("unavailable", Options { amqp_url: Some(url), spool_max_bytes: Some(1), ..Default::default() }).await;
     let (status, answer) = app.post_json("acme", "chat", &chat(1, json!({}))).await;
     assert_eq!((status, answer["error"].as_str()), (503, Some("unavailable")), "{answer}");
     let ready = app.http.get(format!("{}/readyz", app.address)).send().await.unwrap();

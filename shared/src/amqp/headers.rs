@@ -14,6 +14,9 @@ pub const RETRIES: &str = "x-bridge-retries";
 /// Set by `deliver dlq replay` (RFC 3339): `retry_for` counts from here, not from ingest, so a
 /// replayed event gets its full retry budget again.
 pub const REPLAYED_AT: &str = "x-bridge-replayed-at";
+/// When deliver first parked the event for a paused integration (RFC 3339): after
+/// `[deliver] park_for` it is dead-lettered as `tenant_paused` instead of parked again.
+pub const PARKED_SINCE: &str = "x-bridge-parked-since";
 /// Set by quorum queues: how often the message was delivered before.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 
@@ -24,11 +27,18 @@ pub enum DeadClass {
     ComagicRejected,
     RetriesExhausted,
     Poison,
+    /// Its integration stayed paused (the account refusing the bridge) for `park_for`.
+    TenantPaused,
 }
 
 impl DeadClass {
-    pub const ALL: [DeadClass; 4] =
-        [DeadClass::InvalidEvent, DeadClass::ComagicRejected, DeadClass::RetriesExhausted, DeadClass::Poison];
+    pub const ALL: [DeadClass; 5] = [
+        DeadClass::InvalidEvent,
+        DeadClass::ComagicRejected,
+        DeadClass::RetriesExhausted,
+        DeadClass::Poison,
+        DeadClass::TenantPaused,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,6 +46,7 @@ impl DeadClass {
             DeadClass::ComagicRejected => "comagic_rejected",
             DeadClass::RetriesExhausted => "retries_exhausted",
             DeadClass::Poison => "poison",
+            DeadClass::TenantPaused => "tenant_paused",
         }
     }
 

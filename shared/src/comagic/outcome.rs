@@ -28,8 +28,12 @@ pub enum Failure {
     Quota { window: QuotaWindow },
     /// The tenant's account or token is wrong: pause the tenant, keep its events.
     Tenant { mnemonic: &'static str, message: String },
-    /// One item (by index when `field` names it) or the request as a whole was refused.
+    /// One item was refused: by index when `field` names it, else somewhere in the items (`field`
+    /// names the items array but no index), to be found by splitting the batch.
     Item { mnemonic: &'static str, message: String, index: Option<usize>, field: Option<String> },
+    /// The request as a whole was refused (a protocol error, or a parameter error that names no
+    /// item): splitting the batch cannot help, so the batch is retried whole, later.
+    Request { mnemonic: &'static str, message: String },
     /// `duplicate_entity`: the item is already there, which counts as delivered.
     Duplicate { index: Option<usize> },
 }
@@ -40,7 +44,9 @@ impl Failure {
         match self {
             Failure::Transient { label, .. } => label,
             Failure::Quota { .. } => "limit_exceeded",
-            Failure::Tenant { mnemonic, .. } | Failure::Item { mnemonic, .. } => mnemonic,
+            Failure::Tenant { mnemonic, .. } | Failure::Item { mnemonic, .. } | Failure::Request { mnemonic, .. } => {
+                mnemonic
+            }
             Failure::Duplicate { .. } => "duplicate_entity",
         }
     }
@@ -58,8 +64,10 @@ const TENANT: &[&str] = &[
     "parameter_component_disabled",
 ];
 
-/// Item-level rejections, and the protocol errors that mean the request itself is wrong (retrying
-/// it unchanged cannot help, so its items go to the dead-letter queue for a replay after a fix).
+/// Protocol errors: the request itself is malformed, whatever its items (a bug, or an API change).
+const PROTOCOL: &[&str] = &["parse_error", "invalid_request", "method_not_found", "notifications_not_supported"];
+
+/// Parameter errors: about one item when `field` points into the items, else about the request.
 const ITEM: &[&str] = &[
     "required_parameter_missed",
     "invalid_parameter_value",
@@ -72,10 +80,6 @@ const ITEM: &[&str] = &[
     "data_limit_exceeded",
     "tariff_restrictions",
     "already_in_use",
-    "parse_error",
-    "invalid_request",
-    "method_not_found",
-    "notifications_not_supported",
 ];
 
 /// Classifies one HTTP answer. `array` is the params key the items were sent under, to read an
@@ -127,7 +131,14 @@ fn classify_error(error: &Value, array: Option<&str>) -> Failure {
     if let Some(known) = TENANT.iter().find(|m| **m == mnemonic) {
         return Failure::Tenant { mnemonic: known, message };
     }
+    if let Some(known) = PROTOCOL.iter().find(|m| **m == mnemonic) {
+        return Failure::Request { mnemonic: known, message };
+    }
     if let Some(known) = ITEM.iter().find(|m| **m == mnemonic) {
+        let about_items = field.as_deref().zip(array).is_some_and(|(f, a)| f.starts_with(a));
+        if !about_items {
+            return Failure::Request { mnemonic: known, message };
+        }
         return Failure::Item { mnemonic: known, message, index, field };
     }
     // internal_error, and anything CoMagic may add later: retrying is the safe default, and
@@ -211,8 +222,22 @@ mod tests {
     fn item_level_with_index() {
         let got = classify(200, &error(-32602, "invalid_parameter_value", Some("chats.7.phone")), Some("chats"));
         assert!(matches!(got, Err(Failure::Item { mnemonic: "invalid_parameter_value", index: Some(7), .. })));
-        let whole = classify(200, &error(-32602, "required_parameter_missed", Some("chats")), Some("chats"));
-        assert!(matches!(whole, Err(Failure::Item { index: None, .. })));
+        let somewhere = classify(200, &error(-32602, "required_parameter_missed", Some("chats")), Some("chats"));
+        assert!(matches!(somewhere, Err(Failure::Item { index: None, .. })));
+    }
+
+    #[test]
+    fn errors_that_name_no_item_are_about_the_request() {
+        for (mnemonic, field) in [
+            ("invalid_parameter_value", None),
+            ("invalid_parameter_value", Some("access_token")),
+            ("tariff_restrictions", None),
+            ("invalid_request", Some("chats.3")),
+            ("method_not_found", None),
+        ] {
+            let got = classify(200, &error(-32602, mnemonic, field), Some("chats"));
+            assert!(matches!(got, Err(Failure::Request { mnemonic: m, .. }) if m == mnemonic), "{mnemonic} {field:?}");
+        }
     }
 
     #[test]

@@ -195,3 +195,64 @@ fn chat_item_wire_shape() {
     keys.sort();
     assert_eq!(keys, vec!["campaign_id", "ext_id", "initiator", "messages", "phone", "start_date_time", "status"]);
 }
+
+/// Any time a webhook can carry, in every IANA zone, maps without a panic (a panic here would stop
+/// deliver's consumer for every tenant).
+mod no_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_time() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::from),
+            any::<i64>().prop_map(|s| Value::from(s.to_string())),
+            (0i32..=9999, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60)
+                .prop_map(|(y, mo, d, h, mi)| { Value::from(format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:00")) }),
+            (0i32..=9999, -23i32..=23).prop_map(|(y, off)| {
+                let sign = if off < 0 { '-' } else { '+' };
+                Value::from(format!("{y:04}-12-31T23:59:59{sign}{:02}:59", off.abs()))
+            }),
+            Just(Value::Null),
+        ]
+    }
+
+    fn any_message() -> impl Strategy<Value = Value> {
+        (any_time(), any_time(), prop::sample::select(vec!["client", "operator", "bot"]), any::<bool>()).prop_map(
+            |(local, utc, who, auto)| {
+                json!({"whoSend": who, "text": "hi", "dateTime": local, "dateTimeUTC": utc,
+                       "messageType": if auto { "autoMessage" } else { "text" }})
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_accepted_webhook_maps_in_any_zone_without_panicking(
+            zone in 0..chrono_tz::TZ_VARIANTS.len(),
+            messages in prop::collection::vec(any_message(), 0..4),
+            question in any_message(),
+            received in any::<i64>(),
+            now in any::<i64>(),
+        ) {
+            let mut integration = (*acme()).clone();
+            integration.timezone = chrono_tz::TZ_VARIANTS[zone];
+            let clock = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+            for (kind, body) in [
+                (EventKind::Chat, json!({"data": {"client": {"phone": "89123456789"}, "dialog": {"id": 1, "messages": messages}}})),
+                (EventKind::Offline, json!({"client": {"email": "a@b.example"}, "message": question})),
+            ] {
+                let event = crate::verbox::parse(body.to_string().as_bytes()).unwrap();
+                let event_id = EventId::derive("acme-shop", kind, &event, b"");
+                let cx = MappingContext {
+                    integration: &integration,
+                    event_id: &event_id,
+                    attribution: attribute(&integration, &event),
+                    received_at: clock(received),
+                    now: clock(now),
+                };
+                let _ = map_event(kind, &event, cx);
+            }
+        }
+    }
+}

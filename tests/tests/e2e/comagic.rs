@@ -242,7 +242,7 @@ async fn offline_rules_and_request_level_rules() {
     assert_eq!(ok["data"].as_array().unwrap().len(), 50, "one id per item, in order");
 
     let got = client.call(sandbox.url(), &Secret::new(TOKEN), "get.nothing", Map::new(), None).await;
-    assert!(matches!(got, Err(Failure::Item { mnemonic: "method_not_found", .. })), "{got:?}");
+    assert!(matches!(got, Err(Failure::Request { mnemonic: "method_not_found", .. })), "{got:?}");
 }
 
 #[tokio::test]
