@@ -134,10 +134,12 @@ fn parse_class(s: &str) -> Result<DeadClass, String> {
     })
 }
 
+/// A replay rate: 0.01 (one every 100 s) to 100,000 messages per second; a rate outside that is
+/// a typo, and its pacing arithmetic would overflow.
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err("a number of messages per second above 0".into()),
+        Ok(r) if (0.01..=100_000.0).contains(&r) => Ok(r),
+        _ => Err("a number of messages per second from 0.01 to 100000".into()),
     }
 }
 

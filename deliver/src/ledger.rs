@@ -6,6 +6,10 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// sled's page cache for the ledger (its default is 1 GiB, four times deliver's memory limit):
+/// lookups are of recent ext_ids, which this keeps hot.
+const CACHE_BYTES: u64 = 32 << 20;
+
 pub struct Ledger {
     db: sled::Db,
     /// Group commit: each record takes a ticket after writing; one flush covers every ticket
@@ -19,7 +23,7 @@ pub struct Ledger {
 impl Ledger {
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
         Ok(Ledger {
-            db: sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?,
+            db: sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_BYTES).open()?,
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),

@@ -1,17 +1,22 @@
 //! A TCP proxy in front of the broker that a test can cut and restore: the broker becomes
 //! unreachable for the process under test (connections reset, new ones refused) without stopping
-//! the RabbitMQ that other tests share.
+//! the RabbitMQ that other tests share. It can also play a black hole: connections are accepted
+//! and never answered, as a half-dead node or a wrong port behind a load balancer does.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+const FORWARD: u8 = 0;
+const REFUSE: u8 = 1;
+const HOLD: u8 = 2;
+
 pub struct TcpProxy {
     address: SocketAddr,
-    up: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
     generation: watch::Sender<u64>,
 }
 
@@ -19,15 +24,24 @@ impl TcpProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy port");
         let address = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(FORWARD));
         let (generation, _) = watch::channel(0u64);
-        let (accept_up, accept_generation) = (up.clone(), generation.clone());
+        let (accept_mode, accept_generation) = (mode.clone(), generation.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if !accept_up.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is reset
-                }
                 let mut cut = accept_generation.subscribe();
+                match accept_mode.load(Ordering::SeqCst) {
+                    REFUSE => continue, // dropped: the connection is reset
+                    HOLD => {
+                        // Open, silent, until the mode changes.
+                        tokio::spawn(async move {
+                            let _ = cut.changed().await;
+                            drop(inbound);
+                        });
+                        continue;
+                    }
+                    _ => {}
+                }
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     tokio::select! {
@@ -37,7 +51,7 @@ impl TcpProxy {
                 });
             }
         });
-        TcpProxy { address, up, generation }
+        TcpProxy { address, mode, generation }
     }
 
     /// An AMQP URL through this proxy.
@@ -47,12 +61,22 @@ impl TcpProxy {
 
     /// Resets every open connection and refuses new ones.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
+        self.switch(REFUSE);
     }
 
+    /// Resets every open connection; new ones are accepted and never answered.
+    pub fn black_hole(&self) {
+        self.switch(HOLD);
+    }
+
+    /// Forwards new connections to the broker again.
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.switch(FORWARD);
+    }
+
+    fn switch(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
     }
 }
 

@@ -67,3 +67,32 @@ async fn each_misconfiguration_gets_its_own_line_and_exit_code_one() {
     }
     sandbox.stop().await;
 }
+
+/// Operators' flags and settings out of range are refused with a message naming them (exit 2),
+/// never a panic; an export that cannot reach the broker leaves no
+/// file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_input_out_of_range_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("integrations.toml"), "").unwrap();
+    let config = write_config(dir.path(), "amqp://127.0.0.1:1/%2f", "unused", 100, "");
+    for (args, says) in [
+        (&["dlq", "replay", "--rate", "1e-300"][..], "--rate"),
+        (&["dlq", "replay", "--rate", "inf"][..], "--rate"),
+        (&["dlq", "list", "--since", "99999999999999999d"][..], "--since"),
+        (&["dlq", "list", "--since", "36500d"][..], "--since"),
+    ] {
+        let run = deliver_command(&config, args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says) && !run.stderr.contains("panicked"), "{args:?}: {}", run.stderr);
+    }
+    let out = dir.path().join("dead.jsonl");
+    let export = deliver_command(&config, &["dlq", "export", "--out", out.to_str().unwrap()]).await;
+    assert_eq!(export.code, 1, "{}", export.stderr);
+    assert!(!out.exists(), "no file before the broker answered");
+
+    let bad = write_config(dir.path(), "amqp://127.0.0.1:1/%2f", "unused", 100, "ledger_keep = \"99999999999999d\"");
+    let run = deliver_command(&bad, &["check", "--all"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("deliver.ledger_keep") && !run.stderr.contains("panicked"), "{}", run.stderr);
+}

@@ -12,7 +12,7 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Tenant};
+use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Service, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 
@@ -151,4 +151,35 @@ async fn broker_restarted_under_load_loses_nothing() {
         p.sandbox.calls().iter().filter(|c| c.result == "duplicate_entity").count()
     );
     Arc::into_inner(p).unwrap().stop().await;
+}
+
+/// The broker's address accepts connections and never answers (a half-dead node): both services
+/// give up on each attempt after the broker timeout, say so in readiness and metrics, ingest
+/// spools meanwhile, and both recover when a real broker answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_accepts_and_never_answers_is_timed_out_and_recovered_from() {
+    let proxy = TcpProxy::start(broker_address(&bridge_tests::broker::amqp_url())).await;
+    let options = Options {
+        deliver_amqp_url: Some(proxy.amqp_url()),
+        ingest_amqp_url: Some(proxy.amqp_url()),
+        ..Default::default()
+    };
+    let p = Pipeline::start("black-hole", &[SHOP], options).await;
+    proxy.black_hole();
+    let failures = "bridge_amqp_connect_failures_total";
+    wait_for("both services to time out on the silent broker", Duration::from_secs(40), || async {
+        let timed_out = p.deliver_metric(failures).await >= 1.0 && p.ingest_metric(failures).await >= 1.0;
+        (timed_out && p.ready_status(Service::Deliver).await == 503).then_some(())
+    })
+    .await;
+    assert_eq!(p.deliver_metric("bridge_amqp_connected").await, 0.0);
+    assert_eq!(p.ingest_metric("bridge_amqp_connected").await, 0.0);
+    assert_eq!(p.ready_status(Service::Ingest).await, 200, "ingest takes events into its spool");
+    let spooled = p.post("shop", "chat", &chat(1, json!({}))).await;
+    assert_eq!(p.ingest_metric(r#"bridge_ingest_requests_total{kind="chat",outcome="spooled"}"#).await, 1.0);
+    proxy.restore();
+    let stored = p.wait_stored("shop", Upload::Chats, 1, Duration::from_secs(40)).await;
+    assert_eq!(ext_ids(&stored), vec![spooled]);
+    assert_eq!(p.ready_status(Service::Deliver).await, 200);
+    p.stop().await;
 }

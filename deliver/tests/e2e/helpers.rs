@@ -61,6 +61,12 @@ impl Running {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    Ingest,
+    Deliver,
+}
+
 pub struct Pipeline {
     pub broker: TestBroker,
     pub sandbox: Sandbox,
@@ -79,6 +85,8 @@ pub struct Options {
     pub linger_ms: u64,
     /// Connect deliver through this URL (a cuttable proxy) instead of straight to the broker.
     pub deliver_amqp_url: Option<String>,
+    /// Connect ingest through this URL instead of straight to the broker.
+    pub ingest_amqp_url: Option<String>,
     /// Do not run deliver in the test process (the test starts the binary itself).
     pub external_deliver: bool,
 }
@@ -111,7 +119,11 @@ impl Pipeline {
             if options.linger_ms == 0 { 100 } else { options.linger_ms },
             options.deliver_extra,
         );
-        let ingest = start_ingest(Settings::load(&config).unwrap()).await;
+        let mut ingest_settings = Settings::load(&config).unwrap();
+        if let Some(url) = options.ingest_amqp_url {
+            ingest_settings.amqp.url = url;
+        }
+        let ingest = start_ingest(ingest_settings).await;
         let mut settings = Settings::load(&config).unwrap();
         if let Some(url) = options.deliver_amqp_url {
             settings.amqp.url = url;
@@ -120,6 +132,20 @@ impl Pipeline {
         let pipeline = Pipeline { broker, sandbox, dir, config, http: reqwest::Client::new(), ingest, deliver };
         pipeline.wait_ready().await;
         pipeline
+    }
+
+    /// deliver's HTTP address (health and metrics).
+    pub fn deliver_address(&self) -> &str {
+        &self.deliver.as_ref().expect("deliver runs").address
+    }
+
+    /// The status of deliver's `/readyz` (or of ingest's).
+    pub async fn ready_status(&self, service: Service) -> u16 {
+        let address = match service {
+            Service::Ingest => &self.ingest.address,
+            Service::Deliver => &self.deliver.as_ref().expect("deliver runs").address,
+        };
+        self.http.get(format!("{address}/readyz")).send().await.unwrap().status().as_u16()
     }
 
     async fn wait_ready(&self) {

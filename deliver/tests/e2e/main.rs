@@ -6,4 +6,5 @@ mod crashes;
 mod dlq;
 mod faults;
 mod helpers;
+mod isolation;
 mod lifecycle;

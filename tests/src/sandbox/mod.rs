@@ -35,6 +35,9 @@ pub struct Fault {
     /// For `error`: the mnemonic to answer with (its documented code is used) and the field.
     pub mnemonic: Option<String>,
     pub field: Option<String>,
+    /// For `body`: the JSON answered with HTTP 200 instead of the real result (an odd answer,
+    /// e.g. a success whose `metadata.limits` makes no sense); nothing is stored.
+    pub body: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -45,6 +48,7 @@ pub enum FaultKind {
     Http500,
     Hang,
     Error,
+    Body,
 }
 
 /// One call as the sandbox saw it.
@@ -299,6 +303,10 @@ fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, Faulted) {
                 faulted = Faulted::Respond(HttpResponse::InternalServerError().body("injected 500"), "http_500")
             }
             FaultKind::Hang => faulted = Faulted::Respond(HttpResponse::Ok().finish(), "hang"),
+            FaultKind::Body => {
+                let body = fault.body.clone().unwrap_or(Value::Null);
+                faulted = Faulted::Respond(HttpResponse::Ok().json(body), "body");
+            }
             FaultKind::Error => {
                 let mnemonic = fault.mnemonic.as_deref().unwrap_or("internal_error");
                 let mut e = RpcError::by_mnemonic(mnemonic)
