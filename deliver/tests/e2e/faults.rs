@@ -118,17 +118,29 @@ async fn one_bad_item_in_fifty_is_the_only_one_dead_lettered() {
     p.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_account_does_not_hold_up_another_tenant() {
-    const SLOW: Tenant = Tenant { id: "slow", extra: "" };
-    let p = Pipeline::start("slow-tenant", &[SLOW, OTHER], Options::default()).await;
-    // The slow account takes 8 s per call, longer than the whole deadline below.
+/// Account `slow` takes 8 s per call, longer than the deadline of [`assert_the_other_tenant_flows`].
+fn slow_down_the_slow_account(p: &Pipeline) {
     p.sandbox.add_fault(Fault {
         account: Some("slow".into()),
         kind: FaultKind::Latency,
         latency_ms: 8_000,
         ..Default::default()
     });
+}
+
+/// Tenant `other`'s chats are delivered within 5 s, whatever the rest are doing; stops the pipeline.
+async fn assert_the_other_tenant_flows(p: Pipeline) {
+    let fast = post_chats(&p, "other", 5001, 5).await;
+    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(5)).await;
+    assert_exactly(&stored, &fast);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_account_does_not_hold_up_another_tenant() {
+    const SLOW: Tenant = Tenant { id: "slow", extra: "" };
+    let p = Pipeline::start("slow-tenant", &[SLOW, OTHER], Options::default()).await;
+    slow_down_the_slow_account(&p);
     // 20 batches, more than every call slot. The first call probes the account's budget alone;
     // once it answers (8 s) the others start.
     post_chats(&p, "slow", 1, 1000).await;
@@ -138,10 +150,7 @@ async fn a_slow_account_does_not_hold_up_another_tenant() {
         (started >= 14.0).then_some(())
     })
     .await;
-    let fast = post_chats(&p, "other", 5001, 5).await;
-    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(5)).await;
-    assert_exactly(&stored, &fast);
-    p.stop().await;
+    assert_the_other_tenant_flows(p).await;
 }
 
 /// After a CoMagic outage, a tenant's account refuses the bridge for a while: its events (the
@@ -215,12 +224,7 @@ async fn a_tenant_with_both_lanes_busy_and_one_waiting_for_quota_leave_slots_to_
     let p = Pipeline::start("shared-slots", &[SLOW, THRIFTY, OTHER], Options::default()).await;
     p.sandbox.set_windows(Windows { minute: Duration::from_secs(50), day: Duration::from_secs(86_400) });
     p.sandbox.update_account("thrifty", |a| a.minute_limit = 1);
-    p.sandbox.add_fault(Fault {
-        account: Some("slow".into()),
-        kind: FaultKind::Latency,
-        latency_ms: 8_000,
-        ..Default::default()
-    });
+    slow_down_the_slow_account(&p);
     post_chats(&p, "thrifty", 1, 400).await;
     wait_for("the thrifty tenant to spend its quota", Duration::from_secs(10), || async {
         let left = p.deliver_metric(r#"bridge_comagic_quota_remaining{integration="thrifty",window="minute"}"#).await;
@@ -239,10 +243,7 @@ async fn a_tenant_with_both_lanes_busy_and_one_waiting_for_quota_leave_slots_to_
         (chats + offline >= 15.0 && offline >= 1.0).then_some(())
     })
     .await;
-    let fast = post_chats(&p, "other", 5001, 5).await;
-    let stored = p.wait_stored("other", Upload::Chats, 5, Duration::from_secs(5)).await;
-    assert_exactly(&stored, &fast);
-    p.stop().await;
+    assert_the_other_tenant_flows(p).await;
 }
 
 /// CoMagic refuses a whole request without naming an item: the batch is retried whole, later, not

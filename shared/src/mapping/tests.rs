@@ -12,15 +12,25 @@ fn now() -> DateTime<Utc> {
 }
 
 fn map(kind: EventKind, body: Value) -> Result<Item, Skip> {
-    let integration = acme();
+    map_at(&acme(), kind, &body, now() - chrono::Duration::minutes(1), now())
+}
+
+/// Maps `body` for `integration` as received at `received_at`, at `now`.
+fn map_at(
+    integration: &Integration,
+    kind: EventKind,
+    body: &Value,
+    received_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Item, Skip> {
     let event = crate::verbox::parse(body.to_string().as_bytes()).unwrap();
     let event_id = EventId::derive("acme-shop", kind, &event, b"");
     let cx = MappingContext {
-        integration: &integration,
+        integration,
         event_id: &event_id,
-        attribution: attribute(&integration, &event),
-        received_at: now() - chrono::Duration::minutes(1),
-        now: now(),
+        attribution: attribute(integration, &event),
+        received_at,
+        now,
     };
     map_event(kind, &event, cx)
 }
@@ -242,16 +252,7 @@ mod no_panic {
                 (EventKind::Chat, json!({"data": {"client": {"phone": "89123456789"}, "dialog": {"id": 1, "messages": messages}}})),
                 (EventKind::Offline, json!({"client": {"email": "a@b.example"}, "message": question})),
             ] {
-                let event = crate::verbox::parse(body.to_string().as_bytes()).unwrap();
-                let event_id = EventId::derive("acme-shop", kind, &event, b"");
-                let cx = MappingContext {
-                    integration: &integration,
-                    event_id: &event_id,
-                    attribution: attribute(&integration, &event),
-                    received_at: clock(received),
-                    now: clock(now),
-                };
-                let _ = map_event(kind, &event, cx);
+                let _ = map_at(&integration, kind, &body, clock(received), clock(now));
             }
         }
     }
