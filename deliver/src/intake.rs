@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::amqp::session::{self, SessionConfig};
-use bridge_shared::amqp::topology::DELIVERY_LIMIT;
+use bridge_shared::amqp::topology::{kind_of_route, DELIVERY_LIMIT, LARGE_EVENT_BYTES};
 use bridge_shared::amqp::Publisher;
 use bridge_shared::attribution::attribute;
 use bridge_shared::event::{Envelope, EventKind};
@@ -39,10 +39,30 @@ pub struct Intake {
 /// What an unreadable message's routing key says it is (the exchange routes on the kind), so that
 /// its dead letter still names `chat` or `offline` and can be replayed after a fix.
 fn kind_from_routing_key(delivery: &Delivery) -> Option<&'static str> {
-    EventKind::parse(delivery.routing_key.as_str()).map(EventKind::as_str)
+    kind_of_route(delivery.routing_key.as_str()).map(EventKind::as_str)
 }
 
+/// Consumer tags of the two event queues.
 const CONSUMER_TAG: &str = "verbox-bridge-deliver";
+const LARGE_CONSUMER_TAG: &str = "verbox-bridge-deliver-large";
+
+/// How many unacked messages each event queue may hand deliver: a deep window for the small events,
+/// a shallow one for the large (see `amqp::topology`), so that what is in hand stays within
+/// `[deliver] prefetch_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    pub small: u16,
+    pub large: u16,
+}
+
+impl Windows {
+    /// Half of `budget` bytes for each queue: small events are at most `LARGE_EVENT_BYTES`, large
+    /// ones at most `largest` (ingest's body limit plus the envelope); `prefetch` caps both.
+    pub fn within(budget: u64, largest: u64, prefetch: u16) -> Windows {
+        let count = |per: u64| u16::try_from((budget / 2) / per.max(1)).unwrap_or(u16::MAX).clamp(1, prefetch);
+        Windows { small: count(LARGE_EVENT_BYTES as u64), large: count(largest) }
+    }
+}
 
 impl Intake {
     /// Settles one message. A panic while doing so (a bug) must not end the consumer, which serves
@@ -136,24 +156,29 @@ impl Consuming {
         &self,
         intake: Arc<Intake>,
         config: SessionConfig,
-        prefetch: u16,
+        windows: Windows,
         shutdown: Shutdown,
     ) -> Option<lapin::Connection> {
-        let queue = config.topology.deliver_queue();
+        let queues = [
+            (config.topology.deliver_queue(), CONSUMER_TAG, windows.small),
+            (config.topology.large_deliver_queue(), LARGE_CONSUMER_TAG, windows.large),
+        ];
         loop {
             let (connection, publisher) = session::establish(&config, &shutdown).await?;
             let started = session::within("start consuming", async {
                 let channel = connection.create_channel().await?;
-                channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-                let consumer = channel
-                    .basic_consume(
-                        queue.as_str().into(),
-                        CONSUMER_TAG.into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                Ok((channel, consumer))
+                let mut consumers = Vec::new();
+                // A consumer's prefetch is the channel's qos when it starts: set before each.
+                for (queue, tag, window) in &queues {
+                    channel.basic_qos(*window, BasicQosOptions::default()).await?;
+                    let options = BasicConsumeOptions::default();
+                    consumers.push(
+                        channel
+                            .basic_consume(queue.as_str().into(), (*tag).into(), options, FieldTable::default())
+                            .await?,
+                    );
+                }
+                Ok((channel, futures_util::stream::select_all(consumers)))
             })
             .await;
             let (channel, mut consumer) = match started {
@@ -167,7 +192,7 @@ impl Consuming {
                 }
             };
             self.set_up(Some(publisher));
-            tracing::info!(%queue, prefetch, "consuming");
+            tracing::info!(small_window = windows.small, large_window = windows.large, "consuming");
             let mut health = tokio::time::interval(Duration::from_millis(500));
             let stopping = loop {
                 tokio::select! {
@@ -193,9 +218,10 @@ impl Consuming {
                 }
             };
             if stopping {
-                let _ =
-                    session::within("cancel", channel.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()))
-                        .await;
+                for (_, tag, _) in &queues {
+                    let cancel = channel.basic_cancel((*tag).into(), BasicCancelOptions::default());
+                    let _ = session::within("cancel", cancel).await;
+                }
                 self.ready.store(false, Ordering::Relaxed);
                 return Some(connection);
             }
@@ -204,5 +230,19 @@ impl Consuming {
             // whatever of it they deliver meanwhile.
             session::close(&connection, "reconnect").await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_budget_sets_a_deep_window_for_small_events_and_a_shallow_one_for_large() {
+        let mib = 1 << 20;
+        assert_eq!(Windows::within(64 * mib, mib, 2000), Windows { small: 2000, large: 32 });
+        assert_eq!(Windows::within(8 * mib, mib, 2000), Windows { small: 256, large: 4 });
+        assert_eq!(Windows::within(mib, 64 * mib, 2000), Windows { small: 32, large: 1 }, "never zero");
+        assert_eq!(Windows::within(u64::MAX, 1, 300), Windows { small: 300, large: 300 }, "prefetch caps both");
     }
 }

@@ -30,6 +30,10 @@ use tokio::time::Instant;
 use crate::courier::Courier;
 use crate::pending::Pending;
 
+/// A batch stops growing once its events reach this many bytes: fifty 1 MiB dialogs in one
+/// request would be a 50 MiB upload (CoMagic documents no limit; no sane API takes that).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Clone, Copy)]
 pub struct LaneLimits {
     pub batch_max: usize,
@@ -142,7 +146,8 @@ impl LaneTask {
         while let Some((queued_at, first)) = rx.recv().await {
             let mut batch = vec![first];
             let flush_at = Instant::now() + limits.linger;
-            while batch.len() < limits.batch_max {
+            let bytes = |batch: &[Pending]| batch.iter().map(|p| p.delivery.data.len()).sum::<usize>();
+            while batch.len() < limits.batch_max && bytes(&batch) < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok((_, p)) => batch.push(p),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,

@@ -180,9 +180,10 @@ impl Outlet {
     async fn republish_to_tier(&self, delivery: &Delivery, kind: &str, tier: &str, mut h: FieldTable) -> bool {
         headers::set_str(&mut h, RETRY_TIER_HEADER, tier);
         let exchange = self.topology.retry_exchange();
-        // The routing key stays the kind: the retry queue dead-letters it back to the events
-        // exchange with it.
-        self.publish_then_ack(delivery, &exchange, kind, h).await
+        // The routing key stays the message's own (`chat`, `offline.large`, ...): the retry queue
+        // dead-letters it back to the events exchange with it, and so to the queue it came from.
+        let key = if delivery.routing_key.as_str().is_empty() { kind } else { delivery.routing_key.as_str() };
+        self.publish_then_ack(delivery, &exchange, key, h).await
     }
 
     async fn publish_then_ack(&self, delivery: &Delivery, exchange: &str, key: &str, h: FieldTable) -> bool {

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::courier::Courier;
-use crate::intake::{Consuming, Intake};
+use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::Ledger;
 use crate::outlet::Outlet;
@@ -108,10 +108,12 @@ impl Application {
         let stop = stopper.listener();
         let liveness = Liveness::default();
         let session = settings.amqp.session(topology, "verbox-bridge deliver", metrics.amqp_connect_failures.clone());
-        let prefetch = d.prefetch;
+        // The envelope around a body: a few fields, the payload embedded as is; with a margin.
+        let largest_event = settings.ingest.max_body_bytes as u64 * 6 / 5 + 1024;
+        let windows = Windows::within(d.prefetch_bytes, largest_event, d.prefetch);
         let consumer_stop = stop.clone();
         let consumer = liveness
-            .spawn("consumer", &stop, async move { consuming.run(intake, session, prefetch, consumer_stop).await });
+            .spawn("consumer", &stop, async move { consuming.run(intake, session, windows, consumer_stop).await });
         let pruner = liveness.spawn(
             "ledger pruner",
             &stop,

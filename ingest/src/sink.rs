@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bridge_shared::amqp::topology::event_route;
 use bridge_shared::event::EventKind;
 
 use crate::broker::BrokerLink;
@@ -24,7 +25,7 @@ pub struct EventSink {
 impl EventSink {
     pub async fn store(&self, kind: EventKind, body: &[u8]) -> Result<Stored, SpoolError> {
         if let Some(publisher) = self.link.publisher() {
-            match publisher.publish(&self.exchange, kind.as_str(), body, Default::default()).await {
+            match publisher.publish(&self.exchange, event_route(kind, body.len()), body, Default::default()).await {
                 Ok(()) => return Ok(Stored::Published),
                 Err(error) => {
                     // The broker may still have it (a lost confirm): spooling may then duplicate

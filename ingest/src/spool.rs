@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bridge_shared::amqp::topology::event_route;
 use bridge_shared::event::EventKind;
 use bridge_shared::lifecycle::Shutdown;
 use bridge_shared::telemetry::IngestMetrics;
@@ -263,10 +264,11 @@ impl Spool {
                 }
                 continue;
             }
-            let results = join_all(
-                batch.iter().map(|e| publisher.publish(&exchange, e.kind.as_str(), &e.body, Default::default())),
-            )
-            .await;
+            let results =
+                join_all(batch.iter().map(|e| {
+                    publisher.publish(&exchange, event_route(e.kind, e.body.len()), &e.body, Default::default())
+                }))
+                .await;
             let mut failed = false;
             for (event, result) in batch.iter().zip(results) {
                 match result {

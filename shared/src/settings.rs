@@ -67,6 +67,9 @@ pub struct IngestSettings {
 pub struct DeliverSettings {
     pub listen: SocketAddr,
     pub prefetch: u16,
+    /// Bytes of event messages deliver may hold unacked: half for small events (up to
+    /// `prefetch` of them), half for large ones (as many as fit at `[ingest] max_body_bytes`).
+    pub prefetch_bytes: u64,
     pub batch_max: usize,
     pub batch_linger_ms: u64,
     pub ledger_dir: PathBuf,
@@ -149,6 +152,7 @@ impl Default for DeliverSettings {
         DeliverSettings {
             listen: "0.0.0.0:9091".parse().expect("literal address"),
             prefetch: 2000,
+            prefetch_bytes: 64 << 20,
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),
@@ -219,6 +223,7 @@ impl Settings {
         in_range("ingest.workers", i.workers as u64, 0, 256)?;
         in_range("deliver.batch_linger_ms", d.batch_linger_ms, 0, 60_000)?;
         in_range("deliver.concurrency", d.concurrency as u64, 1, 1024)?;
+        in_range("deliver.prefetch_bytes", d.prefetch_bytes, 1 << 20, 16 << 30)?;
         within("deliver.retry_for", d.retry_for, s(1), s(30 * DAY))?;
         within("deliver.ledger_keep", d.ledger_keep, d.retry_for, s(3650 * DAY))?;
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;

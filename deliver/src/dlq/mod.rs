@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bridge_shared::amqp::headers;
 use bridge_shared::amqp::session::SessionError;
+use bridge_shared::amqp::topology::event_route;
 use bridge_shared::amqp::PublishError;
 use bridge_shared::settings::AmqpSettings;
 use lapin::message::Delivery;
@@ -221,7 +222,10 @@ async fn replay_until(
             let due = started + Duration::from_secs_f64(replayed as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        if let Err(e) = publisher.publish(&exchange, kind.as_str(), &delivery.data, replay_headers(&delivery)).await {
+        if let Err(e) = publisher
+            .publish(&exchange, event_route(kind, delivery.data.len()), &delivery.data, replay_headers(&delivery))
+            .await
+        {
             failure = Some(e);
             break;
         }

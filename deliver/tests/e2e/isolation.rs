@@ -64,3 +64,30 @@ async fn one_tenants_odd_events_answers_and_outage_leave_another_tenants_chats_f
     }
     p.stop().await;
 }
+
+/// Chats over 16 KiB travel the large-event queue, with its own shallow window, and arrive like
+/// the others; its retries come back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_chats_travel_their_own_queue_and_arrive() {
+    let p = Pipeline::start("large-events", &[OTHER], Options::default()).await;
+    p.sandbox.add_fault(Fault { kind: FaultKind::Http500, ..Default::default() });
+    let mut sent = HashSet::new();
+    for i in 0..20 {
+        let mut body = chat(i, json!({}));
+        if i % 2 == 0 {
+            body["data"]["dialog"]["messages"][0]["text"] = json!("long ".repeat(8_000));
+        }
+        sent.insert(p.post("other", "chat", &body).await);
+    }
+    bridge_tests::wait_for("every chat to reach a retry queue", Duration::from_secs(30), || async {
+        let retried = p.deliver_metric(r#"bridge_deliver_events_total{kind="chat",outcome="retried"}"#).await;
+        (retried >= 20.0).then_some(())
+    })
+    .await;
+    p.sandbox.clear_faults();
+    let stored = p.wait_stored("other", Upload::Chats, 20, Duration::from_secs(60)).await;
+    assert_eq!(ext_ids(&stored).into_iter().collect::<HashSet<_>>(), sent);
+    let large = p.broker.topology.large_deliver_queue();
+    assert_eq!(p.broker.depth(&large).await, 0, "the large queue exists and is drained");
+    p.stop().await;
+}

@@ -2,11 +2,17 @@
 //!
 //! ```text
 //! {p}.events (direct) --chat|offline--> {p}.deliver (quorum, x-delivery-limit; over it → {p}.dead)
+//!                     --chat.large|offline.large--> {p}.deliver.large (the same, for big events)
 //! {p}.retry (headers, x-bridge-retry-tier) --> {p}.retry.<delay> (quorum, TTL) --expired--> {p}.events
 //! {p}.dead (fanout) --> {p}.dead (quorum)
 //! ```
-//! The retry exchange routes on a header so a message keeps its `chat`/`offline` routing key, which
-//! is what it is dead-lettered back to `{p}.events` with when its delay expires.
+//! The retry exchange routes on a header so a message keeps its routing key, which is what it is
+//! dead-lettered back to `{p}.events` with when its delay expires.
+//!
+//! Events over [`LARGE_EVENT_BYTES`] travel in a queue of their own. deliver's memory is bounded in
+//! bytes, but the broker bounds what it sends in messages (the prefetch count), so a window sized
+//! for thousands of 2 KB dialogs would be gigabytes of 1 MiB ones. Two queues give each its own
+//! window: many small events, few large ones.
 
 use std::time::Duration;
 
@@ -35,6 +41,25 @@ pub const RETRY_TIERS: [(&str, Duration); 4] = [
 
 pub const RETRY_TIER_HEADER: &str = "x-bridge-retry-tier";
 
+/// An event message (the envelope) larger than this goes to the large-event queue.
+pub const LARGE_EVENT_BYTES: usize = 16 << 10;
+
+/// The routing key of an event message of `len` bytes: its kind, with `.large` past
+/// [`LARGE_EVENT_BYTES`].
+pub fn event_route(kind: EventKind, len: usize) -> &'static str {
+    match (kind, len > LARGE_EVENT_BYTES) {
+        (EventKind::Chat, false) => "chat",
+        (EventKind::Chat, true) => "chat.large",
+        (EventKind::Offline, false) => "offline",
+        (EventKind::Offline, true) => "offline.large",
+    }
+}
+
+/// The kind an event's routing key names (`chat`, `offline.large`, ...).
+pub fn kind_of_route(key: &str) -> Option<EventKind> {
+    EventKind::parse(key.strip_suffix(".large").unwrap_or(key))
+}
+
 /// The names of one topology; `prefix` is `bridge` in production and unique per test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -51,6 +76,9 @@ impl Topology {
     }
     pub fn deliver_queue(&self) -> String {
         format!("{}.deliver", self.prefix)
+    }
+    pub fn large_deliver_queue(&self) -> String {
+        format!("{}.deliver.large", self.prefix)
     }
     pub fn retry_exchange(&self) -> String {
         format!("{}.retry", self.prefix)
@@ -124,6 +152,7 @@ pub fn plan(t: &Topology) -> Plan {
     deliver_args.push(("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)));
     let mut queues = vec![
         QueueSpec { name: t.deliver_queue(), arguments: quorum(&deliver_args) },
+        QueueSpec { name: t.large_deliver_queue(), arguments: quorum(&deliver_args) },
         QueueSpec {
             name: t.dead_queue(),
             arguments: quorum(&[("x-delivery-limit", AMQPValue::LongLongInt(DEAD_QUEUE_DELIVERY_LIMIT))]),
@@ -131,10 +160,13 @@ pub fn plan(t: &Topology) -> Plan {
     ];
     let mut bindings: Vec<BindingSpec> = EventKind::ALL
         .iter()
-        .map(|kind| BindingSpec {
+        .flat_map(|kind| {
+            [(event_route(*kind, 0), t.deliver_queue()), (event_route(*kind, usize::MAX), t.large_deliver_queue())]
+        })
+        .map(|(route, queue)| BindingSpec {
             exchange: t.events_exchange(),
-            queue: t.deliver_queue(),
-            routing_key: kind.as_str().into(),
+            queue,
+            routing_key: route.into(),
             arguments: Vec::new(),
         })
         .collect();
@@ -233,4 +265,22 @@ pub fn definitions(t: &Topology, vhost: &str) -> Value {
             "routing_key": b.routing_key, "arguments": args(&b.arguments),
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_events_have_routes_of_their_own_that_name_their_kind() {
+        assert_eq!(event_route(EventKind::Chat, 2_000), "chat");
+        assert_eq!(event_route(EventKind::Offline, LARGE_EVENT_BYTES), "offline");
+        assert_eq!(event_route(EventKind::Chat, LARGE_EVENT_BYTES + 1), "chat.large");
+        for kind in EventKind::ALL {
+            for len in [0, usize::MAX] {
+                assert_eq!(kind_of_route(event_route(kind, len)), Some(kind));
+            }
+        }
+        assert_eq!(kind_of_route("large"), None);
+    }
 }

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bridge_shared::amqp::topology::event_route;
 use bridge_shared::amqp::{connect, Publisher};
 use bridge_shared::event::{Envelope, EventId, EventKind, ENVELOPE_SCHEMA};
 use bridge_shared::verbox;
@@ -23,12 +24,19 @@ pub struct DeliverBench {
     pub events: u64,
     pub latencies_ms: Vec<u64>,
     pub concurrency: usize,
+    /// Pads each chat's first message so the webhook is about this many bytes (0: as it is).
+    pub webhook_bytes: usize,
 }
 
 const TOKEN: &str = "ct-bench-0123456789";
 
-fn envelope(i: u64) -> Vec<u8> {
-    let body = chat(i, json!({})).to_string();
+fn envelope(i: u64, webhook_bytes: usize) -> Vec<u8> {
+    let mut chat = chat(i, json!({}));
+    let short = chat.to_string().len();
+    if webhook_bytes > short {
+        chat["data"]["dialog"]["messages"][0]["text"] = json!("x".repeat(webhook_bytes - short));
+    }
+    let body = chat.to_string();
     let event = verbox::parse(body.as_bytes()).expect("the bench chat parses");
     Envelope {
         schema: ENVELOPE_SCHEMA,
@@ -55,8 +63,13 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
     let exchange = broker.topology.events_exchange();
     for chunk in (0..bench.events).collect::<Vec<_>>().chunks(256) {
         let sends = chunk.iter().map(|i| {
-            let (publisher, exchange, body) = (publisher.clone(), exchange.clone(), envelope(*i));
-            async move { publisher.publish(&exchange, "chat", &body, Default::default()).await.expect("confirmed") }
+            let (publisher, exchange, body) = (publisher.clone(), exchange.clone(), envelope(*i, bench.webhook_bytes));
+            async move {
+                publisher
+                    .publish(&exchange, event_route(EventKind::Chat, body.len()), &body, Default::default())
+                    .await
+                    .expect("confirmed")
+            }
         });
         join_all(sends).await;
     }
@@ -128,8 +141,10 @@ pub async fn run(bench: DeliverBench) {
         ]);
     }
     println!(
-        "\ndeliver benchmark: {} chats of one tenant preloaded, concurrency {}, sandbox in process\n",
-        bench.events, bench.concurrency
+        "\ndeliver benchmark: {} chats of one tenant preloaded ({}), concurrency {}, sandbox in process\n",
+        bench.events,
+        if bench.webhook_bytes == 0 { "2 KB each".to_owned() } else { format!("{} bytes each", bench.webhook_bytes) },
+        bench.concurrency
     );
     print_table(&["CoMagic latency", "events/s delivered", "items per call", "deliver peak RSS MiB"], &rows);
 }

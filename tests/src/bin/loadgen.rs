@@ -54,6 +54,10 @@ enum Bench {
         /// deliver's `[deliver] concurrency`.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Pad each webhook to about this many bytes (e.g. 1048576 for the memory bound); 0 keeps
+        /// the 2 KB dialog.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
+        webhook_bytes: u64,
     },
 }
 
@@ -65,8 +69,10 @@ async fn main() {
                 IngestBench { ingest_bin, amqp_url, concurrency, seconds, rounds, payload_bytes, channels, workers };
             ingest::run(bench).await
         }
-        Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency } => {
-            deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms: latency_ms, concurrency }).await
+        Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency, webhook_bytes } => {
+            let latencies_ms = latency_ms;
+            let webhook_bytes = webhook_bytes as usize;
+            deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes }).await
         }
     }
 }
