@@ -77,7 +77,8 @@ impl Courier {
                 }
                 None => {}
             }
-            let items: Vec<Item> = batch.iter().map(|p| p.item.clone()).collect();
+            // References, not copies: a batch of large dialogs is megabytes.
+            let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
             let outcome = {
                 let Ok(_slot) = self.calls.acquire().await else { return };
                 self.call(&integration, kind, &items).await
@@ -172,7 +173,7 @@ impl Courier {
     }
 
     /// One upload with short in-process retries of transient failures.
-    async fn call(&self, integration: &Integration, kind: EventKind, items: &[Item]) -> Result<Success, Failure> {
+    async fn call(&self, integration: &Integration, kind: EventKind, items: &[&Item]) -> Result<Success, Failure> {
         let mut delays = short_retries(SHORT_RETRY_FOR);
         loop {
             let outcome = self.client.upload(&integration.comagic_api, &integration.comagic_token, kind, items).await;

@@ -11,7 +11,7 @@ use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::amqp::session::{self, SessionConfig};
 use bridge_shared::amqp::topology::{kind_of_route, DELIVERY_LIMIT, LARGE_EVENT_BYTES};
 use bridge_shared::amqp::Publisher;
-use bridge_shared::attribution::attribute;
+use bridge_shared::attribution::{attribute, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::lifecycle::{panic_message, Shutdown};
 use bridge_shared::mapping::{map_event, MappingContext};
@@ -125,9 +125,19 @@ impl Intake {
             now: chrono::Utc::now(),
         };
         match map_event(envelope.kind, &event, cx) {
-            Ok(item) => self.lanes.submit(Pending { delivery, envelope, event, item, rule: attribution.rule }),
+            Ok(item) => {
+                // What is in hand is as large as the dialog, several times over: keep the raw
+                // message (to move it) and the item; the parsed event only while a refused session
+                // may need it mapped again; the envelope's copy of the payload not at all.
+                let rule = attribution.rule;
+                let event = (rule == Rule::Session).then_some(event);
+                let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
+                self.lanes.submit(Pending { delivery, envelope, event, item, rule })
+            }
             Err(skip) => {
-                tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, reason = skip.as_str(), "skipped: CoMagic cannot take this event");
+                if deliveries == 1 && !delivery.redelivered {
+                    tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, reason = skip.as_str(), "skipped: CoMagic cannot take this event");
+                }
                 self.outlet.done(&delivery, kind, "skipped").await;
             }
         }
@@ -241,6 +251,7 @@ mod tests {
     fn the_byte_budget_sets_a_deep_window_for_small_events_and_a_shallow_one_for_large() {
         let mib = 1 << 20;
         assert_eq!(Windows::within(64 * mib, mib, 2000), Windows { small: 2000, large: 32 });
+        assert_eq!(Windows::within(48 * mib, mib, 2000), Windows { small: 1536, large: 24 });
         assert_eq!(Windows::within(8 * mib, mib, 2000), Windows { small: 256, large: 4 });
         assert_eq!(Windows::within(mib, 64 * mib, 2000), Windows { small: 32, large: 1 }, "never zero");
         assert_eq!(Windows::within(u64::MAX, 1, 300), Windows { small: 300, large: 300 }, "prefetch caps both");

@@ -12,7 +12,9 @@ use lapin::types::FieldTable;
 pub struct Pending {
     pub delivery: Delivery,
     pub envelope: Envelope,
-    pub event: VerboxEvent,
+    /// The parsed webhook, kept only while a fallback from a refused session may need to map it
+    /// again (rule `session`): it is as large as the dialog.
+    pub event: Option<VerboxEvent>,
     pub item: Item,
     pub rule: Rule,
 }
@@ -29,10 +31,10 @@ impl Pending {
     /// CoMagic refused this item's session: map it again with rule 2/3. `false` when the item had no
     /// session or was already re-sent that way (then it is a real rejection).
     pub fn fall_back_from_session(&mut self, integration: &Integration) -> bool {
-        if self.rule != Rule::Session {
+        let Some(event) = self.event.as_ref().filter(|_| self.rule == Rule::Session) else {
             return false;
-        }
-        let attribution = attribution::without_session(integration, &self.event, true);
+        };
+        let attribution = attribution::without_session(integration, event, true);
         let cx = MappingContext {
             integration,
             event_id: &self.envelope.event_id,
@@ -40,7 +42,7 @@ impl Pending {
             received_at: self.envelope.received_at,
             now: chrono::Utc::now(),
         };
-        match mapping::map_event(self.kind(), &self.event, cx) {
+        match mapping::map_event(self.kind(), event, cx) {
             Ok(item) => {
                 self.item = item;
                 self.rule = attribution.rule;

@@ -104,6 +104,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// A `null` payload, for an envelope whose payload was parsed and is no longer needed.
+    pub fn no_payload() -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an envelope always serializes")
     }

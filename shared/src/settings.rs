@@ -152,7 +152,7 @@ impl Default for DeliverSettings {
         DeliverSettings {
             listen: "0.0.0.0:9091".parse().expect("literal address"),
             prefetch: 2000,
-            prefetch_bytes: 64 << 20,
+            prefetch_bytes: 48 << 20,
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),

@@ -294,3 +294,29 @@ async fn a_tenant_paused_for_longer_than_park_for_is_dead_lettered_and_replayabl
     assert_exactly(&stored, &sent);
     p.stop().await;
 }
+
+/// CoMagic's message quotes a phone and an e-mail: the dead letter's `x-bridge-error` masks both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_in_a_comagic_message_are_masked_in_the_dead_letter() {
+    let p = Pipeline::start("masked", &[SHOP], Options { linger_ms: 1000, ..Default::default() }).await;
+    p.sandbox.add_fault(Fault {
+        kind: FaultKind::Error,
+        mnemonic: Some("invalid_parameter_value".into()),
+        field: Some("chats.1.phone".into()),
+        message: Some("phone 79123456789 of ivan.petrov@example.ru is not allowed".into()),
+        calls: Some(1),
+        ..Default::default()
+    });
+    post_chats(&p, "shop", 1, 3).await;
+    let dead_queue = p.broker.topology.dead_queue();
+    wait_for("the refused item in the dead-letter queue", Duration::from_secs(20), || async {
+        (p.broker.depth(&dead_queue).await == 1).then_some(())
+    })
+    .await;
+    let dead = p.broker.take_all(&dead_queue).await;
+    let error = headers::get_str(&dead[0].headers, headers::ERROR).unwrap();
+    assert!(error.contains("7********89") && error.contains("i***@example.ru"), "{error}");
+    assert!(!error.contains("79123456789") && !error.contains("ivan.petrov"), "{error}");
+    p.wait_stored("shop", Upload::Chats, 2, Duration::from_secs(20)).await;
+    p.stop().await;
+}

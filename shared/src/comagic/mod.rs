@@ -56,7 +56,7 @@ impl ComagicClient {
         endpoint: &str,
         token: &Secret,
         kind: EventKind,
-        items: &[Item],
+        items: &[&Item],
     ) -> Result<Success, Failure> {
         debug_assert!(items.len() <= MAX_ITEMS_PER_CALL);
         let (method, key) = upload_method(kind);

@@ -32,9 +32,11 @@ pub struct Fault {
     /// For `latency`: the added delay.
     #[serde(default)]
     pub latency_ms: u64,
-    /// For `error`: the mnemonic to answer with (its documented code is used) and the field.
+    /// For `error`: the mnemonic to answer with (its documented code is used), the field, and the
+    /// message (CoMagic's own text otherwise; real ones may quote what was sent).
     pub mnemonic: Option<String>,
     pub field: Option<String>,
+    pub message: Option<String>,
     /// For `body`: the JSON answered with HTTP 200 instead of the real result (an odd answer,
     /// e.g. a success whose `metadata.limits` makes no sense); nothing is stored.
     pub body: Option<Value>,
@@ -312,6 +314,9 @@ fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, Faulted) {
                 let mut e = RpcError::by_mnemonic(mnemonic)
                     .unwrap_or_else(|| RpcError::new(-32603, "internal_error", "unknown injected mnemonic"));
                 e.field = fault.field.clone();
+                if let Some(message) = &fault.message {
+                    e.message = message.clone();
+                }
                 faulted = Faulted::Error(e);
             }
         }
