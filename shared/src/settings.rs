@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,7 +26,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub amqp: AmqpSettings,
@@ -36,7 +36,7 @@ pub struct Settings {
     pub integrations: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     pub url: String,
@@ -48,7 +48,7 @@ pub struct AmqpSettings {
     pub publish_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
     pub listen: SocketAddr,
@@ -62,7 +62,7 @@ pub struct IngestSettings {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverSettings {
     pub listen: SocketAddr,
@@ -275,11 +275,15 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-/// Reads a duration key from its text form (`10s`, `5m`, `24h`, `7d`).
+/// A duration key in its text form (`10s`, `5m`, `24h`, `7d`).
 mod duration_text {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_duration(*d))
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -426,6 +430,33 @@ mod tests {
         assert!(parse_duration("3651d").is_err());
         assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    /// Every key `bridge.toml` takes, as `section.key`, from the defaults written back as TOML.
+    fn every_key() -> Vec<String> {
+        let defaults = toml::Table::try_from(Settings::default()).expect("the defaults serialize");
+        let mut keys = Vec::new();
+        for (name, value) in defaults {
+            match value {
+                toml::Value::Table(section) => keys.extend(section.keys().map(|k| format!("{name}.{k}"))),
+                _ => keys.push(name),
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented_with_its_default_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let keys = every_key();
+        assert!(keys.len() >= 20, "{keys:?}");
+        for key in keys {
+            let shown = match key.split_once('.') {
+                Some((section, name)) => format!("| `[{section}] {name}` |"),
+                None => format!("| `{key}` |"),
+            };
+            assert!(readme.contains(&shown), "README's settings table lacks a row starting {shown}");
+        }
     }
 
     #[test]

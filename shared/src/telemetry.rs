@@ -258,3 +258,21 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
     }
     all
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_documented_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let families: std::collections::BTreeSet<String> = super::exported_metric_names()
+            .into_iter()
+            .map(|n| {
+                ["_bucket", "_sum", "_count"].iter().fold(n, |n, s| n.strip_suffix(s).map_or(n.clone(), str::to_owned))
+            })
+            .collect();
+        assert!(families.len() >= 20, "{families:?}");
+        for name in families {
+            assert!(readme.contains(&format!("| `{name}` |")), "README's metrics table lacks {name}");
+        }
+    }
+}
