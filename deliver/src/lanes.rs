@@ -144,21 +144,23 @@ impl LaneTask {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<(Instant, Pending)>) {
         let limits = self.limits;
         while let Some((queued_at, first)) = rx.recv().await {
-            let mut batch = vec![first];
             let flush_at = Instant::now() + limits.linger;
-            let bytes = |batch: &[Pending]| batch.iter().map(|p| p.delivery.data.len()).sum::<usize>();
-            while batch.len() < limits.batch_max && bytes(&batch) < MAX_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok((_, p)) => batch.push(p),
+            let mut bytes = first.delivery.data.len();
+            let mut batch = vec![first];
+            while batch.len() < limits.batch_max && bytes < MAX_BATCH_BYTES {
+                let next = match rx.try_recv() {
+                    Ok((_, p)) => p,
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                     Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
                         p = rx.recv() => match p {
-                            Some((_, p)) => batch.push(p),
+                            Some((_, p)) => p,
                             None => break,
                         },
                         _ = tokio::time::sleep_until(flush_at) => break,
                     },
-                }
+                };
+                bytes += next.delivery.data.len();
+                batch.push(next);
             }
             let Ok(allowed) = self.allowance.clone().acquire_owned().await else { return };
             self.lag_ms.store(queued_at.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -177,6 +177,17 @@ impl Outlet {
         }
     }
 
+    /// A panic (a bug) interrupted the handling of these messages: each one not yet settled goes
+    /// back to the broker, which redelivers it and counts the delivery (poison after the limit).
+    pub async fn hand_back_after_panic(&self, stage: &str, ackers: &[Acker], reason: String) {
+        self.metrics.panics.with_label_values(&[stage]).inc();
+        let reason = short(&reason);
+        tracing::error!(stage, %reason, messages = ackers.len(), "handling messages panicked; handing them back to the broker");
+        for acker in ackers.iter().filter(|a| a.usable()) {
+            let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
+
     async fn republish_to_tier(&self, delivery: &Delivery, kind: &str, tier: &str, mut h: FieldTable) -> bool {
         headers::set_str(&mut h, RETRY_TIER_HEADER, tier);
         let exchange = self.topology.retry_exchange();
@@ -218,19 +229,6 @@ impl Outlet {
 impl Pending {
     fn raw(&self) -> Raw<'_> {
         Raw { integration: Some(&self.envelope.integration), kind: Some(self.kind().as_str()) }
-    }
-}
-
-impl Outlet {
-    /// A panic (a bug) interrupted the handling of these messages: each one not yet settled goes
-    /// back to the broker, which redelivers it and counts the delivery (poison after the limit).
-    pub async fn hand_back_after_panic(&self, stage: &str, ackers: &[Acker], reason: String) {
-        self.metrics.panics.with_label_values(&[stage]).inc();
-        let reason = short(&reason);
-        tracing::error!(stage, %reason, messages = ackers.len(), "handling messages panicked; handing them back to the broker");
-        for acker in ackers.iter().filter(|a| a.usable()) {
-            let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-        }
     }
 }
 
