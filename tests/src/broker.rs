@@ -143,7 +143,7 @@ impl TestBroker {
     /// Deletes this test's queues and exchanges (call at the end of a test that passed).
     pub async fn cleanup(self) {
         let t = &self.topology;
-        let mut queues = vec![t.deliver_queue(), t.dead_queue()];
+        let mut queues = vec![t.deliver_queue(), t.large_deliver_queue(), t.dead_queue()];
         queues.extend(RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)));
         for q in queues {
             let _ = self.channel.queue_delete(q.into(), QueueDeleteOptions::default()).await;

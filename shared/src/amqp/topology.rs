@@ -39,7 +39,14 @@ pub const RETRY_TIERS: [(&str, Duration); 4] = [
     ("1h", Duration::from_secs(3600)),
 ];
 
-pub const RETRY_TIER_HEADER: &str = "x-bridge-retry-tier";
+/// The header the retry exchange routes on. Not `x-` prefixed: a headers exchange ignores headers
+/// that start with `x-` when it matches, so a binding on one made every tier match every message
+/// and each retry was copied into all four tier queues (copies that multiplied on every round).
+pub const RETRY_TIER_HEADER: &str = "bridge-retry-tier";
+
+/// The header the retry bindings used before [`RETRY_TIER_HEADER`]; [`declare_topology`] removes
+/// those bindings from a broker an earlier release declared, which would go on copying otherwise.
+pub const RETIRED_RETRY_TIER_HEADER: &str = "x-bridge-retry-tier";
 
 /// An event message (the envelope) larger than this goes to the large-event queue.
 pub const LARGE_EVENT_BYTES: usize = 16 << 10;
@@ -124,6 +131,8 @@ pub struct Plan {
     pub exchanges: Vec<ExchangeSpec>,
     pub queues: Vec<QueueSpec>,
     pub bindings: Vec<BindingSpec>,
+    /// Bindings of earlier releases, removed on declare (unbinding one that is absent is a no-op).
+    pub retired_bindings: Vec<BindingSpec>,
 }
 
 fn quorum(extra: &[(&'static str, AMQPValue)]) -> Arguments {
@@ -176,18 +185,21 @@ pub fn plan(t: &Topology) -> Plan {
         routing_key: String::new(),
         arguments: Vec::new(),
     });
+    let tier_binding = |header: &'static str, tier: &str| BindingSpec {
+        exchange: t.retry_exchange(),
+        queue: t.retry_queue(tier),
+        routing_key: String::new(),
+        arguments: vec![("x-match", text("all")), (header, text(tier))],
+    };
+    let mut retired_bindings = Vec::new();
     for (tier, delay) in RETRY_TIERS {
         let mut args = dead_letter_to(t.events_exchange()).to_vec();
         args.push(("x-message-ttl", AMQPValue::LongLongInt(delay.as_millis() as i64)));
         queues.push(QueueSpec { name: t.retry_queue(tier), arguments: quorum(&args) });
-        bindings.push(BindingSpec {
-            exchange: t.retry_exchange(),
-            queue: t.retry_queue(tier),
-            routing_key: String::new(),
-            arguments: vec![("x-match", text("all")), (RETRY_TIER_HEADER, text(tier))],
-        });
+        bindings.push(tier_binding(RETRY_TIER_HEADER, tier));
+        retired_bindings.push(tier_binding(RETIRED_RETRY_TIER_HEADER, tier));
     }
-    Plan { exchanges, queues, bindings }
+    Plan { exchanges, queues, bindings, retired_bindings }
 }
 
 fn table(arguments: &Arguments) -> FieldTable {
@@ -217,6 +229,16 @@ pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<
                 b.exchange.as_str().into(),
                 b.routing_key.as_str().into(),
                 QueueBindOptions::default(),
+                table(&b.arguments),
+            )
+            .await?;
+    }
+    for b in &plan.retired_bindings {
+        channel
+            .queue_unbind(
+                b.queue.as_str().into(),
+                b.exchange.as_str().into(),
+                b.routing_key.as_str().into(),
                 table(&b.arguments),
             )
             .await?;

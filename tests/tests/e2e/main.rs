@@ -3,3 +3,4 @@
 mod comagic;
 mod deploy;
 mod helpers;
+mod topology;
