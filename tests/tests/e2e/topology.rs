@@ -5,7 +5,7 @@ use std::time::Duration;
 use bridge_shared::amqp::topology::{RETIRED_RETRY_TIER_HEADER, RETRY_TIERS, RETRY_TIER_HEADER};
 use bridge_shared::amqp::{connect, declare_topology, headers};
 use bridge_tests::broker::TestBroker;
-use bridge_tests::wait::wait_for;
+use bridge_tests::wait_for;
 use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 
