@@ -10,7 +10,7 @@ use std::time::Duration;
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::amqp::session::{self, SessionConfig};
 use bridge_shared::amqp::topology::{kind_of_route, DELIVERY_LIMIT, LARGE_EVENT_BYTES};
-use bridge_shared::amqp::Publisher;
+use bridge_shared::amqp::{BrokerLink, Ended};
 use bridge_shared::attribution::{attribute, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::lifecycle::{panic_message, Shutdown};
@@ -21,8 +21,8 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use prometheus::{IntCounter, IntGauge};
-use tokio::sync::watch;
+use lapin::Connection;
+use prometheus::IntCounter;
 
 use crate::lanes::Lanes;
 use crate::ledger::Ledger;
@@ -144,103 +144,118 @@ impl Intake {
     }
 }
 
-/// The broker side of deliver, for health and shutdown.
+/// The broker side of deliver: the shared [`BrokerLink`] keeps a session on some node; on each one
+/// this consumes both event queues until the session ends or the process stops.
 pub struct Consuming {
-    pub publisher: watch::Sender<Option<Arc<Publisher>>>,
-    pub connected: IntGauge,
+    pub link: Arc<BrokerLink>,
     pub connect_failures: IntCounter,
+    /// `/readyz`: true while the consumers run.
     pub ready: Arc<AtomicBool>,
 }
 
-impl Consuming {
-    fn set_up(&self, publisher: Option<Publisher>) {
-        let up = publisher.is_some();
-        self.publisher.send_replace(publisher.map(Arc::new));
-        self.connected.set(up.into());
-        self.ready.store(up, Ordering::Relaxed);
-    }
+/// Ready while it lives: dropped when a session's consumers end for any reason (the supervisor
+/// drops the consuming future when the connection is lost).
+struct ReadyWhileConsuming(Arc<AtomicBool>);
 
-    /// Consumes until `shutdown`, reconnecting as needed. Returns the live connection at shutdown,
-    /// with the consumer cancelled, so the lanes can still ack and move what they hold.
+impl ReadyWhileConsuming {
+    fn set(ready: &Arc<AtomicBool>) -> Self {
+        ready.store(true, Ordering::Relaxed);
+        ReadyWhileConsuming(ready.clone())
+    }
+}
+
+impl Drop for ReadyWhileConsuming {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Consuming {
+    /// Consumes until `shutdown`, reconnecting (to the next node) as needed. Returns the live
+    /// connection at shutdown, with the consumers cancelled, so the lanes can still ack and move
+    /// what they hold; the caller closes it through the link.
     pub async fn run(
-        &self,
+        self,
         intake: Arc<Intake>,
         config: SessionConfig,
         windows: Windows,
         shutdown: Shutdown,
-    ) -> Option<lapin::Connection> {
-        let queues = [
+    ) -> Option<Arc<Connection>> {
+        let queues = vec![
             (config.topology.deliver_queue(), CONSUMER_TAG, windows.small),
             (config.topology.large_deliver_queue(), LARGE_CONSUMER_TAG, windows.large),
         ];
-        loop {
-            let (connection, publisher) = session::establish(&config, &shutdown).await?;
-            let started = session::within("start consuming", async {
-                let channel = connection.create_channel().await?;
-                let mut consumers = Vec::new();
-                // A consumer's prefetch is the channel's qos when it starts: set before each.
-                for (queue, tag, window) in &queues {
-                    channel.basic_qos(*window, BasicQosOptions::default()).await?;
-                    let options = BasicConsumeOptions::default();
-                    consumers.push(
-                        channel
-                            .basic_consume(queue.as_str().into(), (*tag).into(), options, FieldTable::default())
-                            .await?,
-                    );
-                }
-                Ok((channel, futures_util::stream::select_all(consumers)))
-            })
-            .await;
-            let (channel, mut consumer) = match started {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "could not start consuming; reconnecting");
-                    self.connect_failures.inc();
-                    session::close(&connection, "retry").await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            self.set_up(Some(publisher));
-            tracing::info!(small_window = windows.small, large_window = windows.large, "consuming");
-            let mut health = tokio::time::interval(Duration::from_millis(500));
-            let stopping = loop {
-                tokio::select! {
-                    _ = health.tick() => if !connection.status().connected() {
-                        tracing::warn!("broker connection lost; reconnecting");
-                        break false;
-                    },
-                    next = consumer.next() => match next {
-                        // Each message on its own task: a move that waits out a publish outage
-                        // (or one tenant's trouble) must not hold up the consumer. The prefetch
-                        // window bounds how many are in hand.
-                        Some(Ok(delivery)) => {
-                            let intake = intake.clone();
-                            tokio::spawn(async move { intake.take(delivery).await });
-                        }
-                        Some(Err(error)) => {
-                            tracing::warn!(%error, "broker connection lost; reconnecting");
-                            break false;
-                        }
-                        None => break false,
-                    },
-                    _ = shutdown.stopped() => break true,
-                }
-            };
-            if stopping {
-                for (_, tag, _) in &queues {
-                    let cancel = channel.basic_cancel((*tag).into(), BasicCancelOptions::default());
-                    let _ = session::within("cancel", cancel).await;
-                }
-                self.ready.store(false, Ordering::Relaxed);
-                return Some(connection);
+        let stop = shutdown.clone();
+        let serve = move |connection: Arc<Connection>| {
+            let (intake, queues, stop) = (intake.clone(), queues.clone(), stop.clone());
+            let (ready, failures) = (self.ready.clone(), self.connect_failures.clone());
+            async move { consume(&connection, intake, &queues, stop, &ready, &failures).await }
+        };
+        self.link.clone().supervise(config, shutdown, serve).await
+    }
+}
+
+/// One session's consumers, until they end (reconnect) or `shutdown` (cancelled, connection kept).
+async fn consume(
+    connection: &Connection,
+    intake: Arc<Intake>,
+    queues: &[(String, &'static str, u16)],
+    shutdown: Shutdown,
+    ready: &Arc<AtomicBool>,
+    connect_failures: &IntCounter,
+) -> Ended {
+    let started = session::within("start consuming", async {
+        let channel = connection.create_channel().await?;
+        let mut consumers = Vec::new();
+        // A consumer's prefetch is the channel's qos when it starts: set before each.
+        for (queue, tag, window) in queues {
+            channel.basic_qos(*window, BasicQosOptions::default()).await?;
+            let options = BasicConsumeOptions::default();
+            consumers.push(
+                channel.basic_consume(queue.as_str().into(), (*tag).into(), options, FieldTable::default()).await?,
+            );
+        }
+        Ok((channel, futures_util::stream::select_all(consumers)))
+    })
+    .await;
+    let (channel, mut consumer) = match started {
+        Ok(c) => c,
+        Err(error) => {
+            tracing::warn!(%error, "could not start consuming; reconnecting");
+            connect_failures.inc();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => return Ended::Lost,
+                _ = shutdown.stopped() => return Ended::Stopping,
             }
-            self.set_up(None);
-            // What the lanes still hold from this connection is redelivered; the ledger skips
-            // whatever of it they deliver meanwhile.
-            session::close(&connection, "reconnect").await;
+        }
+    };
+    let _ready = ReadyWhileConsuming::set(ready);
+    let windows: Vec<u16> = queues.iter().map(|(_, _, window)| *window).collect();
+    tracing::info!(?windows, "consuming");
+    loop {
+        tokio::select! {
+            next = consumer.next() => match next {
+                // Each message on its own task: a move that waits out a publish outage (or one
+                // tenant's trouble) must not hold up the consumer. The prefetch window bounds how
+                // many are in hand.
+                Some(Ok(delivery)) => {
+                    let intake = intake.clone();
+                    tokio::spawn(async move { intake.take(delivery).await });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "consumer ended; reconnecting");
+                    return Ended::Lost;
+                }
+                None => return Ended::Lost,
+            },
+            _ = shutdown.stopped() => break,
         }
     }
+    for (_, tag, _) in queues {
+        let cancel = channel.basic_cancel((*tag).into(), BasicCancelOptions::default());
+        let _ = session::within("cancel", cancel).await;
+    }
+    Ended::Stopping
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use bridge_shared::amqp::Topology;
+use bridge_shared::amqp::{BrokerLink, Topology};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
@@ -16,7 +16,7 @@ use bridge_shared::settings::{ConfigError, Settings};
 use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
 use prometheus::Registry;
 use serde_json::json;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::courier::Courier;
@@ -49,16 +49,18 @@ struct HealthState {
     registry: Registry,
     ready: Arc<AtomicBool>,
     liveness: Liveness,
+    link: Arc<BrokerLink>,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     stopper: Stopper,
-    consumer: JoinHandle<Option<Option<lapin::Connection>>>,
+    consumer: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     watcher: JoinHandle<Option<()>>,
     pruner: JoinHandle<Option<()>>,
     lanes: Arc<Lanes>,
+    link: Arc<BrokerLink>,
 }
 
 impl Application {
@@ -68,9 +70,9 @@ impl Application {
         let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
         let ledger = Arc::new(Ledger::open(&settings.deliver.ledger_dir)?);
         let topology = Topology::new(&settings.amqp.topology_prefix);
-        let (publisher_tx, publisher_rx) = watch::channel(None);
+        let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
         let outlet = Arc::new(Outlet {
-            publisher: publisher_rx,
+            publisher: link.publishers(),
             topology: topology.clone(),
             ledger: ledger.clone(),
             metrics: metrics.clone(),
@@ -99,15 +101,14 @@ impl Application {
         });
         let ready = Arc::new(AtomicBool::new(false));
         let consuming = Consuming {
-            publisher: publisher_tx,
-            connected: metrics.amqp_connected.clone(),
-            connect_failures: metrics.amqp_connect_failures.clone(),
+            link: link.clone(),
+            connect_failures: metrics.amqp.connect_failures.clone(),
             ready: ready.clone(),
         };
         let stopper = Stopper::default();
         let stop = stopper.listener();
         let liveness = Liveness::default();
-        let session = settings.amqp.session(topology, "verbox-bridge deliver", metrics.amqp_connect_failures.clone());
+        let session = settings.amqp.session(topology, "verbox-bridge deliver", metrics.amqp.connect_failures.clone());
         // The envelope around a body: a few fields, the payload embedded as is; with a margin.
         let largest_event = settings.ingest.max_body_bytes as u64 * 6 / 5 + 1024;
         let windows = Windows::within(d.prefetch_bytes, largest_event, d.prefetch);
@@ -122,7 +123,7 @@ impl Application {
         let watcher =
             liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
 
-        let state = web::Data::new(HealthState { registry, ready, liveness });
+        let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone() });
         let listener = TcpListener::bind(d.listen)?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
@@ -137,7 +138,7 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "deliver listening");
-        Ok(Application { port, server, stopper, consumer, watcher, pruner, lanes })
+        Ok(Application { port, server, stopper, consumer, watcher, pruner, lanes, link })
     }
 
     pub fn port(&self) -> u16 {
@@ -159,7 +160,7 @@ impl Application {
             tracing::warn!("batches still in hand at shutdown; the broker redelivers them");
         }
         if let Some(connection) = connection {
-            bridge_shared::amqp::session::close(&connection, "shutdown").await;
+            self.link.close(&connection).await;
         }
         let _ = self.watcher.await;
         // A prune in progress finishes on the blocking pool; the task itself returns at once.
@@ -178,7 +179,7 @@ async fn healthz(state: web::Data<HealthState>) -> HttpResponse {
 
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+        HttpResponse::Ok().json(json!({"status": "ready", "broker": state.link.node()}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "not consuming"}))
     }

@@ -1,7 +1,7 @@
 //! The webhook receiver: validates Verbox webhooks and answers only once each event is durable in
 //! RabbitMQ (publisher confirms) or, while the broker is down, in the local spool.
 
-pub mod broker;
+pub mod drain;
 pub mod error;
 pub mod refusals;
 pub mod routes;

@@ -19,12 +19,27 @@ struct Cli {
 enum Command {
     /// Prints the webhook URLs, the steps in the Verbox cabinet, and the site script.
     Setup { integration: String },
+    /// Publishes every event of a spool directory to the broker (one a stopped replica left
+    /// behind), then exits: 0 when the spool is empty, 1 when events remain.
+    DrainSpool {
+        /// The spool directory (default: `[ingest] spool_dir`). Not one a running ingest uses.
+        #[arg(long)]
+        spool_dir: Option<PathBuf>,
+        /// Give up after this long, e.g. `5m`.
+        #[arg(long, default_value = "5m", value_parser = bridge_shared::settings::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bridge_shared::telemetry::init_logging();
     let cli = Cli::parse();
+    // Commands print their results on stdout; their warnings go to stderr.
+    if cli.command.is_some() {
+        bridge_shared::telemetry::init_cli_logging();
+    } else {
+        bridge_shared::telemetry::init_logging();
+    }
     let settings = match Settings::load(&cli.config) {
         Ok(s) => s,
         Err(e) => return refuse(e),
@@ -42,6 +57,23 @@ async fn main() -> ExitCode {
                 }
                 None => {
                     eprintln!("no integration `{integration}` in {}", settings.integrations.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::DrainSpool { spool_dir, timeout }) => {
+            let dir = spool_dir.unwrap_or_else(|| settings.ingest.spool_dir.clone());
+            match ingest::drain::drain_spool(&settings, &dir, timeout).await {
+                Ok(drained) => {
+                    println!("published {} events; {} left in {}", drained.published, drained.left, dir.display());
+                    if drained.left == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ingest drain-spool: {}: {e}", dir.display());
                     ExitCode::FAILURE
                 }
             }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use bridge_shared::amqp::topology::event_route;
+use bridge_shared::amqp::BrokerLink;
 use bridge_shared::event::EventKind;
 
-use crate::broker::BrokerLink;
 use crate::spool::{Spool, SpoolError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

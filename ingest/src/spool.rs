@@ -15,13 +15,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bridge_shared::amqp::topology::event_route;
+use bridge_shared::amqp::BrokerLink;
 use bridge_shared::event::EventKind;
 use bridge_shared::lifecycle::Shutdown;
 use bridge_shared::telemetry::IngestMetrics;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
-
-use crate::broker::BrokerLink;
 
 /// Events published at once by the drainer: the confirm window.
 const DRAIN_WINDOW: usize = 64;
@@ -224,6 +223,20 @@ impl Spool {
             Ok(flushed) => flushed.map(drop).map_err(SpoolError::from),
             Err(_) => Err(SpoolError::Storage(sled::Error::ReportableBug("the spool flush panicked".into()))),
         }
+    }
+
+    /// Waits until every spooled event is published (the drain task does it), or `deadline`
+    /// passes; true when the spool is empty.
+    pub async fn emptied(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while !self.is_empty() {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.flush().await;
+        true
     }
 
     /// Publishes spooled events whenever the broker is connected, until `shutdown`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
-use bridge_shared::amqp::Topology;
+use bridge_shared::amqp::{BrokerLink, Ended, Topology};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
@@ -15,7 +15,6 @@ use bridge_shared::telemetry::IngestMetrics;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
 
-use crate::broker::BrokerLink;
 use crate::refusals::RefusalLog;
 use crate::routes;
 use crate::sink::EventSink;
@@ -46,13 +45,17 @@ pub struct Application {
     port: u16,
     server: Server,
     stopper: Stopper,
+    supervisor: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     tasks: Vec<JoinHandle<Option<()>>>,
+    link: Arc<BrokerLink>,
     spool: Arc<Spool>,
+    spool_dir: std::path::PathBuf,
+    drain_on_stop: Duration,
 }
 
-/// Time the HTTP server gives in-flight requests at shutdown; the rest of the 30 s budget is for
-/// the background tasks and the spool flush.
-const HTTP_SHUTDOWN: Duration = Duration::from_secs(20);
+/// Time the HTTP server gives in-flight requests at shutdown; then the spool gets `[ingest]
+/// drain_on_stop` to reach the broker, and the background tasks what is left.
+const HTTP_SHUTDOWN: Duration = Duration::from_secs(10);
 const TASK_SHUTDOWN: Duration = Duration::from_secs(5);
 
 impl Application {
@@ -62,15 +65,27 @@ impl Application {
         let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
         let spool =
             Arc::new(Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())?);
-        let link = BrokerLink::new(metrics.amqp_connected.clone());
+        let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let stopper = Stopper::default();
         let stop = stopper.listener();
         let liveness = Liveness::default();
         let broker =
-            settings.amqp.session(topology.clone(), "verbox-bridge ingest", metrics.amqp_connect_failures.clone());
+            settings.amqp.session(topology.clone(), "verbox-bridge ingest", metrics.amqp.connect_failures.clone());
+        // Publishing needs nothing of a session but its publisher, which the link holds.
+        let serve = {
+            let stop = stop.clone();
+            move |_| {
+                let stop = stop.clone();
+                async move {
+                    stop.stopped().await;
+                    Ended::Stopping
+                }
+            }
+        };
+        let supervisor =
+            liveness.spawn("broker supervisor", &stop, link.clone().supervise(broker, stop.clone(), serve));
         let tasks = vec![
-            liveness.spawn("broker supervisor", &stop, link.clone().supervise(broker, stop.clone())),
             liveness.spawn(
                 "spool drain",
                 &stop,
@@ -84,7 +99,7 @@ impl Application {
         ];
         let state = web::Data::new(AppState {
             integrations,
-            sink: EventSink { link, spool: spool.clone(), exchange: topology.events_exchange() },
+            sink: EventSink { link: link.clone(), spool: spool.clone(), exchange: topology.events_exchange() },
             metrics,
             registry,
             max_body_bytes: settings.ingest.max_body_bytes,
@@ -108,7 +123,17 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(port, spooled = spool.len(), "ingest listening");
-        Ok(Application { port, server, stopper, tasks, spool })
+        Ok(Application {
+            port,
+            server,
+            stopper,
+            supervisor,
+            tasks,
+            link,
+            spool,
+            spool_dir: settings.ingest.spool_dir.clone(),
+            drain_on_stop: settings.ingest.drain_on_stop,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -120,11 +145,30 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops accepting, answers what is in
-    /// flight, stops the background tasks and flushes the spool.
+    /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops accepting and answers what
+    /// is in flight; then, while the broker link still runs, gives the spool `drain_on_stop` to
+    /// reach any node (a replica scaled down for good must not strand what it accepted); then
+    /// stops the background tasks, closes the session and flushes the spool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if !self.spool.is_empty() {
+            let spooled = self.spool.len();
+            tracing::info!(spooled, "draining the spool to the broker before stopping");
+            if self.spool.emptied(self.drain_on_stop).await {
+                tracing::info!(spooled, "spool drained before stopping");
+            } else {
+                tracing::error!(
+                    left = self.spool.len(),
+                    spool_dir = %self.spool_dir.display(),
+                    "events stay in the spool: start ingest on this directory again, or run `ingest drain-spool` on it"
+                );
+            }
+        }
         self.stopper.stop();
+        let connection = tokio::time::timeout(TASK_SHUTDOWN, self.supervisor).await.ok().and_then(Result::ok).flatten();
+        if let Some(connection) = connection.flatten() {
+            self.link.close(&connection).await;
+        }
         for task in self.tasks {
             let _ = tokio::time::timeout(TASK_SHUTDOWN, task).await;
         }

@@ -39,7 +39,14 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
+    /// The broker, when it is one node.
     pub url: String,
+    /// The cluster's nodes, tried in turn (overrides `url` when set). In the environment, a
+    /// comma-separated list: `BRIDGE__AMQP__URLS=amqp://u:p@rabbit-0,amqp://u:p@rabbit-1`.
+    #[serde(with = "address_list")]
+    pub urls: Vec<String>,
+    /// How many nodes hold each quorum queue when it is created (at most the cluster's size).
+    pub quorum_replicas: u8,
     /// Prefix of every exchange and queue name (`bridge` gives `bridge.events`, ...). Tests use a
     /// unique prefix each so they run in parallel on one broker.
     pub topology_prefix: String,
@@ -60,6 +67,11 @@ pub struct IngestSettings {
     pub spool_max_bytes: u64,
     /// actix workers; 0 = one per core.
     pub workers: usize,
+    /// At shutdown, how long the spool may take to reach the broker before ingest exits anyway
+    /// (keep it within the orchestrator's grace period; what is left waits for the next start or
+    /// `ingest drain-spool`).
+    #[serde(with = "duration_text")]
+    pub drain_on_stop: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,6 +117,15 @@ impl Default for Settings {
 }
 
 impl AmqpSettings {
+    /// The addresses to try: `urls`, or `url` alone.
+    pub fn nodes(&self) -> Vec<String> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
+
     /// What a binary needs to keep its broker session (`name` shows in the management UI).
     pub fn session(
         &self,
@@ -113,8 +134,8 @@ impl AmqpSettings {
         connect_failures: prometheus::IntCounter,
     ) -> crate::amqp::session::SessionConfig {
         crate::amqp::session::SessionConfig {
-            url: self.url.clone(),
-            topology,
+            urls: self.nodes(),
+            topology: topology.with_quorum_replicas(self.quorum_replicas),
             channels: self.publish_channels,
             publish_timeout: std::time::Duration::from_millis(self.publish_timeout_ms),
             connection_name: name,
@@ -127,6 +148,8 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
+            quorum_replicas: crate::amqp::topology::DEFAULT_QUORUM_REPLICAS,
             topology_prefix: "bridge".into(),
             publish_channels: 4,
             publish_timeout_ms: 5_000,
@@ -143,6 +166,7 @@ impl Default for IngestSettings {
             max_body_bytes: 1 << 20,
             spool_max_bytes: 512 << 20,
             workers: 0,
+            drain_on_stop: Duration::from_secs(20),
         }
     }
 }
@@ -206,8 +230,12 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
+        let is_amqp = |url: &str| url.starts_with("amqp://") || url.starts_with("amqps://");
+        if !is_amqp(&self.amqp.url) {
             return Err(ConfigError::invalid("amqp.url", "must start with amqp:// or amqps://"));
+        }
+        if let Some(i) = self.amqp.urls.iter().position(|url| !is_amqp(url)) {
+            return Err(ConfigError::invalid(format!("amqp.urls[{i}]"), "must start with amqp:// or amqps://"));
         }
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -218,9 +246,11 @@ impl Settings {
         let (a, i, d) = (&self.amqp, &self.ingest, &self.deliver);
         in_range("amqp.publish_channels", a.publish_channels as u64, 1, 64)?;
         in_range("amqp.publish_timeout_ms", a.publish_timeout_ms, 100, 600_000)?;
+        in_range("amqp.quorum_replicas", a.quorum_replicas.into(), 1, 9)?;
         in_range("ingest.max_body_bytes", i.max_body_bytes as u64, 1, 64 << 20)?;
         in_range("ingest.spool_max_bytes", i.spool_max_bytes, 1, 1 << 40)?;
         in_range("ingest.workers", i.workers as u64, 0, 256)?;
+        within("ingest.drain_on_stop", i.drain_on_stop, s(0), s(3600))?;
         in_range("deliver.batch_linger_ms", d.batch_linger_ms, 0, 60_000)?;
         in_range("deliver.concurrency", d.concurrency as u64, 1, 1024)?;
         in_range("deliver.prefetch_bytes", d.prefetch_bytes, 1 << 20, 16 << 30)?;
@@ -354,6 +384,31 @@ fn apply_env_overrides(table: &mut toml::Table, env: &HashMap<String, String>) -
     Ok(())
 }
 
+/// `[amqp] urls`: a TOML list, or one string of comma-separated addresses (what an environment
+/// variable or a Kubernetes Secret holds).
+mod address_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let list = match Form::deserialize(d)? {
+            Form::List(list) => list,
+            Form::Text(text) => text.split(',').map(str::to_owned).collect(),
+        };
+        Ok(list.into_iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect())
+    }
+
+    pub fn serialize<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(urls)
+    }
+}
+
 /// `500ms`, `10s`, `5m`, `24h`, `2d`; at most ten years, whatever the unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     const LONGEST: u64 = 3650 * DAY;
@@ -404,6 +459,19 @@ mod tests {
         assert_eq!(s.amqp.url, "amqp://env");
         assert_eq!(s.deliver.batch_max, 20);
         assert_eq!(s.deliver.prefetch, 10);
+    }
+
+    #[test]
+    fn the_broker_is_one_url_or_a_list_of_nodes_from_the_file_or_the_environment() {
+        let s = Settings::from_toml("[amqp]\nurl = \"amqp://one\"", &env(&[])).unwrap();
+        assert_eq!(s.amqp.nodes(), vec!["amqp://one"]);
+        let s = Settings::from_toml("[amqp]\nurls = [\"amqp://a\", \"amqps://b\"]", &env(&[])).unwrap();
+        assert_eq!(s.amqp.nodes(), vec!["amqp://a", "amqps://b"]);
+        let s = Settings::from_toml("", &env(&[("BRIDGE__AMQP__URLS", "amqp://u:p@a, amqp://u:p@b,")])).unwrap();
+        assert_eq!(s.amqp.nodes(), vec!["amqp://u:p@a", "amqp://u:p@b"]);
+        let e = Settings::from_toml("[amqp]\nurls = [\"amqp://a\", \"http://secret@b\"]", &env(&[])).unwrap_err();
+        assert!(e.to_string().starts_with("amqp.urls[1]:"), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]

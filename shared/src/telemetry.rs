@@ -97,8 +97,7 @@ pub struct IngestMetrics {
     pub spool_events: IntGauge,
     pub spool_bytes: IntGauge,
     pub spool_errors: IntCounterVec,
-    pub amqp_connected: IntGauge,
-    pub amqp_connect_failures: IntCounter,
+    pub amqp: AmqpMetrics,
 }
 
 impl IngestMetrics {
@@ -133,18 +132,37 @@ impl IngestMetrics {
                 "Spool entries that could not be read (quarantined) or removed after publishing, by reason",
                 &["reason"],
             ),
-            amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
-            amqp_connect_failures: connect_failures(registry),
+            amqp: AmqpMetrics::new(registry),
         }
     }
 }
 
-fn connect_failures(registry: &Registry) -> IntCounter {
-    single_counter(
-        registry,
-        "bridge_amqp_connect_failures_total",
-        "Failed or timed-out attempts to connect to the broker and declare the topology",
-    )
+/// The broker link's, the same in both binaries.
+#[derive(Debug, Clone)]
+pub struct AmqpMetrics {
+    pub connected: IntGauge,
+    pub connect_failures: IntCounter,
+    pub node: IntGaugeVec,
+}
+
+impl AmqpMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        let node = IntGaugeVec::new(
+            Opts::new("bridge_amqp_node", "1 for the broker node (host:port) the process is connected to"),
+            &["node"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(node.clone())).expect("registered once");
+        AmqpMetrics {
+            connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
+            connect_failures: single_counter(
+                registry,
+                "bridge_amqp_connect_failures_total",
+                "Failed or timed-out attempts to connect to a broker node and declare the topology",
+            ),
+            node,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -154,8 +172,7 @@ pub struct DeliverMetrics {
     pub end_to_end: HistogramVec,
     pub paused: IntGaugeVec,
     pub quota_remaining: IntGaugeVec,
-    pub amqp_connected: IntGauge,
-    pub amqp_connect_failures: IntCounter,
+    pub amqp: AmqpMetrics,
     pub redeliveries: IntCounterVec,
     pub panics: IntCounterVec,
     pub move_failures: IntCounter,
@@ -198,8 +215,7 @@ impl DeliverMetrics {
                 "Points left in the integration's CoMagic budget (metadata.limits)",
                 &["integration", "window"],
             ),
-            amqp_connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
-            amqp_connect_failures: connect_failures(registry),
+            amqp: AmqpMetrics::new(registry),
             redeliveries: counter(
                 registry,
                 "bridge_deliver_redeliveries_total",
@@ -235,8 +251,9 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &i.spool_events,
         &i.spool_bytes,
         &i.spool_errors,
-        &i.amqp_connected,
-        &i.amqp_connect_failures,
+        &i.amqp.connected,
+        &i.amqp.connect_failures,
+        &i.amqp.node,
         &d.events,
         &d.attribution,
         &d.paused,

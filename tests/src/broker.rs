@@ -68,8 +68,8 @@ impl TestBroker {
         let topology = Topology::new(&prefix);
         let connection =
             connect(&url, "verbox-bridge tests").await.expect("RabbitMQ answers (run scripts/ensure-rabbitmq.sh)");
+        declare_topology(&connection, &topology).await.expect("the topology declares");
         let channel = connection.create_channel().await.expect("a channel");
-        declare_topology(&channel, &topology).await.expect("the topology declares");
         TestBroker { url, prefix, topology, channel, connection }
     }
 
@@ -137,7 +137,7 @@ impl TestBroker {
 
     /// Declares the test's topology again, bringing back what [`Self::delete_queue`] removed.
     pub async fn declare(&self) {
-        declare_topology(&self.channel, &self.topology).await.expect("the topology declares");
+        declare_topology(&self.connection, &self.topology).await.expect("the topology declares");
     }
 
     /// Deletes this test's queues and exchanges (call at the end of a test that passed).

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bridge_shared::amqp::session::{self, SessionError};
-use bridge_shared::amqp::{connect, declare_topology, Publisher, Topology};
+use bridge_shared::amqp::{declare_topology, Publisher, Topology};
 use bridge_shared::settings::AmqpSettings;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
@@ -45,14 +45,14 @@ impl DeadQueue {
     /// Opens the queue for a command; `verb` names it in the progress line (`replaying`, ...).
     /// A broker that accepts the connection and never answers fails it after `BROKER_TIMEOUT`.
     pub async fn open(amqp: &AmqpSettings, verb: &'static str) -> Result<Self, SessionError> {
-        let topology = Topology::new(&amqp.topology_prefix);
-        let (connection, channel, snapshot) = session::within("open the dead-letter queue", async {
-            let connection = connect(&amqp.url, "verbox-bridge deliver dlq").await?;
+        let topology = Topology::new(&amqp.topology_prefix).with_quorum_replicas(amqp.quorum_replicas);
+        let connection = session::connect_first(&amqp.nodes(), "verbox-bridge deliver dlq").await?;
+        let (channel, snapshot) = session::within("open the dead-letter queue", async {
+            declare_topology(&connection, &topology).await?;
             let channel = connection.create_channel().await?;
-            declare_topology(&channel, &topology).await?;
             let passive = QueueDeclareOptions { passive: true, ..Default::default() };
             let queue = channel.queue_declare(topology.dead_queue().into(), passive, FieldTable::default()).await?;
-            Ok((connection, channel, queue.message_count()))
+            Ok((channel, queue.message_count()))
         })
         .await?;
         Ok(DeadQueue {

@@ -87,6 +87,8 @@ pub struct Options {
     pub deliver_amqp_url: Option<String>,
     /// Connect ingest through this URL instead of straight to the broker.
     pub ingest_amqp_url: Option<String>,
+    /// `[amqp] urls` of both services (a cluster's nodes, e.g. proxies a test cuts one by one).
+    pub amqp_urls: Option<Vec<String>>,
     /// Do not run deliver in the test process (the test starts the binary itself).
     pub external_deliver: bool,
 }
@@ -120,11 +122,13 @@ impl Pipeline {
             options.deliver_extra,
         );
         let mut ingest_settings = Settings::load(&config).unwrap();
+        ingest_settings.amqp.urls = options.amqp_urls.clone().unwrap_or_default();
         if let Some(url) = options.ingest_amqp_url {
             ingest_settings.amqp.url = url;
         }
         let ingest = start_ingest(ingest_settings).await;
         let mut settings = Settings::load(&config).unwrap();
+        settings.amqp.urls = options.amqp_urls.unwrap_or_default();
         if let Some(url) = options.deliver_amqp_url {
             settings.amqp.url = url;
         }

@@ -8,3 +8,4 @@ mod faults;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod nodes;

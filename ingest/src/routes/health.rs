@@ -15,7 +15,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// Ready while an event can be made durable: the broker is connected, or the spool is writable.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.sink.readiness() {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "broker": state.sink.link.publisher().is_some()})),
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready", "broker": state.sink.link.node()})),
         Err(reason) => HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": reason})),
     }
 }

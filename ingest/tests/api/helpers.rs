@@ -45,6 +45,7 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     /// The spool somewhere else than the test's directory (a small file system).
     pub spool_dir: Option<PathBuf>,
+    pub drain_on_stop: Option<Duration>,
 }
 
 /// Writes `bridge.toml` and `integrations.toml` into `dir` for a test's broker prefix.
@@ -76,6 +77,9 @@ pub async fn spawn_app(test: &str, options: Options) -> TestApp {
     }
     if let Some(spool_dir) = options.spool_dir {
         settings.ingest.spool_dir = spool_dir;
+    }
+    if let Some(drain_on_stop) = options.drain_on_stop {
+        settings.ingest.drain_on_stop = drain_on_stop;
     }
     let app = Application::build(settings).await.expect("ingest starts");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -128,8 +132,14 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        let (broker, _dir) = self.shut_down().await;
+        broker.cleanup().await;
+    }
+
+    /// Stops ingest as SIGTERM does, and hands back the test's broker and directory to look at.
+    pub async fn shut_down(self) -> (TestBroker, tempfile::TempDir) {
         self.handle.stop(true).await;
         self.task.await.unwrap().unwrap();
-        self.broker.cleanup().await;
+        (self.broker, self.dir)
     }
 }

@@ -1,5 +1,6 @@
 //! Ingest against a real RabbitMQ over real HTTP: one test binary, a module per area.
 
+mod drain;
 mod helpers;
 mod outage;
 mod process;

@@ -1,5 +1,8 @@
-//! One broker session: a named connection with the topology declared and a confirm-mode publisher
-//! pool, established with backoff until it works or the process stops.
+//! One broker session: a named connection to one node of the cluster, with the topology declared
+//! and a confirm-mode publisher pool, established with backoff until it works or the process stops.
+//!
+//! The nodes are tried in turn, starting after the one the last session was on: a node that
+//! dropped us is the last one tried again. One round of failures waits a backoff step.
 //!
 //! Every broker operation is bounded by [`BROKER_TIMEOUT`]: an address that accepts TCP and never
 //! answers (a half-dead node, a wrong port behind a load balancer) would otherwise wedge the
@@ -10,13 +13,14 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-use super::{connect, declare_topology, redact_url, Publisher, Topology};
+use super::{connect, declare_topology, node_address, redact_url, Publisher, Topology};
 use crate::lifecycle::Shutdown;
 use crate::retry_policy::reconnect_backoff;
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    pub url: String,
+    /// The cluster's nodes (`[amqp] urls`, or `[amqp] url` alone); never empty.
+    pub urls: Vec<String>,
     pub topology: Topology,
     pub channels: usize,
     pub publish_timeout: Duration,
@@ -52,19 +56,54 @@ pub async fn close(connection: &lapin::Connection, reason: &str) {
     let _ = within("close", connection.close(200, reason.into())).await;
 }
 
-/// Connects (retrying with backoff) and declares the topology. `None` when `shutdown` fired first.
-pub async fn establish(config: &SessionConfig, shutdown: &Shutdown) -> Option<(lapin::Connection, Publisher)> {
+/// Connects to the first of `urls` that answers, each given [`BROKER_TIMEOUT`]: for the operators'
+/// one-shot commands, which report an error rather than wait for a node to come back.
+pub async fn connect_first(urls: &[String], name: &str) -> Result<lapin::Connection, SessionError> {
+    let mut last = SessionError::TimedOut("connect: no broker address");
+    for url in urls {
+        match within("connect", connect(url, name)).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => {
+                tracing::warn!(node = %node_address(url), %error, "broker node unreachable; trying the next");
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A live session on one node.
+pub struct Session {
+    pub connection: lapin::Connection,
+    pub publisher: Publisher,
+    /// Which of `SessionConfig::urls` it is on.
+    pub index: usize,
+    /// That node as `host:port`.
+    pub node: String,
+}
+
+/// Connects to the first node that answers, trying them in turn from `first`, with a backoff step
+/// after each round that failed, and declares the topology. `None` when `shutdown` fired first.
+pub async fn establish(config: &SessionConfig, first: usize, shutdown: &Shutdown) -> Option<Session> {
     let mut backoff = reconnect_backoff();
+    let nodes = config.urls.len().max(1);
+    let mut attempt = 0;
     loop {
-        match within("connect and declare the topology", try_establish(config)).await {
-            Ok(ready) => {
-                tracing::info!(broker = %redact_url(&config.url), "broker connected, topology declared");
-                return Some(ready);
+        let index = (first + attempt) % nodes;
+        let url = &config.urls[index];
+        match within("connect and declare the topology", try_establish(config, url)).await {
+            Ok((connection, publisher)) => {
+                let node = node_address(url);
+                tracing::info!(broker = %redact_url(url), %node, "broker connected, topology declared");
+                return Some(Session { connection, publisher, index, node });
             }
             Err(error) => {
                 config.connect_failures.inc();
-                let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
-                tracing::warn!(broker = %redact_url(&config.url), %error, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
+                attempt += 1;
+                let round_failed = attempt % nodes == 0;
+                let delay =
+                    if round_failed { backoff.next_delay().unwrap_or(Duration::from_secs(5)) } else { Duration::ZERO };
+                tracing::warn!(broker = %redact_url(url), %error, retry_in_ms = delay.as_millis() as u64, "broker node unreachable");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.stopped() => return None,
@@ -74,11 +113,9 @@ pub async fn establish(config: &SessionConfig, shutdown: &Shutdown) -> Option<(l
     }
 }
 
-async fn try_establish(config: &SessionConfig) -> lapin::Result<(lapin::Connection, Publisher)> {
-    let connection = connect(&config.url, config.connection_name).await?;
-    let channel = connection.create_channel().await?;
-    declare_topology(&channel, &config.topology).await?;
-    let _ = channel.close(200, "declared".into()).await;
+async fn try_establish(config: &SessionConfig, url: &str) -> lapin::Result<(lapin::Connection, Publisher)> {
+    let connection = connect(url, config.connection_name).await?;
+    declare_topology(&connection, &config.topology).await?;
     let publisher = Publisher::new(&connection, config.channels, config.publish_timeout).await?;
     Ok((connection, publisher))
 }

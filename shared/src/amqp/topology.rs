@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 use serde_json::{json, Value};
 
 use crate::event::EventKind;
@@ -67,15 +67,25 @@ pub fn kind_of_route(key: &str) -> Option<EventKind> {
     EventKind::parse(key.strip_suffix(".large").unwrap_or(key))
 }
 
+/// How many nodes hold a copy of each quorum queue unless `[amqp] quorum_replicas` says otherwise.
+/// The broker uses fewer when the cluster has fewer nodes.
+pub const DEFAULT_QUORUM_REPLICAS: u8 = 3;
+
 /// The names of one topology; `prefix` is `bridge` in production and unique per test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    quorum_replicas: u8,
 }
 
 impl Topology {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Topology { prefix: prefix.into() }
+        Topology { prefix: prefix.into(), quorum_replicas: DEFAULT_QUORUM_REPLICAS }
+    }
+
+    /// Each quorum queue is created with `replicas` members (`x-quorum-initial-group-size`).
+    pub fn with_quorum_replicas(self, replicas: u8) -> Self {
+        Topology { quorum_replicas: replicas, ..self }
     }
 
     pub fn events_exchange(&self) -> String {
@@ -135,11 +145,8 @@ pub struct Plan {
     pub retired_bindings: Vec<BindingSpec>,
 }
 
-fn quorum(extra: &[(&'static str, AMQPValue)]) -> Arguments {
-    let mut args = vec![("x-queue-type", text("quorum"))];
-    args.extend(extra.iter().cloned());
-    args
-}
+/// The argument a queue declared by an earlier release lacks; see [`declare_topology`].
+const GROUP_SIZE: &str = "x-quorum-initial-group-size";
 
 /// At-least-once dead-lettering: the broker keeps a message until the dead-letter target confirms
 /// it, so nothing is lost between the queues (it requires `reject-publish` overflow).
@@ -152,6 +159,12 @@ fn dead_letter_to(exchange: String) -> [(&'static str, AMQPValue); 3] {
 }
 
 pub fn plan(t: &Topology) -> Plan {
+    let quorum = |extra: &[(&'static str, AMQPValue)]| -> Arguments {
+        let mut args =
+            vec![("x-queue-type", text("quorum")), (GROUP_SIZE, AMQPValue::LongLongInt(t.quorum_replicas.into()))];
+        args.extend(extra.iter().cloned());
+        args
+    };
     let exchanges = vec![
         ExchangeSpec { name: t.events_exchange(), kind: ExchangeKind::Direct },
         ExchangeSpec { name: t.dead_exchange(), kind: ExchangeKind::Fanout },
@@ -210,8 +223,17 @@ fn table(arguments: &Arguments) -> FieldTable {
     t
 }
 
-pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<()> {
+/// Declares every exchange, queue and binding of the plan (idempotent), and removes retired
+/// bindings.
+///
+/// A queue that an earlier release created has no `x-quorum-initial-group-size`, and the broker
+/// refuses a declare whose arguments differ from the queue's. The group size only matters when a
+/// queue is created, so such a queue is declared again without it (its members are the broker's
+/// business from then on: `rabbitmq-queues grow`). The refusal closes the channel: a new one
+/// carries on.
+pub async fn declare_topology(connection: &Connection, t: &Topology) -> lapin::Result<()> {
     let plan = plan(t);
+    let mut channel = connection.create_channel().await?;
     let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
     let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
     for e in &plan.exchanges {
@@ -220,7 +242,16 @@ pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<
             .await?;
     }
     for q in &plan.queues {
-        channel.queue_declare(q.name.as_str().into(), durable_queue, table(&q.arguments)).await?;
+        match channel.queue_declare(q.name.as_str().into(), durable_queue, table(&q.arguments)).await {
+            Ok(_) => {}
+            Err(error) if error.to_string().contains(GROUP_SIZE) => {
+                tracing::info!(queue = %q.name, "queue created by an earlier release, without a replica count; declared as it is");
+                channel = connection.create_channel().await?;
+                let existing: Arguments = q.arguments.iter().filter(|(k, _)| *k != GROUP_SIZE).cloned().collect();
+                channel.queue_declare(q.name.as_str().into(), durable_queue, table(&existing)).await?;
+            }
+            Err(error) => return Err(error),
+        }
     }
     for b in &plan.bindings {
         channel
@@ -243,6 +274,7 @@ pub async fn declare_topology(channel: &Channel, t: &Topology) -> lapin::Result<
             )
             .await?;
     }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
 }
 

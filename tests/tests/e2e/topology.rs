@@ -60,7 +60,7 @@ async fn declaring_removes_the_bindings_that_copied_each_retry_into_every_tier()
             .await
             .expect("the old binding");
     }
-    declare_topology(&channel, t).await.expect("the topology declares over the old one");
+    declare_topology(&connection, t).await.expect("the topology declares over the old one");
     each_retry_lands_in_its_own_tier_alone(&broker).await;
     let _ = connection.close(0, "done".into()).await;
     broker.cleanup().await;
