@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The test command: a broker, then format, lints, every unit, property and integration test, and
+# The test command: a broker and a database, then format, lints, every unit, property and integration test, and
 # the deploy files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
+scripts/ensure-postgres.sh
 # The site-script test runs the generated JavaScript in Node.js.
 if ! command -v node >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

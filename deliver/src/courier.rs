@@ -17,6 +17,7 @@ use bridge_shared::retry_policy::short_retries;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
+use crate::ledger::Claim;
 use crate::outlet::Outlet;
 use crate::pending::Pending;
 use crate::tenants::{Block, Tenants};
@@ -46,8 +47,37 @@ fn halves(mut batch: Vec<Pending>) -> [Vec<Pending>; 2] {
     [batch, second]
 }
 
+/// How long a copy of an event waits when another copy is being sent.
+const HELD_COPY_WAIT: Duration = Duration::from_secs(10);
+
 impl Courier {
+    /// Claims the batch's events in the ledger, sends what it claimed, and releases the claims of
+    /// whatever was not delivered (a retry, a park, a dead letter), so a copy may then be sent.
     pub async fn deliver(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
+        let batch = self.claimed(kind, batch).await;
+        let claimed: Vec<String> = batch.iter().map(|p| p.item.ext_id().to_owned()).collect();
+        self.send(integration_id, kind, batch).await;
+        self.outlet.ledger.release(&claimed).await;
+    }
+
+    /// The events of `batch` this process may send now: a copy of a delivered event is acked as a
+    /// duplicate; a copy of one being sent waits in the first retry tier, then meets the ledger.
+    async fn claimed(&self, kind: EventKind, batch: Vec<Pending>) -> Vec<Pending> {
+        let ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
+        let claims = self.outlet.ledger.claim(&ids).await;
+        let (mut mine, mut held) = (Vec::with_capacity(batch.len()), Vec::new());
+        for (p, claim) in batch.into_iter().zip(claims) {
+            match claim {
+                Claim::Mine => mine.push(p),
+                Claim::Delivered => self.outlet.done(&p.delivery, kind.as_str(), "duplicate").await,
+                Claim::Held => held.push(p),
+            }
+        }
+        self.park_all(held, HELD_COPY_WAIT).await;
+        mine
+    }
+
+    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
         let tenant = self.tenants.get(integration_id);
         let mut work = VecDeque::from([batch]);
         while let Some(mut batch) = work.pop_front() {

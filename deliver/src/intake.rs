@@ -106,7 +106,7 @@ impl Intake {
             let error = format!("no integration `{}` in integrations.toml", envelope.integration);
             return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
         };
-        if self.ledger.contains(envelope.event_id.as_str()) {
+        if self.ledger.contains(envelope.event_id.as_str()).await {
             // Debug, not info: a redelivery storm must not become a log storm (the
             // `duplicate` outcome and `bridge_deliver_redeliveries_total` count them).
             tracing::debug!(integration = %envelope.integration, kind, event_id = %envelope.event_id, "already delivered (ledger); acked");

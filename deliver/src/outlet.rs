@@ -76,7 +76,8 @@ impl Outlet {
         if batch.is_empty() {
             return;
         }
-        if let Err(error) = self.ledger.record(batch.iter().map(|p| p.item.ext_id())).await {
+        let ext_ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
+        if let Err(error) = self.ledger.record(&ext_ids).await {
             // Still ack: CoMagic has the items, and a redelivery would only meet duplicate_entity.
             tracing::error!(%error, "could not record delivered ext_ids in the ledger");
         }

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::courier::Courier;
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 use crate::outlet::Outlet;
 use crate::tenants::Tenants;
 
@@ -30,8 +30,8 @@ use crate::tenants::Tenants;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("deliver.ledger_dir: {0}")]
-    Ledger(#[from] sled::Error),
+    #[error("deliver ledger (ledger_dir or ledger_postgres): {0}")]
+    Ledger(#[from] LedgerError),
     #[error("deliver.listen: {0}")]
     Bind(#[from] std::io::Error),
 }
@@ -44,6 +44,18 @@ const MAX_LANE_LAG: Duration = Duration::from_secs(5);
 const LEDGER_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Of the 30 s shutdown budget: the batches in hand get this long to finish.
 const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
+
+/// This process among the replicas (it holds ledger claims under this name): the host (a pod's
+/// name in Kubernetes) and the process id.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "deliver".into());
+    format!("{host}/{}", std::process::id())
+}
 
 struct HealthState {
     registry: Registry,
@@ -68,7 +80,11 @@ impl Application {
         let registry = Registry::new();
         let metrics = DeliverMetrics::new(&registry);
         let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
-        let ledger = Arc::new(Ledger::open(&settings.deliver.ledger_dir)?);
+        let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {
+            Ledger::open(&settings.deliver.ledger_dir)?
+        } else {
+            Ledger::connect(&settings.deliver.ledger_postgres, &settings.amqp.topology_prefix, &replica_name()).await?
+        });
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
         let outlet = Arc::new(Outlet {

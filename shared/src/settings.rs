@@ -85,6 +85,9 @@ pub struct DeliverSettings {
     pub batch_max: usize,
     pub batch_linger_ms: u64,
     pub ledger_dir: PathBuf,
+    /// The ledger several deliver replicas share (`postgres://user:password@host/db`); empty keeps
+    /// the single-process ledger in `ledger_dir`. Required when more than one deliver runs.
+    pub ledger_postgres: String,
     /// How long a delivered ext_id stays in the ledger, e.g. `7d`; at least `retry_for`, within
     /// which redeliveries come. After that CoMagic's own `duplicate_entity` still stops a repeat.
     #[serde(with = "duration_text")]
@@ -180,6 +183,7 @@ impl Default for DeliverSettings {
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),
+            ledger_postgres: String::new(),
             ledger_keep: Duration::from_secs(7 * DAY),
             retry_for: Duration::from_secs(DAY),
             concurrency: 16,
@@ -236,6 +240,10 @@ impl Settings {
         }
         if let Some(i) = self.amqp.urls.iter().position(|url| !is_amqp(url)) {
             return Err(ConfigError::invalid(format!("amqp.urls[{i}]"), "must start with amqp:// or amqps://"));
+        }
+        let postgres = &self.deliver.ledger_postgres;
+        if !(postgres.is_empty() || postgres.starts_with("postgres://") || postgres.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid("deliver.ledger_postgres", "must be empty or a postgres:// URL"));
         }
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));

@@ -9,3 +9,10 @@ pub mod sandbox;
 pub mod wait;
 
 pub use wait::wait_for;
+
+/// The PostgreSQL database the tests use: `scripts/ensure-postgres.sh` creates it
+/// (`BRIDGE_TEST_POSTGRES_URL` points elsewhere).
+pub fn postgres_url() -> String {
+    std::env::var("BRIDGE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://bridge:bridge@127.0.0.1:5432/bridge_test".into())
+}

@@ -2,6 +2,7 @@
 
 mod attribution;
 mod check;
+mod copies;
 mod crashes;
 mod dlq;
 mod faults;

@@ -21,6 +21,11 @@ pub struct Account {
     pub ip_whitelisted: bool,
     #[serde(default = "yes")]
     pub active: bool,
+    /// Answer `duplicate_entity` to an `ext_id` already stored. CoMagic's documentation lists the
+    /// mnemonic but never says an `ext_id` triggers it: tests of the bridge's own de-duplication
+    /// turn this off, and a repeat is stored as a second item.
+    #[serde(default = "yes")]
+    pub refuses_repeated_ext_id: bool,
     #[serde(default = "all_components")]
     pub components: Vec<String>,
     #[serde(default = "minute_limit")]
@@ -109,6 +114,7 @@ impl Account {
             timezone: moscow(),
             ip_whitelisted: true,
             active: true,
+            refuses_repeated_ext_id: true,
             components: all_components(),
             minute_limit: minute_limit(),
             day_limit: day_limit(),

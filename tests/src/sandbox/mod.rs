@@ -411,7 +411,8 @@ fn upload(
     for (i, item) in items.iter().enumerate() {
         if let Some(ext_id) = item.get("ext_id").and_then(Value::as_str) {
             let key = (kind.key(), ext_id.to_owned());
-            if account.ext_ids.contains(&key) || !seen.insert(key) {
+            let repeated = account.ext_ids.contains(&key) || !seen.insert(key);
+            if repeated && account.config.refuses_repeated_ext_id {
                 return Err(RpcError::new(-32602, "duplicate_entity", "Entity already exists")
                     .at(format!("{}.{i}.ext_id", kind.key())));
             }

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use bridge_shared::amqp::topology::{RETIRED_RETRY_TIER_HEADER, RETRY_TIERS, RETRY_TIER_HEADER};
+use bridge_shared::amqp::topology::{plan, RETIRED_RETRY_TIER_HEADER, RETRY_TIERS, RETRY_TIER_HEADER};
 use bridge_shared::amqp::{connect, declare_topology, headers};
 use bridge_tests::broker::TestBroker;
 use bridge_tests::wait_for;
-use lapin::options::QueueBindOptions;
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
 /// Sends one message to each retry tier and checks that each tier holds exactly its own. The
@@ -62,6 +62,28 @@ async fn declaring_removes_the_bindings_that_copied_each_retry_into_every_tier()
     }
     declare_topology(&connection, t).await.expect("the topology declares over the old one");
     each_retry_lands_in_its_own_tier_alone(&broker).await;
+    let _ = connection.close(0, "done".into()).await;
+    broker.cleanup().await;
+}
+
+/// Queues an earlier release created have no replica count, and the broker refuses a declare whose
+/// arguments differ: the services still start on such a broker, and take the queues as they are.
+#[tokio::test]
+async fn queues_created_without_a_replica_count_are_taken_as_they_are() {
+    let broker = TestBroker::new("old-queues").await;
+    let t = &broker.topology;
+    broker.delete_queue(&t.deliver_queue()).await;
+    let connection = connect(&broker.url, "verbox-bridge tests").await.expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("a channel");
+    let old_style = plan(t).queues.into_iter().find(|q| q.name == t.deliver_queue()).expect("the deliver queue");
+    let mut args = FieldTable::default();
+    for (key, value) in old_style.arguments.iter().filter(|(k, _)| *k != "x-quorum-initial-group-size") {
+        args.insert((*key).into(), value.clone());
+    }
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(t.deliver_queue().as_str().into(), durable, args).await.expect("the old queue");
+    declare_topology(&connection, t).await.expect("the topology declares over a queue of an earlier release");
+    declare_topology(&connection, t).await.expect("and again");
     let _ = connection.close(0, "done".into()).await;
     broker.cleanup().await;
 }

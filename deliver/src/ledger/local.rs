@@ -1,17 +1,23 @@
-//! The ledger of delivered ext_ids (sled): a redelivered event already accepted by CoMagic is acked
-//! without a second upload. An entry is fsynced before the message is acked, so a kill -9 between
-//! CoMagic's answer and the ack costs no duplicate. Entries older than `ledger_keep` are pruned
-//! (hourly), so the ledger's disk stays bounded by a week or so of traffic.
+//! The single-process ledger (sled): delivered ext_ids on disk, claims in memory (only this process
+//! sends). An entry is fsynced before the message is acked, so a kill -9 between CoMagic's answer
+//! and the ack costs no duplicate.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Claim;
 
 /// sled's page cache for the ledger (its default is 1 GiB, four times deliver's memory limit):
 /// lookups are of recent ext_ids, which this keeps hot.
 const CACHE_BYTES: u64 = 32 << 20;
 
-pub struct Ledger {
+pub struct LocalLedger {
     db: sled::Db,
+    /// ext_id → when its claim lapses.
+    claims: Mutex<HashMap<String, Instant>>,
     /// Group commit: each record takes a ticket after writing; one flush covers every ticket
     /// taken before it started, so batches finishing together share one fsync instead of queueing
     /// for one each (which also shortens the window a kill -9 can turn into duplicates).
@@ -20,10 +26,11 @@ pub struct Ledger {
     flushing: tokio::sync::Mutex<()>,
 }
 
-impl Ledger {
+impl LocalLedger {
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
-        Ok(Ledger {
+        Ok(LocalLedger {
             db: sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_BYTES).open()?,
+            claims: Mutex::new(HashMap::new()),
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
@@ -36,14 +43,47 @@ impl Ledger {
         self.db.contains_key(ext_id).unwrap_or(false)
     }
 
+    /// Claims each id not delivered and not claimed by a batch in hand (claims lapse after
+    /// `claim_for`, in case one is never released).
+    pub fn claim(&self, ext_ids: &[&str], claim_for: Duration) -> Vec<Claim> {
+        let now = Instant::now();
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        ext_ids
+            .iter()
+            .map(|id| {
+                if self.contains(id) {
+                    Claim::Delivered
+                } else if claims.get(*id).is_some_and(|until| *until > now) {
+                    Claim::Held
+                } else {
+                    claims.insert((*id).to_owned(), now + claim_for);
+                    Claim::Mine
+                }
+            })
+            .collect()
+    }
+
+    pub fn release(&self, ext_ids: &[String]) {
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ext_ids {
+            claims.remove(id);
+        }
+    }
+
     /// Records ext_ids as delivered and fsyncs them.
-    pub async fn record<'a>(&self, ext_ids: impl IntoIterator<Item = &'a str>) -> Result<(), sled::Error> {
+    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), sled::Error> {
         let now = chrono::Utc::now().timestamp_millis().to_be_bytes();
         let mut batch = sled::Batch::default();
         for id in ext_ids {
-            batch.insert(id, &now);
+            batch.insert(*id, &now);
         }
         self.db.apply_batch(batch)?;
+        {
+            let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+            for id in ext_ids {
+                claims.remove(*id);
+            }
+        }
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
         let _gate = self.flushing.lock().await;
         if self.flushed.load(Ordering::SeqCst) >= ticket {
@@ -59,7 +99,7 @@ impl Ledger {
     }
 }
 
-impl Ledger {
+impl LocalLedger {
     /// Removes the entries recorded before `cutoff`; returns how many. Blocking (a full scan):
     /// call it on the blocking pool.
     pub fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<usize, sled::Error> {
@@ -81,29 +121,6 @@ impl Ledger {
         self.db.flush()?;
         Ok(removed)
     }
-
-    /// Prunes every `every` until `stop` is set.
-    pub async fn prune_periodically(
-        self: std::sync::Arc<Self>,
-        keep: std::time::Duration,
-        every: std::time::Duration,
-        stop: bridge_shared::lifecycle::Shutdown,
-    ) {
-        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.stopped() => return,
-            }
-            let ledger = self.clone();
-            let cutoff = chrono::Utc::now() - keep;
-            match tokio::task::spawn_blocking(move || ledger.prune_before(cutoff)).await {
-                Ok(Ok(removed)) => tracing::info!(removed, "ledger pruned"),
-                Ok(Err(error)) => tracing::warn!(%error, "ledger pruning failed; will try again"),
-                Err(error) => tracing::warn!(%error, "ledger pruning panicked; will try again"),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -114,23 +131,23 @@ mod tests {
     async fn recorded_ids_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let ledger = Ledger::open(dir.path()).unwrap();
+            let ledger = LocalLedger::open(dir.path()).unwrap();
             assert!(!ledger.contains("vb-1"));
-            ledger.record(["vb-1", "vb-2"]).await.unwrap();
+            ledger.record(&["vb-1", "vb-2"]).await.unwrap();
             assert!(ledger.contains("vb-1"));
         }
-        let reopened = Ledger::open(dir.path()).unwrap();
+        let reopened = LocalLedger::open(dir.path()).unwrap();
         assert!(reopened.contains("vb-2") && !reopened.contains("vb-3"));
     }
 
     #[tokio::test]
     async fn pruning_removes_only_what_is_older_than_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path()).unwrap();
-        ledger.record(["vb-old-1", "vb-old-2"]).await.unwrap();
+        let ledger = LocalLedger::open(dir.path()).unwrap();
+        ledger.record(&["vb-old-1", "vb-old-2"]).await.unwrap();
         let between = chrono::Utc::now() + chrono::Duration::milliseconds(5);
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        ledger.record(["vb-new"]).await.unwrap();
+        ledger.record(&["vb-new"]).await.unwrap();
         assert_eq!(ledger.prune_before(between).unwrap(), 2);
         assert!(!ledger.contains("vb-old-1") && !ledger.contains("vb-old-2"));
         assert!(ledger.contains("vb-new"));
@@ -141,11 +158,11 @@ mod tests {
     async fn concurrent_records_are_all_durable() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let ledger = std::sync::Arc::new(Ledger::open(dir.path()).unwrap());
+            let ledger = std::sync::Arc::new(LocalLedger::open(dir.path()).unwrap());
             let tasks: Vec<_> = (0..32)
                 .map(|i| {
                     let ledger = ledger.clone();
-                    tokio::spawn(async move { ledger.record([format!("vb-{i}").as_str()]).await.unwrap() })
+                    tokio::spawn(async move { ledger.record(&[format!("vb-{i}").as_str()]).await.unwrap() })
                 })
                 .collect();
             for t in tasks {
@@ -153,7 +170,22 @@ mod tests {
             }
             assert!(ledger.flushed.load(Ordering::SeqCst) >= 32, "every ticket was covered by a flush");
         }
-        let reopened = Ledger::open(dir.path()).unwrap();
+        let reopened = LocalLedger::open(dir.path()).unwrap();
         assert!((0..32).all(|i| reopened.contains(&format!("vb-{i}"))));
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_held_until_released_or_lapsed_and_a_delivered_id_is_never_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = LocalLedger::open(dir.path()).unwrap();
+        let long = Duration::from_secs(600);
+        ledger.record(&["done"]).await.unwrap();
+        assert_eq!(ledger.claim(&["a", "a", "done"], long), vec![Claim::Mine, Claim::Held, Claim::Delivered]);
+        assert_eq!(ledger.claim(&["a"], long), vec![Claim::Held], "a second copy waits");
+        ledger.release(&["a".to_owned()]);
+        assert_eq!(ledger.claim(&["a"], Duration::ZERO), vec![Claim::Mine], "released");
+        assert_eq!(ledger.claim(&["a"], long), vec![Claim::Mine], "a lapsed claim is taken over");
+        ledger.record(&["a"]).await.unwrap();
+        assert_eq!(ledger.claim(&["a"], long), vec![Claim::Delivered]);
     }
 }

@@ -1,0 +1,139 @@
+//! The ledger of delivered ext_ids, and the claims that keep two copies of one event from being
+//! sent at once.
+//!
+//! A copy of an event reaches deliver when Verbox re-sends a webhook, when the spool re-publishes
+//! after a lost confirm, or when the broker redelivers after a replica died. The ledger answers
+//! "was this delivered?" before a copy is sent, and a claim taken just before the call answers
+//! "is a copy of this being sent right now?": a copy that finds a claim waits in a retry queue and
+//! then meets the ledger. One process keeps both in sled and memory (the default); several
+//! replicas share them in PostgreSQL. Entries older than `ledger_keep` are pruned hourly.
+
+mod local;
+mod postgres;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_shared::lifecycle::Shutdown;
+
+use self::local::LocalLedger;
+use self::postgres::PgLedger;
+
+/// How long a claim holds when it is never released (its holder died): longer than any batch
+/// stays in hand (a call, its short retries, a quota wait, the halvings of a refused batch).
+pub const CLAIM_FOR: Duration = Duration::from_secs(600);
+
+/// What [`Ledger::claim`] found for one ext_id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed for this batch: send it.
+    Mine,
+    /// Already delivered: ack the copy.
+    Delivered,
+    /// A copy is being sent (by this process or another): wait, then look again.
+    Held,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger: {0}")]
+    Local(#[from] sled::Error),
+    /// The message says what failed, never the database URL (it may hold a password).
+    #[error("ledger database: {0}")]
+    Shared(#[from] tokio_postgres::Error),
+}
+
+enum Store {
+    Local(Arc<LocalLedger>),
+    Shared(PgLedger),
+}
+
+pub struct Ledger {
+    store: Store,
+}
+
+impl Ledger {
+    /// The single-process ledger in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        Ok(Ledger { store: Store::Local(Arc::new(LocalLedger::open(dir)?)) })
+    }
+
+    /// The ledger several replicas share, for the topology `scope`; claims are held as `owner`.
+    pub async fn connect(url: &str, scope: &str, owner: &str) -> Result<Self, LedgerError> {
+        Ok(Ledger { store: Store::Shared(PgLedger::connect(url, scope, owner).await?) })
+    }
+
+    /// Whether `ext_id` was delivered. A ledger that cannot answer says no: the worst case is a
+    /// second upload of an item CoMagic already has.
+    pub async fn contains(&self, ext_id: &str) -> bool {
+        match &self.store {
+            Store::Local(l) => l.contains(ext_id),
+            Store::Shared(s) => s.contains(ext_id).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read the ledger; treating the event as not delivered");
+                false
+            }),
+        }
+    }
+
+    /// One [`Claim`] per id, in order; a repeat within `ext_ids` is [`Claim::Held`]. A ledger that
+    /// cannot answer grants every claim (delivery goes on; a copy may then be sent twice).
+    pub async fn claim(&self, ext_ids: &[&str]) -> Vec<Claim> {
+        match &self.store {
+            Store::Local(l) => l.claim(ext_ids, CLAIM_FOR),
+            Store::Shared(s) => s.claim(ext_ids, CLAIM_FOR).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not claim in the ledger; sending without a claim");
+                vec![Claim::Mine; ext_ids.len()]
+            }),
+        }
+    }
+
+    /// Records ext_ids as delivered (durably, before their messages are acked).
+    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), LedgerError> {
+        match &self.store {
+            Store::Local(l) => Ok(l.record(ext_ids).await?),
+            Store::Shared(s) => Ok(s.record(ext_ids).await?),
+        }
+    }
+
+    /// Gives up this process's claims on ids that were not delivered (delivered ones are kept).
+    pub async fn release(&self, ext_ids: &[String]) {
+        match &self.store {
+            Store::Local(l) => l.release(ext_ids),
+            Store::Shared(s) => {
+                if let Err(error) = s.release(ext_ids).await {
+                    tracing::warn!(%error, "could not release claims; they lapse by themselves");
+                }
+            }
+        }
+    }
+
+    async fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, LedgerError> {
+        match &self.store {
+            Store::Local(l) => {
+                // A full scan: on the blocking pool.
+                let l = l.clone();
+                match tokio::task::spawn_blocking(move || l.prune_before(cutoff)).await {
+                    Ok(result) => Ok(result? as u64),
+                    Err(_) => Err(LedgerError::Local(sled::Error::ReportableBug("ledger pruning panicked".into()))),
+                }
+            }
+            Store::Shared(s) => Ok(s.prune_before(cutoff).await?),
+        }
+    }
+
+    /// Prunes every `every` until `stop`.
+    pub async fn prune_periodically(self: Arc<Self>, keep: Duration, every: Duration, stop: Shutdown) {
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.stopped() => return,
+            }
+            match self.prune_before(chrono::Utc::now() - keep).await {
+                Ok(removed) => tracing::info!(removed, "ledger pruned"),
+                Err(error) => tracing::warn!(%error, "ledger pruning failed; will try again"),
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The shared ledger of several deliver replicas, in PostgreSQL (`[deliver] ledger_postgres`).
+//!
+//! A claim is a row with `claimed_by` and `claimed_until` and no `delivered_at`: taken in one
+//! statement that only succeeds on a row that is absent, or whose claim lapsed and which was
+//! never delivered, so two replicas holding copies of one event never both send it. Delivering
+//! sets `delivered_at`; a failed send deletes the claim. The connection is re-made when it drops.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls};
+
+use super::Claim;
+
+const MIGRATION: &str = include_str!("../../migrations/0001_ledger.sql");
+/// Replicas starting together would race on `CREATE TABLE IF NOT EXISTS` (PostgreSQL lets two
+/// of them collide): the migration runs under a transaction-scoped advisory lock.
+const MIGRATION_LOCK: i64 = 0x7665_7262_6f78;
+
+pub struct PgLedger {
+    url: String,
+    /// The topology prefix: several pipelines (and tests) can share one database.
+    scope: String,
+    /// Who holds a claim: this process.
+    owner: String,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl PgLedger {
+    /// Connects and applies the migration; fails when the database does not answer.
+    pub async fn connect(url: &str, scope: &str, owner: &str) -> Result<Self, tokio_postgres::Error> {
+        let ledger = PgLedger {
+            url: url.to_owned(),
+            scope: scope.to_owned(),
+            owner: owner.to_owned(),
+            client: Mutex::new(None),
+        };
+        let client = ledger.client().await?;
+        client
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {MIGRATION} COMMIT;"))
+            .await?;
+        Ok(ledger)
+    }
+
+    async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "ledger database connection ended");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+
+    pub async fn contains(&self, ext_id: &str) -> Result<bool, tokio_postgres::Error> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM bridge_ledger WHERE scope = $1 AND ext_id = $2 AND delivered_at IS NOT NULL",
+                &[&self.scope, &ext_id],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn claim(&self, ext_ids: &[&str], claim_for: Duration) -> Result<Vec<Claim>, tokio_postgres::Error> {
+        // One row per id in a statement: a repeat in the batch is a copy, held.
+        let mut unique: Vec<&str> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in ext_ids {
+            if seen.insert(*id) {
+                unique.push(id);
+            }
+        }
+        let client = self.client().await?;
+        let seconds = claim_for.as_secs_f64();
+        let mine: HashSet<String> = client
+            .query(
+                "INSERT INTO bridge_ledger (scope, ext_id, claimed_by, claimed_until)
+                 SELECT $1, id, $2, now() + make_interval(secs => $4) FROM unnest($3::text[]) AS id
+                 ON CONFLICT (scope, ext_id) DO UPDATE
+                   SET claimed_by = EXCLUDED.claimed_by, claimed_until = EXCLUDED.claimed_until
+                   WHERE bridge_ledger.delivered_at IS NULL AND bridge_ledger.claimed_until < now()
+                 RETURNING ext_id",
+                &[&self.scope, &self.owner, &unique, &seconds],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let others: Vec<&str> = unique.iter().copied().filter(|id| !mine.contains(*id)).collect();
+        let delivered: HashSet<String> = if others.is_empty() {
+            HashSet::new()
+        } else {
+            client
+                .query(
+                    "SELECT ext_id FROM bridge_ledger
+                     WHERE scope = $1 AND ext_id = ANY($2) AND delivered_at IS NOT NULL",
+                    &[&self.scope, &others],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        };
+        let mut first = HashSet::new();
+        Ok(ext_ids
+            .iter()
+            .map(|id| {
+                if delivered.contains(*id) {
+                    Claim::Delivered
+                } else if mine.contains(*id) && first.insert(*id) {
+                    Claim::Mine
+                } else {
+                    Claim::Held
+                }
+            })
+            .collect())
+    }
+
+    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), tokio_postgres::Error> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO bridge_ledger (scope, ext_id, delivered_at) SELECT $1, id, now() FROM unnest($2::text[]) AS id
+                 ON CONFLICT (scope, ext_id) DO UPDATE
+                   SET delivered_at = now(), claimed_by = NULL, claimed_until = NULL",
+                &[&self.scope, &ext_ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives up this process's claims on ids that were not delivered.
+    pub async fn release(&self, ext_ids: &[String]) -> Result<(), tokio_postgres::Error> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM bridge_ledger
+                 WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL",
+                &[&self.scope, &ext_ids, &self.owner],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes what was delivered before `cutoff`, and claims that lapsed before it.
+    pub async fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, tokio_postgres::Error> {
+        let cutoff = std::time::SystemTime::from(cutoff);
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM bridge_ledger WHERE scope = $1
+                   AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))",
+                &[&self.scope, &cutoff],
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> String {
+        bridge_tests::postgres_url()
+    }
+
+    fn scope(test: &str) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        format!("t.{test}.{}.{nanos}", std::process::id())
+    }
+
+    #[tokio::test]
+    async fn two_replicas_never_both_hold_a_claim_and_a_delivered_id_is_never_claimed() {
+        let scope = scope("pg-claims");
+        let a = PgLedger::connect(&database(), &scope, "replica-a").await.expect("PostgreSQL answers");
+        let b = PgLedger::connect(&database(), &scope, "replica-b").await.unwrap();
+        let long = Duration::from_secs(600);
+        assert_eq!(a.claim(&["x", "x", "y"], long).await.unwrap(), vec![Claim::Mine, Claim::Held, Claim::Mine]);
+        assert_eq!(b.claim(&["x", "y", "z"], long).await.unwrap(), vec![Claim::Held, Claim::Held, Claim::Mine]);
+        b.release(&["x".into()]).await.unwrap();
+        assert_eq!(b.claim(&["x"], long).await.unwrap(), vec![Claim::Held], "releasing another's claim does nothing");
+        a.release(&["x".into()]).await.unwrap();
+        assert_eq!(b.claim(&["x"], long).await.unwrap(), vec![Claim::Mine], "released by its holder");
+        b.record(&["x"]).await.unwrap();
+        assert!(a.contains("x").await.unwrap() && !a.contains("y").await.unwrap());
+        assert_eq!(a.claim(&["x"], long).await.unwrap(), vec![Claim::Delivered]);
+        a.release(&["x".into()]).await.unwrap();
+        assert!(a.contains("x").await.unwrap(), "a release never forgets a delivery");
+        // A holder that died: its claim lapses and another replica takes it over.
+        assert_eq!(a.claim(&["w"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
+        assert_eq!(b.claim(&["w"], long).await.unwrap(), vec![Claim::Mine]);
+        let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+        assert!(a.prune_before(later).await.unwrap() >= 1, "the delivered x is pruned");
+        assert!(!a.contains("x").await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_many_replicas_claiming_at_once_exactly_one_wins_each_id() {
+        let scope = scope("pg-race");
+        let ids: Vec<String> = (0..200).map(|i| format!("vb-{i}")).collect();
+        let mut replicas = Vec::new();
+        for r in 0..4 {
+            replicas.push(Arc::new(PgLedger::connect(&database(), &scope, &format!("r{r}")).await.unwrap()));
+        }
+        let tasks: Vec<_> = replicas
+            .iter()
+            .map(|ledger| {
+                let (ledger, ids) = (ledger.clone(), ids.clone());
+                tokio::spawn(async move {
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    ledger.claim(&refs, Duration::from_secs(600)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut won = vec![0; ids.len()];
+        for task in tasks {
+            for (i, claim) in task.await.unwrap().into_iter().enumerate() {
+                won[i] += usize::from(claim == Claim::Mine);
+            }
+        }
+        assert!(won.iter().all(|n| *n == 1), "{won:?}");
+    }
+}

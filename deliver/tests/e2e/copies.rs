@@ -1,0 +1,114 @@
+//! Copies of one event (Verbox re-sends a webhook, to one ingest replica or two) are delivered
+//! once: the ledger catches a copy of what was delivered, and a claim taken before the call keeps
+//! two copies in hand at the same moment from both being sent, by one deliver or by several
+//! sharing the PostgreSQL ledger. The sandbox stores a repeated `ext_id` as a second item here,
+//! so nothing relies on CoMagic refusing it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_shared::amqp::topology::RETRY_TIERS;
+use bridge_tests::fixtures::chat;
+use bridge_tests::sandbox::Upload;
+use bridge_tests::wait_for;
+use serde_json::json;
+
+use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Tenant};
+
+const SHOP: Tenant = Tenant { id: "shop", extra: "" };
+const CHATS: u64 = 300;
+
+/// Posts each of `CHATS` chats twice at the same moment, 16 pairs at a time; returns the event ids.
+async fn post_each_twice_at_once(p: &Arc<Pipeline>) -> HashSet<String> {
+    let clients: Vec<_> = (0..16u64)
+        .map(|c| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in (c..CHATS).step_by(16) {
+                    let body = chat(i, json!({}));
+                    let (first, second) = tokio::join!(p.post("shop", "chat", &body), p.post("shop", "chat", &body));
+                    assert_eq!(first, second, "a copy has the event id of the original");
+                    ids.push(first);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for c in clients {
+        all.extend(c.await.unwrap());
+    }
+    all
+}
+
+/// Waits until every chat is stored and no copy waits anywhere, then checks each was stored once.
+async fn assert_each_stored_once_when_settled(p: &Pipeline, posted: &HashSet<String>) {
+    let t = &p.broker.topology;
+    let mut queues: Vec<String> = RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)).collect();
+    queues.push(t.deliver_queue());
+    wait_for("every chat stored and every copy settled", Duration::from_secs(90), || async {
+        if p.sandbox.stored("shop", Upload::Chats).len() < posted.len() {
+            return None;
+        }
+        for q in &queues {
+            if p.broker.depth(q).await > 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let stored = ext_ids(&p.sandbox.stored("shop", Upload::Chats));
+    let unique: HashSet<String> = stored.iter().cloned().collect();
+    println!(
+        "copies: {} posted twice, {} stored, {} stored twice",
+        posted.len(),
+        stored.len(),
+        stored.len() - unique.len()
+    );
+    assert_eq!(stored.len(), unique.len(), "no chat stored twice");
+    assert_eq!(&unique, posted);
+}
+
+async fn pipeline_storing_repeats(test: &str, options: Options) -> Arc<Pipeline> {
+    let p = Pipeline::start(test, &[SHOP], options).await;
+    p.sandbox.update_account("shop", |a| a.refuses_repeated_ext_id = false);
+    Arc::new(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_webhook_posted_twice_at_once_is_stored_once() {
+    let p = pipeline_storing_repeats("copies", Options::default()).await;
+    let posted = post_each_twice_at_once(&p).await;
+    assert_each_stored_once_when_settled(&p, &posted).await;
+    let delivered = p.deliver_metric(r#"bridge_deliver_events_total{kind="chat",outcome="delivered"}"#).await;
+    let copies = p.deliver_metric(r#"bridge_deliver_events_total{kind="chat",outcome="duplicate"}"#).await;
+    assert_eq!((delivered, copies), (CHATS as f64, CHATS as f64), "each copy acked as a duplicate");
+    Arc::into_inner(p).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deliver_replicas_sharing_the_ledger_store_each_copy_once() {
+    // The config's lines live as long as the test process.
+    let ledger: &'static str =
+        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let options = Options { external_deliver: true, deliver_extra: ledger, ..Default::default() };
+    let p = pipeline_storing_repeats("replicas", options).await;
+    let mut replicas = [start_deliver_binary(&p, 1), start_deliver_binary(&p, 2)];
+    let posted = post_each_twice_at_once(&p).await;
+    assert_each_stored_once_when_settled(&p, &posted).await;
+    for replica in &mut replicas {
+        // SIGTERM: each hands back what it holds; nothing may be left unsettled.
+        let pid = replica.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        replica.wait().unwrap();
+    }
+    assert_eq!(p.broker.depth(&p.broker.topology.deliver_queue()).await, 0, "no copy left unsettled");
+    for run in [1, 2] {
+        let log = std::fs::read_to_string(p.dir.path().join(format!("deliver-{run}.log"))).unwrap();
+        assert!(log.contains(r#""message":"delivered""#), "replica {run} delivered some chats");
+    }
+    Arc::into_inner(p).unwrap().stop().await;
+}
