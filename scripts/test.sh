@@ -16,12 +16,22 @@ cargo test --workspace
 # The real broker stopped and started under load (rabbitmqctl stop_app/start_app): run alone, one
 # after the other, as they take the shared broker away from every other test; the broker is started
 # again whatever happens.
+# Whatever happens, the shared broker is started again and the drill's cluster stopped.
+cleanup() {
+  rabbitmqctl -q start_app >/dev/null 2>&1 || true
+  scripts/cluster.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 if rabbitmqctl -q status >/dev/null 2>&1; then
-  trap 'rabbitmqctl -q start_app >/dev/null 2>&1 || true' EXIT
   cargo test -p ingest --test api -- --ignored --exact outage::broker_stopped_mid_load_loses_no_accepted_event
   cargo test -p deliver --test e2e -- --ignored --exact crashes::broker_restarted_under_load_loses_nothing
 else
   echo "rabbitmqctl cannot reach the local node: the broker-restart test is skipped"
 fi
+# The cluster fault drill: a 3-node cluster beside the default broker (scripts/cluster.sh), a node,
+# a deliver and an ingest lost under load. Run alone: it loads the machine.
+scripts/cluster.sh start
+cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
+  cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing 2>&1 | grep -v '^{"timestamp'
 # The deploy files, with promtool, docker-compose, a Kubernetes schema check and RabbitMQ itself.
 scripts/check-deploy.sh

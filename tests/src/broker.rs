@@ -63,7 +63,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub async fn new(test: &str) -> Self {
-        let url = amqp_url();
+        Self::on(amqp_url(), test).await
+    }
+
+    /// The same on the broker (node) at `url`.
+    pub async fn on(url: String, test: &str) -> Self {
         let prefix = unique_prefix(test);
         let topology = Topology::new(&prefix);
         let connection =

@@ -75,6 +75,21 @@ pub struct Pipeline {
     pub http: reqwest::Client,
     ingest: Running,
     deliver: Option<Running>,
+    amqp_urls: Vec<String>,
+}
+
+/// An ingest replica beside the pipeline's own.
+pub struct IngestReplica(Running);
+
+impl IngestReplica {
+    pub fn address(&self) -> &str {
+        &self.0.address
+    }
+
+    /// Stops it as SIGTERM does.
+    pub async fn stop(self) {
+        self.0.stop().await;
+    }
 }
 
 #[derive(Default)]
@@ -109,7 +124,10 @@ async fn start_deliver(settings: Settings) -> Running {
 
 impl Pipeline {
     pub async fn start(test: &str, tenants: &[Tenant], options: Options) -> Pipeline {
-        let broker = TestBroker::new(test).await;
+        let broker = match options.amqp_urls.as_ref().and_then(|urls| urls.first()) {
+            Some(first) => TestBroker::on(first.clone(), test).await,
+            None => TestBroker::new(test).await,
+        };
         let accounts = tenants.iter().map(|t| Account::sample(t.id, &comagic_token(t.id))).collect();
         let sandbox = Sandbox::start(SandboxConfig { account: accounts }).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -128,14 +146,29 @@ impl Pipeline {
         }
         let ingest = start_ingest(ingest_settings).await;
         let mut settings = Settings::load(&config).unwrap();
-        settings.amqp.urls = options.amqp_urls.unwrap_or_default();
+        let amqp_urls = options.amqp_urls.unwrap_or_default();
+        settings.amqp.urls = amqp_urls.clone();
         if let Some(url) = options.deliver_amqp_url {
             settings.amqp.url = url;
         }
         let deliver = if options.external_deliver { None } else { Some(start_deliver(settings).await) };
-        let pipeline = Pipeline { broker, sandbox, dir, config, http: reqwest::Client::new(), ingest, deliver };
+        let http = reqwest::Client::new();
+        let pipeline = Pipeline { broker, sandbox, dir, config, http, ingest, deliver, amqp_urls };
         pipeline.wait_ready().await;
         pipeline
+    }
+
+    /// ingest's HTTP address (webhooks, health and metrics).
+    pub fn ingest_address(&self) -> &str {
+        &self.ingest.address
+    }
+
+    /// Starts another ingest replica on the pipeline's config, with a spool of its own.
+    pub async fn another_ingest(&self, replica: usize) -> IngestReplica {
+        let mut settings = Settings::load(&self.config).unwrap();
+        settings.amqp.urls = self.amqp_urls.clone();
+        settings.ingest.spool_dir = self.dir.path().join(format!("spool-{replica}"));
+        IngestReplica(start_ingest(settings).await)
     }
 
     /// deliver's HTTP address (health and metrics).
@@ -244,9 +277,15 @@ pub async fn deliver_command(config: &Path, args: &[&str]) -> CommandRun {
 
 /// Starts the real deliver binary on the pipeline's config, its log in the test's directory.
 pub fn start_deliver_binary(p: &Pipeline, run: usize) -> Child {
+    start_deliver_binary_with(p, run, &[])
+}
+
+/// The same with extra environment (`BRIDGE__...` settings).
+pub fn start_deliver_binary_with(p: &Pipeline, run: usize, env: &[(&str, String)]) -> Child {
     let log = std::fs::File::create(p.dir.path().join(format!("deliver-{run}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_deliver"))
         .args(["--config", p.config.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RUST_LOG", "info")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))

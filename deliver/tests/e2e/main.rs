@@ -2,6 +2,7 @@
 
 mod attribution;
 mod check;
+mod cluster;
 mod copies;
 mod crashes;
 mod dlq;

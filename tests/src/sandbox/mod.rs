@@ -111,6 +111,8 @@ struct State {
 
 type Shared = Arc<Mutex<State>>;
 
+/// A clone is another handle on the same server (e.g. for a task that samples it).
+#[derive(Clone)]
 pub struct Sandbox {
     url: String,
     state: Shared,
@@ -175,6 +177,11 @@ impl Sandbox {
             .filter(|a| a.config.name == account)
             .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, item)| item.clone()))
             .collect()
+    }
+
+    /// Items stored in every account, a cheap count to sample often.
+    pub fn stored_total(&self) -> usize {
+        self.state.lock().unwrap().accounts.iter().map(|a| a.stored.len()).sum()
     }
 
     pub fn add_fault(&self, fault: Fault) {

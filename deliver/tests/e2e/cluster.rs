@@ -1,0 +1,229 @@
+//! The cluster fault drill: a 3-node RabbitMQ cluster (`scripts/cluster.sh`), two ingest and two
+//! deliver replicas sharing the PostgreSQL ledger, the sandbox, and 20,000 webhooks of 20
+//! integrations at a steady rate. Meanwhile the node leading the deliver queue is SIGKILLed and
+//! started again later, one deliver replica is SIGKILLed and started again, one ingest replica is
+//! stopped, and some webhooks are posted twice, to both ingest replicas. Afterwards every webhook
+//! answered 200 is stored exactly once, and none is dead-lettered.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bridge_shared::amqp::topology::RETRY_TIERS;
+use bridge_tests::fixtures::{chat, WEBHOOK_TOKEN};
+use bridge_tests::sandbox::Upload;
+use bridge_tests::wait_for;
+use serde_json::{json, Value};
+
+use crate::helpers::{ext_ids, start_deliver_binary_with, IngestReplica, Options, Pipeline, Tenant};
+
+const TENANTS: u64 = 20;
+const WEBHOOKS: u64 = 20_000;
+const PER_SECOND: u64 = 200;
+const CLIENTS: u64 = 8;
+/// Every this many webhooks, one is posted to both ingest replicas at once.
+const TWICE_EVERY: u64 = 50;
+
+/// `scripts/cluster.sh ARGS`: its output, trimmed.
+fn cluster(args: &[&str]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
+    let out = std::process::Command::new(script).args(args).output().expect("scripts/cluster.sh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "scripts/cluster.sh {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// What the load saw.
+#[derive(Default)]
+struct Tally {
+    answered: Mutex<HashSet<String>>,
+    other_answers: AtomicU64,
+    posted: AtomicU64,
+}
+
+struct Ingests {
+    first: String,
+    second: String,
+    second_up: AtomicBool,
+}
+
+async fn post_one(http: &reqwest::Client, address: &str, tenant: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
+    let url = format!("{address}/v1/verbox/{tenant}/chat/{WEBHOOK_TOKEN}");
+    let response = http.post(url).body(body.to_string()).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// One client: its share of the webhooks at its share of the rate, alternating replicas as a load
+/// balancer would, and sending a request the stopped replica could not take to the other one.
+async fn client(c: u64, http: reqwest::Client, ingests: Arc<Ingests>, tally: Arc<Tally>) {
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(CLIENTS as f64 / PER_SECOND as f64));
+    for i in (c..WEBHOOKS).step_by(CLIENTS as usize) {
+        pace.tick().await;
+        let tenant = format!("shop{:02}", i % TENANTS);
+        let body = chat(i, json!({}));
+        let second_up = ingests.second_up.load(Ordering::SeqCst);
+        let targets: Vec<&str> = match (i % TWICE_EVERY == 0, second_up, i % 2 == 1) {
+            (true, true, _) => vec![&ingests.first, &ingests.second],
+            (true, false, _) => vec![&ingests.first, &ingests.first],
+            (false, true, true) => vec![&ingests.second],
+            (false, _, _) => vec![&ingests.first],
+        };
+        let answers = futures_util::future::join_all(targets.iter().map(|address| {
+            let (http, tenant, body, ingests) = (&http, &tenant, &body, &ingests);
+            async move {
+                match post_one(http, address, tenant, body).await {
+                    Ok(answer) => answer,
+                    // The replica is stopping: the request goes to the one that stays.
+                    Err(_) if *address == ingests.second => {
+                        post_one(http, &ingests.first, tenant, body).await.expect("the first ingest answers")
+                    }
+                    Err(error) => panic!("the first ingest does not answer: {error}"),
+                }
+            }
+        }))
+        .await;
+        for (status, answer) in answers {
+            if status == 200 {
+                tally.answered.lock().unwrap().insert(answer["event_id"].as_str().unwrap().to_owned());
+            } else {
+                tally.other_answers.fetch_add(1, Ordering::SeqCst);
+                eprintln!("webhook {i}: HTTP {status} {answer}");
+            }
+        }
+        tally.posted.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn when_posted(tally: &Tally, share: f64) {
+    let target = (WEBHOOKS as f64 * share) as u64;
+    wait_for(&format!("{target} webhooks posted"), Duration::from_secs(600), || async {
+        (tally.posted.load(Ordering::SeqCst) >= target).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local 3-node cluster (scripts/cluster.sh start): scripts/test.sh runs it alone"]
+async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
+    let urls: Vec<String> = cluster(&["urls"]).split(',').map(str::to_owned).collect();
+    let tenants: Vec<Tenant> =
+        (0..TENANTS).map(|i| Tenant { id: Box::leak(format!("shop{i:02}").into_boxed_str()), extra: "" }).collect();
+    // The config's lines live as long as the test process.
+    let ledger: &'static str =
+        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let options =
+        Options { amqp_urls: Some(urls.clone()), external_deliver: true, deliver_extra: ledger, ..Default::default() };
+    let mut p = Pipeline::start("cluster", &tenants, options).await;
+    for t in &tenants {
+        p.sandbox.update_account(t.id, |a| a.refuses_repeated_ext_id = false);
+    }
+    let env = [("BRIDGE__AMQP__URLS", urls.join(","))];
+    let mut delivers = vec![start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
+    let second: IngestReplica = p.another_ingest(2).await;
+    let ingests = Arc::new(Ingests {
+        first: p.ingest_address().to_owned(),
+        second: second.address().to_owned(),
+        second_up: AtomicBool::new(true),
+    });
+    let tally = Arc::new(Tally::default());
+    let load: Vec<_> =
+        (0..CLIENTS).map(|c| tokio::spawn(client(c, p.http.clone(), ingests.clone(), tally.clone()))).collect();
+
+    // Deliveries sampled every 100 ms, for the longest gap after the node is killed.
+    let sandbox = p.sandbox.clone();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::SeqCst) {
+                samples.push((Instant::now(), sandbox.stored_total()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        })
+    };
+
+    when_posted(&tally, 0.25).await;
+    let leader = cluster(&["leader", &p.broker.topology.deliver_queue()]);
+    cluster(&["kill", &leader]);
+    let killed_at = Instant::now();
+    when_posted(&tally, 0.40).await;
+    delivers[0].kill().unwrap(); // SIGKILL
+    delivers[0].wait().unwrap();
+    when_posted(&tally, 0.50).await;
+    delivers[0] = start_deliver_binary_with(&p, 3, &env);
+    when_posted(&tally, 0.60).await;
+    ingests.second_up.store(false, Ordering::SeqCst);
+    second.stop().await;
+    when_posted(&tally, 0.75).await;
+    cluster(&["start-node", &leader]);
+    for c in load {
+        c.await.unwrap();
+    }
+    let load_ended = Instant::now();
+
+    let answered = tally.answered.lock().unwrap().clone();
+    wait_for("every answered webhook stored", Duration::from_secs(300), || async {
+        (p.sandbox.stored_total() >= answered.len()).then_some(())
+    })
+    .await;
+    sampling.store(false, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    p.broker.reconnect().await;
+    let t = p.broker.topology.clone();
+    let mut queues: Vec<String> = RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)).collect();
+    queues.extend([t.deliver_queue(), t.large_deliver_queue()]);
+    wait_for("every copy settled", Duration::from_secs(120), || async {
+        for q in &queues {
+            if p.broker.depth(q).await > 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for d in &mut delivers {
+        let pid = d.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        d.wait().unwrap();
+    }
+
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for tenant in &tenants {
+        for id in ext_ids(&p.sandbox.stored(tenant.id, Upload::Chats)) {
+            *stored.entry(id).or_default() += 1;
+        }
+    }
+    let twice = stored.values().filter(|n| **n > 1).count();
+    let missing = answered.iter().filter(|id| !stored.contains_key(*id)).count();
+    let longest_gap = samples
+        .windows(2)
+        .filter(|w| w[0].0 >= killed_at && w[1].0 <= load_ended)
+        .fold((Duration::ZERO, None::<Instant>), |(longest, since), w| {
+            let since = since.unwrap_or(w[0].0);
+            if w[1].1 > w[0].1 {
+                (longest.max(w[1].0 - since), None)
+            } else {
+                (longest, Some(since))
+            }
+        })
+        .0;
+    let dead = p.broker.depth(&t.dead_queue()).await;
+    println!(
+        "cluster drill: {} answered 200, {} stored, {twice} stored twice, {missing} missing, {dead} dead-lettered, \
+         longest gap in deliveries after the node kill {:.1} s, {} other answers",
+        answered.len(),
+        stored.len(),
+        longest_gap.as_secs_f64(),
+        tally.other_answers.load(Ordering::SeqCst)
+    );
+    assert_eq!(missing, 0, "every webhook answered 200 is stored");
+    assert_eq!(twice, 0, "none is stored twice");
+    assert_eq!(dead, 0, "none is dead-lettered");
+    assert_eq!(tally.other_answers.load(Ordering::SeqCst), 0, "every webhook was answered 200");
+    p.stop().await;
+}

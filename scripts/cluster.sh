@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# A 3-node RabbitMQ cluster on this machine, from Debian's rabbitmq-server (installed when
+# missing): nodes bridge-1..3@localhost with their own data, logs and plugins under
+# /var/lib/rabbitmq/verbox-cluster, AMQP on 127.0.0.1:5681..5683, the prometheus plugin on
+# 15681..15683. It runs beside the machine's default node (5672), which it does not touch.
+#
+#   scripts/cluster.sh start         start the three nodes and join them (idempotent)
+#   scripts/cluster.sh stop          stop them (their data stays)
+#   scripts/cluster.sh reset         stop them and delete their data
+#   scripts/cluster.sh kill N        SIGKILL node N (1-3), as a machine that dies
+#   scripts/cluster.sh start-node N  start node N again after a kill or stop
+#   scripts/cluster.sh stop-node N   stop node N cleanly
+#   scripts/cluster.sh urls          the nodes' AMQP URLs, comma-separated (for [amqp] urls)
+#   scripts/cluster.sh leader QUEUE  the node (1-3) that leads a quorum queue
+#   scripts/cluster.sh status        the cluster as node 1 sees it
+set -euo pipefail
+
+BASE=/var/lib/rabbitmq/verbox-cluster
+NODES=(1 2 3)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+node_name() { echo "bridge-$1@localhost"; }
+amqp_port() { echo $((5680 + $1)); }
+dist_port() { echo $((25680 + $1)); }
+metrics_port() { echo $((15680 + $1)); }
+
+as_rabbitmq() { $SUDO runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq "$@"; }
+ctl() { # node, rabbitmqctl args...
+  local n=$1; shift
+  as_rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$(node_name "$n")" "$@"
+}
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$(amqp_port "$1")") 2>/dev/null; }
+
+install() {
+  if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    echo "cluster: installing Debian's rabbitmq-server"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  # The package's own node starts from the init system, or not: either way it is left alone.
+}
+
+prepare() { # node
+  local n=$1 dir="$BASE/node-$1"
+  as_rabbitmq mkdir -p "$dir/mnesia" "$dir/log"
+  as_rabbitmq sh -c "cat > '$dir/rabbitmq.conf'" <<CONF
+listeners.tcp.default = 127.0.0.1:$(amqp_port "$n")
+prometheus.tcp.port = $(metrics_port "$n")
+prometheus.tcp.ip = 127.0.0.1
+CONF
+  as_rabbitmq sh -c "echo '[rabbitmq_prometheus].' > '$dir/enabled_plugins'"
+}
+
+start_node() { # node
+  local n=$1 dir="$BASE/node-$1"
+  if answers "$n"; then return 0; fi
+  prepare "$n"
+  as_rabbitmq env \
+    RABBITMQ_NODENAME="$(node_name "$n")" \
+    RABBITMQ_NODE_PORT="$(amqp_port "$n")" \
+    RABBITMQ_DIST_PORT="$(dist_port "$n")" \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_PID_FILE="$dir/pid" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    /usr/lib/rabbitmq/bin/rabbitmq-server -detached
+  for _ in $(seq 1 120); do
+    if answers "$n" && ctl "$n" await_startup >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "cluster: node $n did not start within 60 s (logs in $dir/log)" >&2
+  return 1
+}
+
+joined() { # node: whether node 1 lists it as a running member
+  ctl 1 cluster_status --formatter json 2>/dev/null | python3 -c '
+import json, sys
+print("yes" if sys.argv[1] in json.load(sys.stdin).get("running_nodes", []) else "no")' "$(node_name "$1")"
+}
+
+join() { # node
+  local n=$1
+  [ "$(joined "$n")" = "yes" ] && return 0
+  local log="$BASE/node-$n/log/join.log"
+  { ctl "$n" stop_app && ctl "$n" reset && ctl "$n" join_cluster "$(node_name 1)" && ctl "$n" start_app \
+      && ctl "$n" await_startup; } >"/tmp/verbox-cluster-join-$n.log" 2>&1 \
+    || { cat "/tmp/verbox-cluster-join-$n.log" >&2; echo "cluster: node $n could not join (see above)" >&2; return 1; }
+}
+
+pid_of() { cat "$BASE/node-$1/pid" 2>/dev/null || true; }
+
+case "${1:-}" in
+  start)
+    install
+    for n in "${NODES[@]}"; do start_node "$n"; done
+    for n in 2 3; do join "$n"; done
+    echo "cluster: up, $($0 urls)"
+    ;;
+  stop)
+    for n in "${NODES[@]}"; do ctl "$n" stop >/dev/null 2>&1 || true; done
+    echo "cluster: stopped"
+    ;;
+  reset)
+    $0 stop
+    $SUDO rm -rf "$BASE"
+    echo "cluster: data deleted"
+    ;;
+  kill)
+    pid=$(pid_of "${2:?node 1-3}")
+    [ -n "$pid" ] && $SUDO kill -9 "$pid" || true
+    # The Erlang VM's port helpers die with it; the node's port closes.
+    for _ in $(seq 1 50); do answers "$2" || break; sleep 0.1; done
+    echo "cluster: node $2 killed"
+    ;;
+  start-node)
+    start_node "${2:?node 1-3}"
+    echo "cluster: node $2 running"
+    ;;
+  stop-node)
+    ctl "${2:?node 1-3}" stop
+    echo "cluster: node $2 stopped"
+    ;;
+  urls)
+    urls=()
+    for n in "${NODES[@]}"; do urls+=("amqp://guest:guest@127.0.0.1:$(amqp_port "$n")/%2f"); done
+    (IFS=,; echo "${urls[*]}")
+    ;;
+  leader)
+    for n in "${NODES[@]}"; do
+      answers "$n" || continue
+      leader=$(ctl "$n" list_queues name leader --formatter json 2>/dev/null | python3 -c '
+import json, sys
+for q in json.load(sys.stdin):
+    if q["name"] == sys.argv[1]:
+        print(q["leader"])' "${2:?queue}")
+      [ -n "$leader" ] && { echo "$leader" | sed -E 's/^bridge-([0-9])@.*/\1/'; exit 0; }
+    done
+    echo "cluster: no node answers for $2" >&2; exit 1
+    ;;
+  status)
+    ctl 1 cluster_status
+    ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
