@@ -2,11 +2,21 @@
 # Benchmarks (not tests): builds release binaries and prints a table per service. Loopback only.
 #   scripts/bench.sh            # both
 #   scripts/bench.sh ingest     # one
+#   scripts/bench.sh scale      # on a local 3-node cluster: 1, 2, 3 deliver replicas, a node killed,
+#                               # and ingest on the cluster
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh >/dev/null
 cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
 benches=("$@"); [ ${#benches[@]} -gt 0 ] || benches=(ingest deliver)
 for bench in "${benches[@]}"; do
-  target/release/loadgen "$bench"
+  if [ "$bench" = scale ]; then
+    scripts/cluster.sh start >/dev/null
+    scripts/ensure-postgres.sh >/dev/null
+    urls=$(scripts/cluster.sh urls)
+    target/release/loadgen scale --amqp-urls "$urls"
+    target/release/loadgen ingest --amqp-url "${urls%%,*}"
+  else
+    target/release/loadgen "$bench"
+  fi
 done

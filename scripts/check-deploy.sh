@@ -34,6 +34,8 @@ docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: vali
 
 echo "== kubernetes"
 "$venv/bin/kubernetes-validate" --strict --quiet -k 1.30.0 deploy/k8s/*.yaml && echo "deploy/k8s: valid (Kubernetes 1.30 schemas, strict)"
+# The broker's RabbitmqCluster, against the operator's CRD (a copy in deploy/k8s/crds).
+"$venv/bin/python" scripts/lib/check-crd.py deploy/k8s/crds/rabbitmq.com_rabbitmqclusters.yaml deploy/k8s/rabbitmq/cluster.yaml
 
 echo "== rabbitmq definitions"
 if rabbitmqctl -q status >/dev/null 2>&1; then

@@ -3,9 +3,22 @@
 # :5672), the CoMagic sandbox, deliver and ingest with deploy/local's config; posts three sample
 # webhooks and shows them arriving in the sandbox with their attribution. Ctrl-C stops what it
 # started, and only that.
+#
+#   scripts/run-local.sh --cluster   the same on a local 3-node RabbitMQ cluster (scripts/cluster.sh),
+#                                    with two deliver replicas sharing a PostgreSQL ledger
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-rabbitmq.sh
+cluster=false
+[ "${1:-}" = "--cluster" ] && cluster=true
+if $cluster; then
+  scripts/cluster.sh start
+  scripts/ensure-postgres.sh
+  BRIDGE__AMQP__URLS=$(scripts/cluster.sh urls)
+  export BRIDGE__AMQP__URLS
+  export BRIDGE__DELIVER__LEDGER_POSTGRES=postgres://bridge:bridge@127.0.0.1:5432/bridge_test
+else
+  scripts/ensure-rabbitmq.sh
+fi
 echo "building (release)..."
 cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
 
@@ -37,6 +50,10 @@ target/release/comagic-sandbox --config "$run/sandbox.toml" --listen 127.0.0.1:8
 pids+=($!)
 target/release/deliver --config "$run/bridge.toml" >"$run/deliver.log" 2>&1 &
 pids+=($!)
+if $cluster; then
+  BRIDGE__DELIVER__LISTEN=127.0.0.1:9092 target/release/deliver --config "$run/bridge.toml" >"$run/deliver-2.log" 2>&1 &
+  pids+=($!)
+fi
 target/release/ingest --config "$run/bridge.toml" >"$run/ingest.log" 2>&1 &
 pids+=($!)
 
@@ -47,6 +64,7 @@ wait_for() { # what, command...
 }
 wait_for "ingest" curl -fs http://127.0.0.1:8080/readyz
 wait_for "deliver" curl -fs http://127.0.0.1:9091/readyz
+if $cluster; then wait_for "the second deliver" curl -fs http://127.0.0.1:9092/readyz; fi
 wait_for "the sandbox" curl -fs http://127.0.0.1:8099/__sandbox/calls
 
 hook=http://127.0.0.1:8080/v1/verbox/demo-shop
@@ -78,7 +96,8 @@ cat <<TXT
 
 webhooks:  $hook/chat/$token
            $hook/offline/$token
-metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)
+metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
+$($cluster && echo "cluster:   scripts/cluster.sh kill 1 / start-node 1 / status; readiness says each process's node: curl -s 127.0.0.1:9091/readyz")
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
 logs:      $run/*.log
 operate:   target/release/deliver --config deploy/local/bridge.toml check --all

@@ -30,7 +30,8 @@ pub struct DeliverBench {
 
 const TOKEN: &str = "ct-bench-0123456789";
 
-fn envelope(i: u64, webhook_bytes: usize) -> Vec<u8> {
+/// The queue message of chat `i` of `integration`, padded to about `webhook_bytes`.
+pub(super) fn envelope(integration: &str, i: u64, webhook_bytes: usize) -> Vec<u8> {
     let mut chat = chat(i, json!({}));
     let short = chat.to_string().len();
     if webhook_bytes > short {
@@ -40,8 +41,8 @@ fn envelope(i: u64, webhook_bytes: usize) -> Vec<u8> {
     let event = verbox::parse(body.as_bytes()).expect("the bench chat parses");
     Envelope {
         schema: ENVELOPE_SCHEMA,
-        event_id: EventId::derive("bench", EventKind::Chat, &event, body.as_bytes()),
-        integration: "bench".into(),
+        event_id: EventId::derive(integration, EventKind::Chat, &event, body.as_bytes()),
+        integration: integration.into(),
         kind: EventKind::Chat,
         received_at: chrono::Utc::now(),
         payload: serde_json::value::RawValue::from_string(body).unwrap(),
@@ -56,14 +57,14 @@ struct Row {
     peak_mib: f64,
 }
 
-async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
-    let broker = TestBroker::new("bench-deliver").await;
-    let connection = connect(&bench.amqp_url, "verbox-bridge bench").await.expect("RabbitMQ answers");
+/// Publishes the messages `body(0..events)` to the broker's events exchange, 256 in flight.
+pub(super) async fn preload(broker: &TestBroker, events: u64, body: impl Fn(u64) -> Vec<u8>) {
+    let connection = connect(&broker.url, "verbox-bridge bench").await.expect("RabbitMQ answers");
     let publisher = Arc::new(Publisher::new(&connection, 4, Duration::from_secs(30)).await.unwrap());
     let exchange = broker.topology.events_exchange();
-    for chunk in (0..bench.events).collect::<Vec<_>>().chunks(256) {
+    for chunk in (0..events).collect::<Vec<_>>().chunks(256) {
         let sends = chunk.iter().map(|i| {
-            let (publisher, exchange, body) = (publisher.clone(), exchange.clone(), envelope(*i, bench.webhook_bytes));
+            let (publisher, exchange, body) = (publisher.clone(), exchange.clone(), body(*i));
             async move {
                 publisher
                     .publish(&exchange, event_route(EventKind::Chat, body.len()), &body, Default::default())
@@ -74,6 +75,18 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
         join_all(sends).await;
     }
     let _ = connection.close(200, "preloaded".into()).await;
+}
+
+/// Items CoMagic took and the calls that took them, so far.
+pub(super) fn delivered(sandbox: &Sandbox) -> (u64, u64) {
+    let calls = sandbox.calls();
+    let ok: Vec<_> = calls.iter().filter(|c| c.result == "ok").collect();
+    (ok.iter().map(|c| c.items as u64).sum::<u64>(), ok.len() as u64)
+}
+
+async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
+    let broker = TestBroker::on(bench.amqp_url.clone(), "bench-deliver").await;
+    preload(&broker, bench.events, |i| envelope("bench", i, bench.webhook_bytes)).await;
 
     let sandbox = Sandbox::start(SandboxConfig { account: vec![Account::sample("bench", TOKEN)] }).await.unwrap();
     if latency_ms > 0 {
@@ -101,11 +114,6 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
         .stdout(Stdio::null())
         .spawn()
         .expect("the deliver binary starts");
-    let delivered = |s: &Sandbox| {
-        let calls = s.calls();
-        let ok: Vec<_> = calls.iter().filter(|c| c.result == "ok").collect();
-        (ok.iter().map(|c| c.items as u64).sum::<u64>(), ok.len() as u64)
-    };
     let mut first = None;
     let mut peak_mib: f64 = 0.0;
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use bridge_tests::bench::deliver::{self, DeliverBench};
 use bridge_tests::bench::ingest::{self, IngestBench};
+use bridge_tests::bench::scale::{self, ScaleBench};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -59,6 +60,36 @@ enum Bench {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
         webhook_bytes: u64,
     },
+    /// Events/s with 1, 2 and 3 deliver replicas on the local 3-node cluster, and the delivery gap
+    /// when the deliver queue's leader node is killed (`scripts/bench.sh scale` sets it up).
+    Scale {
+        #[arg(long, default_value = "target/release/deliver")]
+        deliver_bin: PathBuf,
+        #[arg(long, default_value = "scripts/cluster.sh")]
+        cluster_script: PathBuf,
+        /// The cluster's nodes, comma-separated (`scripts/cluster.sh urls`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        amqp_urls: Vec<String>,
+        #[arg(
+            long,
+            env = "BRIDGE_TEST_POSTGRES_URL",
+            default_value = "postgres://bridge:bridge@127.0.0.1:5432/bridge_test"
+        )]
+        postgres_url: String,
+        #[arg(long, default_value_t = 30_000)]
+        events: u64,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
+        tenants: u64,
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        replicas: Vec<usize>,
+        /// Leader-node kills to measure the delivery gap over (0: none).
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+    },
 }
 
 #[tokio::main]
@@ -73,6 +104,32 @@ async fn main() {
             let latencies_ms = latency_ms;
             let webhook_bytes = webhook_bytes as usize;
             deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes }).await
+        }
+        Bench::Scale {
+            deliver_bin,
+            cluster_script,
+            amqp_urls,
+            postgres_url,
+            events,
+            tenants,
+            latency_ms,
+            concurrency,
+            replicas,
+            kills,
+        } => {
+            let bench = ScaleBench {
+                deliver_bin,
+                cluster_script,
+                amqp_urls,
+                postgres_url,
+                events,
+                tenants,
+                latency_ms,
+                concurrency,
+                replicas,
+                kills,
+            };
+            scale::run(bench).await
         }
     }
 }

@@ -1,0 +1,193 @@
+//! The scale-out benchmark on the local 3-node cluster (`scripts/cluster.sh`): a backlog of 20 busy
+//! tenants' chats drained by 1, 2 and 3 deliver replicas sharing the PostgreSQL ledger, CoMagic
+//! answering in 50 ms; then the gap in deliveries when the node leading the deliver queue is
+//! SIGKILLed under load (the median of a few kills).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::deliver::{delivered, envelope, preload};
+use super::print_table;
+use crate::broker::TestBroker;
+use crate::fixtures::{integration, WEBHOOK_TOKEN};
+use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
+
+pub struct ScaleBench {
+    pub deliver_bin: PathBuf,
+    /// `scripts/cluster.sh`, to find and kill the leader node.
+    pub cluster_script: PathBuf,
+    pub amqp_urls: Vec<String>,
+    pub postgres_url: String,
+    pub events: u64,
+    pub tenants: u64,
+    pub latency_ms: u64,
+    /// `[deliver] concurrency` of each replica.
+    pub concurrency: usize,
+    pub replicas: Vec<usize>,
+    pub kills: usize,
+}
+
+fn tenant(i: u64, tenants: u64) -> String {
+    format!("t{:02}", i % tenants)
+}
+
+fn token(tenant: &str) -> String {
+    format!("ct-{tenant}-0123456789")
+}
+
+/// A topology on the cluster, the backlog in it, a sandbox with every tenant's account, and the
+/// replicas' config.
+struct Stage {
+    broker: TestBroker,
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+}
+
+impl Stage {
+    async fn set_up(bench: &ScaleBench, events: u64) -> Stage {
+        let broker = TestBroker::on(bench.amqp_urls[0].clone(), "bench-scale").await;
+        preload(&broker, events, |i| envelope(&tenant(i, bench.tenants), i, 0)).await;
+        let names: Vec<String> = (0..bench.tenants).map(|i| tenant(i, bench.tenants)).collect();
+        let accounts = names.iter().map(|n| Account::sample(n, &token(n))).collect();
+        let sandbox = Sandbox::start(SandboxConfig { account: accounts }).await.unwrap();
+        sandbox.add_fault(Fault { kind: FaultKind::Latency, latency_ms: bench.latency_ms, ..Default::default() });
+        let dir = tempfile::tempdir().unwrap();
+        let integrations: String =
+            names.iter().map(|n| integration(n, WEBHOOK_TOKEN, sandbox.url(), &token(n), "")).collect();
+        std::fs::write(dir.path().join("integrations.toml"), integrations).unwrap();
+        let urls: Vec<String> = bench.amqp_urls.iter().map(|u| format!("\"{u}\"")).collect();
+        std::fs::write(
+            dir.path().join("bridge.toml"),
+            format!(
+                "integrations = \"integrations.toml\"\n[amqp]\nurls = [{}]\ntopology_prefix = \"{}\"\n\
+                 [deliver]\nlisten = \"127.0.0.1:0\"\nledger_postgres = \"{}\"\nconcurrency = {}\n",
+                urls.join(", "),
+                broker.prefix,
+                bench.postgres_url,
+                bench.concurrency
+            ),
+        )
+        .unwrap();
+        Stage { broker, sandbox, dir }
+    }
+
+    fn start_replicas(&self, bench: &ScaleBench, n: usize) -> Vec<Child> {
+        (0..n)
+            .map(|_| {
+                Command::new(&bench.deliver_bin)
+                    .args(["--config", self.dir.path().join("bridge.toml").to_str().unwrap()])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("the deliver binary starts")
+            })
+            .collect()
+    }
+
+    async fn tear_down(mut self, mut replicas: Vec<Child>) {
+        for child in &mut replicas {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.sandbox.stop().await;
+        // The node this connection was on may have been killed and restarted meanwhile.
+        self.broker.reconnect().await;
+        self.broker.cleanup().await;
+    }
+}
+
+/// Events/s from the first delivery to the last, and items per call, with `replicas` replicas.
+async fn drain_rate(bench: &ScaleBench, replicas: usize) -> (f64, f64) {
+    let stage = Stage::set_up(bench, bench.events).await;
+    let children = stage.start_replicas(bench, replicas);
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let (items, calls) = loop {
+        let (items, calls) = delivered(&stage.sandbox);
+        if items > 0 && first.is_none() {
+            first = Some((Instant::now(), items));
+        }
+        if items >= bench.events || Instant::now() > deadline {
+            break (items, calls);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (started, at_start) = first.expect("deliveries began");
+    let rate = (items - at_start) as f64 / started.elapsed().as_secs_f64();
+    stage.tear_down(children).await;
+    (rate, items as f64 / calls.max(1) as f64)
+}
+
+fn cluster(bench: &ScaleBench, args: &[&str]) -> String {
+    let out = Command::new(&bench.cluster_script).args(args).output().expect("scripts/cluster.sh runs");
+    assert!(out.status.success(), "scripts/cluster.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The longest time without a new delivery after the deliver queue's leader node is SIGKILLed
+/// under load (two replicas), then the node is started again.
+async fn kill_gap(bench: &ScaleBench) -> Duration {
+    let backlog = bench.events * 2;
+    let stage = Stage::set_up(bench, backlog).await;
+    let children = stage.start_replicas(bench, 2);
+    while delivered(&stage.sandbox).0 < backlog / 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = cluster(bench, &["leader", &stage.broker.topology.deliver_queue()]);
+    cluster(bench, &["kill", &leader]);
+    let (mut last_count, mut last_change) = (delivered(&stage.sandbox).0, Instant::now());
+    let mut longest = Duration::ZERO;
+    let window = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < window && last_count < backlog {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let count = delivered(&stage.sandbox).0;
+        if count > last_count {
+            longest = longest.max(last_change.elapsed());
+            (last_count, last_change) = (count, Instant::now());
+        }
+    }
+    longest = longest.max(if last_count < backlog { last_change.elapsed() } else { Duration::ZERO });
+    cluster(bench, &["start-node", &leader]);
+    stage.tear_down(children).await;
+    longest
+}
+
+pub async fn run(bench: ScaleBench) {
+    let mut rows = Vec::new();
+    let mut base = None;
+    for replicas in bench.replicas.clone() {
+        let (rate, per_call) = drain_rate(&bench, replicas).await;
+        let base = *base.get_or_insert(rate);
+        rows.push(vec![
+            replicas.to_string(),
+            format!("{rate:.0}"),
+            format!("{:.2}×", rate / base),
+            format!("{per_call:.1}"),
+        ]);
+    }
+    println!(
+        "\nscale-out benchmark: {} chats of {} tenants preloaded on the 3-node cluster, CoMagic {} ms, \
+         [deliver] concurrency {} per replica, PostgreSQL ledger\n",
+        bench.events, bench.tenants, bench.latency_ms, bench.concurrency
+    );
+    print_table(&["deliver replicas", "events/s delivered", "ratio to one", "items per call"], &rows);
+    if bench.kills == 0 {
+        return;
+    }
+    let mut gaps = Vec::new();
+    for _ in 0..bench.kills {
+        gaps.push(kill_gap(&bench).await);
+    }
+    let mut sorted = gaps.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    println!("\nthe deliver queue's leader node SIGKILLed under load, two replicas ({} kills)\n", bench.kills);
+    let mut rows: Vec<Vec<String>> = gaps
+        .iter()
+        .enumerate()
+        .map(|(i, g)| vec![format!("kill {}", i + 1), format!("{:.1}", g.as_secs_f64())])
+        .collect();
+    rows.push(vec!["median".into(), format!("{:.1}", median.as_secs_f64())]);
+    print_table(&["", "longest gap in deliveries, s"], &rows);
+}
