@@ -17,7 +17,7 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
-use crate::helpers::{ext_ids, start_deliver_binary_with, IngestReplica, Options, Pipeline, Tenant};
+use crate::helpers::{ext_ids, start_deliver_binary_with, DeliverySampler, IngestReplica, Options, Pipeline, Tenant};
 
 const TENANTS: u64 = 20;
 const WEBHOOKS: u64 = 20_000;
@@ -133,19 +133,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
         (0..CLIENTS).map(|c| tokio::spawn(client(c, p.http.clone(), ingests.clone(), tally.clone()))).collect();
 
     // Deliveries sampled every 100 ms, for the longest gap after the node is killed.
-    let sandbox = p.sandbox.clone();
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while sampling.load(Ordering::SeqCst) {
-                samples.push((Instant::now(), sandbox.stored_total()));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            samples
-        })
-    };
+    let sampler = DeliverySampler::start(&p.sandbox, Duration::from_millis(100));
 
     when_posted(&tally, 0.25).await;
     let leader = cluster(&["leader", &p.broker.topology.deliver_queue()]);
@@ -171,8 +159,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
         (p.sandbox.stored_total() >= answered.len()).then_some(())
     })
     .await;
-    sampling.store(false, Ordering::SeqCst);
-    let samples = sampler.await.unwrap();
+    let longest_gap = sampler.longest_gap(killed_at, load_ended).await;
     p.broker.reconnect().await;
     let t = p.broker.topology.clone();
     let mut queues: Vec<String> = RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)).collect();
@@ -200,18 +187,6 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     }
     let twice = stored.values().filter(|n| **n > 1).count();
     let missing = answered.iter().filter(|id| !stored.contains_key(*id)).count();
-    let longest_gap = samples
-        .windows(2)
-        .filter(|w| w[0].0 >= killed_at && w[1].0 <= load_ended)
-        .fold((Duration::ZERO, None::<Instant>), |(longest, since), w| {
-            let since = since.unwrap_or(w[0].0);
-            if w[1].1 > w[0].1 {
-                (longest.max(w[1].0 - since), None)
-            } else {
-                (longest, Some(since))
-            }
-        })
-        .0;
     let dead = p.broker.depth(&t.dead_queue()).await;
     println!(
         "cluster drill: {} answered 200, {} stored, {twice} stored twice, {missing} missing, {dead} dead-lettered, \

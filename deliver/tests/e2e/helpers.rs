@@ -292,3 +292,43 @@ pub fn start_deliver_binary_with(p: &Pipeline, run: usize, env: &[(&str, String)
         .spawn()
         .expect("the deliver binary starts")
 }
+
+/// Counts the sandbox's stored items every `every`, to find gaps in deliveries afterwards.
+pub struct DeliverySampler {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(std::time::Instant, usize)>>,
+}
+
+impl DeliverySampler {
+    pub fn start(sandbox: &Sandbox, every: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let running = std::sync::Arc::new(AtomicBool::new(true));
+        let (sandbox, flag) = (sandbox.clone(), running.clone());
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while flag.load(Ordering::SeqCst) {
+                samples.push((std::time::Instant::now(), sandbox.stored_total()));
+                tokio::time::sleep(every).await;
+            }
+            samples
+        });
+        DeliverySampler { running, task }
+    }
+
+    /// Stops sampling; the longest time between `from` and `until` in which nothing new was stored.
+    pub async fn longest_gap(self, from: std::time::Instant, until: std::time::Instant) -> Duration {
+        self.running.store(false, std::sync::atomic::Ordering::SeqCst);
+        let samples = self.task.await.unwrap();
+        let within: Vec<_> = samples.into_iter().filter(|(t, _)| *t >= from && *t <= until).collect();
+        let (mut longest, mut since) = (Duration::ZERO, within.first().map(|(t, _)| *t));
+        for w in within.windows(2) {
+            if w[1].1 > w[0].1 {
+                if let Some(since) = since {
+                    longest = longest.max(w[1].0 - since);
+                }
+                since = Some(w[1].0);
+            }
+        }
+        longest
+    }
+}

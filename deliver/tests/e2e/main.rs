@@ -11,3 +11,4 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod nodes;
+mod rolling;
