@@ -114,8 +114,13 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     // The config's lines live as long as the test process.
     let ledger: &'static str =
         Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
-    let options =
-        Options { amqp_urls: Some(urls.clone()), external_deliver: true, deliver_extra: ledger, ..Default::default() };
+    let options = Options {
+        amqp_urls: Some(urls.clone()),
+        test_broker_url: Some(urls[0].clone()),
+        external_deliver: true,
+        deliver_extra: ledger,
+        ..Default::default()
+    };
     let mut p = Pipeline::start("cluster", &tenants, options).await;
     for t in &tenants {
         p.sandbox.update_account(t.id, |a| a.refuses_repeated_ext_id = false);

@@ -104,6 +104,8 @@ pub struct Options {
     pub ingest_amqp_url: Option<String>,
     /// `[amqp] urls` of both services (a cluster's nodes, e.g. proxies a test cuts one by one).
     pub amqp_urls: Option<Vec<String>>,
+    /// Where the test's topology is declared and looked at (the default test broker otherwise).
+    pub test_broker_url: Option<String>,
     /// Do not run deliver in the test process (the test starts the binary itself).
     pub external_deliver: bool,
 }
@@ -124,8 +126,8 @@ async fn start_deliver(settings: Settings) -> Running {
 
 impl Pipeline {
     pub async fn start(test: &str, tenants: &[Tenant], options: Options) -> Pipeline {
-        let broker = match options.amqp_urls.as_ref().and_then(|urls| urls.first()) {
-            Some(first) => TestBroker::on(first.clone(), test).await,
+        let broker = match options.test_broker_url.clone() {
+            Some(url) => TestBroker::on(url, test).await,
             None => TestBroker::new(test).await,
         };
         let accounts = tenants.iter().map(|t| Account::sample(t.id, &comagic_token(t.id))).collect();
@@ -261,10 +263,16 @@ pub struct CommandRun {
 
 /// Runs `deliver --config CONFIG ARGS...` (the real binary) to the end.
 pub async fn deliver_command(config: &Path, args: &[&str]) -> CommandRun {
+    deliver_command_with(config, args, &[]).await
+}
+
+/// The same with extra environment (`BRIDGE__...` settings).
+pub async fn deliver_command_with(config: &Path, args: &[&str], env: &[(&str, String)]) -> CommandRun {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_deliver"))
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .await
         .expect("the deliver binary runs");

@@ -12,7 +12,7 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, Options, Pipeline, Service, Tenant};
+use crate::helpers::{deliver_command_with, ext_ids, Options, Pipeline, Service, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 
@@ -43,8 +43,11 @@ async fn first_node_down_a_node_dropped_and_all_down_then_one_back() {
     let options = Options { amqp_urls: Some(nodes.iter().map(TcpProxy::amqp_url).collect()), ..Default::default() };
     let p = Pipeline::start("nodes", &[SHOP], options).await;
 
-    // The first node is down at start: both services are on the second.
+    // The first node is down at start: both services are on the second, and so is a command.
     wait_both_on(&p, b, "both services on the second node").await;
+    let urls = nodes.iter().map(TcpProxy::amqp_url).collect::<Vec<_>>().join(",");
+    let stats = deliver_command_with(&p.config, &["dlq", "stats"], &[("BRIDGE__AMQP__URLS", urls)]).await;
+    assert_eq!(stats.code, 0, "{}{}", stats.stdout, stats.stderr);
     let mut posted = post_chats(&p, 1..11).await;
     p.wait_stored("shop", Upload::Chats, 10, Duration::from_secs(30)).await;
 
