@@ -1,5 +1,5 @@
 //! Sends one batch of one integration and kind to CoMagic and acts on every outcome class
-//! (CONTRACT.md, "Delivery semantics"). Item-level rejections shrink the batch until what is left
+//! (docs/delivery.md). Item-level rejections shrink the batch until what is left
 //! goes through, so one bad item never holds up the other 49.
 
 use std::collections::VecDeque;

@@ -1,5 +1,5 @@
 //! deliver: consumes accepted Verbox events, attributes and maps them, and uploads them to CoMagic in
-//! per-tenant batches with retries, pauses and dead letters (CONTRACT.md); and the operator
+//! per-tenant batches with retries, pauses and dead letters (docs/delivery.md); and the operator
 //! commands that come with it (`dlq`, `check`).
 
 pub mod check;

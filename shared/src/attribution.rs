@@ -1,4 +1,4 @@
-//! Which ad session, campaign or source an event is filed under (CONTRACT.md, "Attribution").
+//! Which ad session, campaign or source an event is filed under (docs/attribution-and-mapping.md).
 
 use crate::integrations::{Integration, Target};
 use crate::verbox::{positive_integer, VerboxEvent};

@@ -1,4 +1,4 @@
-//! `integrations.toml`: one `[[integration]]` per connected Verbox site (CONTRACT.md).
+//! `integrations.toml`: one `[[integration]]` per connected Verbox site (docs/integrations.md).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -48,7 +48,7 @@ pub struct Integration {
 const NON_FINAL_CHAT_EVENTS: &[&str] = &["newMessageFromClient", "dialogStarted", "newOfflineQuestion"];
 
 impl Integration {
-    /// Whether a webhook with this `eventId` is one this URL delivers (CONTRACT.md, webhook API).
+    /// Whether a webhook with this `eventId` is one this URL delivers (docs/webhook-api.md).
     pub fn accepts_event(&self, kind: EventKind, event_name: Option<&str>) -> bool {
         let configured = match kind {
             EventKind::Chat => &self.chat_events,

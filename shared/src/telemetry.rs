@@ -1,4 +1,4 @@
-//! Logging (JSON lines on stdout, `RUST_LOG` filter) and the Prometheus metrics of CONTRACT.md.
+//! Logging (JSON lines on stdout, `RUST_LOG` filter) and the Prometheus metrics (README, "Metrics").
 //! Label values are bounded: never a phone, e-mail, token or event id.
 
 use prometheus::{

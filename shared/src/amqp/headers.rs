@@ -1,4 +1,4 @@
-//! The message headers of CONTRACT.md (dead-letter headers) and the ones deliver keeps between
+//! The message headers of docs/topology.md (dead-letter headers) and the ones deliver keeps between
 //! retries, with typed reads that accept whichever integer type a broker or client wrote.
 
 use lapin::types::{AMQPValue, FieldTable, LongString};

@@ -1,4 +1,4 @@
-//! The RabbitMQ topology of CONTRACT.md, declared idempotently by both binaries.
+//! The RabbitMQ topology of docs/topology.md, declared idempotently by both binaries.
 //!
 //! ```text
 //! {p}.events (direct) --chat|offline--> {p}.deliver (quorum, x-delivery-limit; over it → {p}.dead)

@@ -1,5 +1,5 @@
 //! A normalized Verbox event → one `upload.chats` or `upload.offline_messages` item
-//! (CONTRACT.md, "Mapping to CoMagic").
+//! (docs/attribution-and-mapping.md).
 
 pub mod contact;
 mod time;

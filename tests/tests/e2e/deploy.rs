@@ -107,3 +107,28 @@ fn the_metric_name_scan_finds_names_and_ignores_the_rest() {
     let names = metric_names(r#"sum by (le) (rate(bridge_x_bucket{queue=~"bridge\\..*"}[5m])) / up"#);
     assert_eq!(names, BTreeSet::from(["bridge_x_bucket".to_owned()]));
 }
+
+/// The repository documents itself: no file sends a reader to a document outside it.
+#[test]
+fn no_file_cites_a_document_outside_the_repository() {
+    fn walk(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !["target", ".git", "var", "node_modules"].contains(&name.as_str()) {
+                    walk(&path, found);
+                }
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                if ["CONTRACT.md", "../shared/", "../../shared/"].iter().any(|p| text.contains(p)) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&repo_file(""), &mut found);
+    // This test names the patterns it looks for.
+    found.retain(|f| !f.ends_with("tests/tests/e2e/deploy.rs"));
+    assert!(found.is_empty(), "files citing documents outside the repository: {found:?}");
+}
