@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # The pipeline on this machine, no Docker: RabbitMQ (installed and started if none answers on
 # :5672), the CoMagic sandbox, deliver and ingest with deploy/local's config; posts three sample
-# webhooks and shows them arriving in the sandbox with their attribution. Ctrl-C stops what it
+# webhooks and shows them arriving in the sandbox with their attribution; a Prometheus (Debian's,
+# installed when missing) scrapes all of it with the alert rules loaded. Ctrl-C stops what it
 # started, and only that.
 #
-#   scripts/run-local.sh --cluster   the same on a local 3-node RabbitMQ cluster (scripts/cluster.sh),
-#                                    with two deliver replicas sharing a PostgreSQL ledger
+#   scripts/run-local.sh --cluster        on a local 3-node RabbitMQ cluster (scripts/cluster.sh),
+#                                         with two deliver replicas sharing a PostgreSQL ledger
+#   scripts/run-local.sh --no-prometheus  without Prometheus, for a quicker start
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cluster=false
-[ "${1:-}" = "--cluster" ] && cluster=true
+prometheus=true
+for arg in "$@"; do
+  case "$arg" in
+    --cluster) cluster=true ;;
+    --no-prometheus) prometheus=false ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  esac
+done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if $cluster; then
   scripts/cluster.sh start
   scripts/ensure-postgres.sh
@@ -19,8 +29,22 @@ if $cluster; then
 else
   scripts/ensure-rabbitmq.sh
 fi
-echo "building (release)..."
-cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
+if $prometheus; then
+  if ! command -v prometheus >/dev/null 2>&1; then
+    echo "prometheus: installing Debian's prometheus"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  # RabbitMQ's own metrics (the cluster's nodes have the plugin already).
+  $cluster || $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null
+fi
+if [ -x target/release/ingest ] && [ -x target/release/deliver ]; then
+  echo "building (release): only what changed; a few seconds"
+else
+  echo "building (release): the first build compiles about 350 crates and takes 10 to 15 minutes on a"
+  echo "2-core machine; later runs start in seconds. Cargo's progress follows."
+fi
+cargo build --release -p ingest -p deliver -p bridge-tests --bins
 
 run=var/local
 mkdir -p "$run"
@@ -56,6 +80,32 @@ if $cluster; then
 fi
 target/release/ingest --config "$run/bridge.toml" >"$run/ingest.log" 2>&1 &
 pids+=($!)
+prometheus_url=""
+if $prometheus; then
+  if $cluster; then
+    rabbit_targets='"127.0.0.1:15681", "127.0.0.1:15682", "127.0.0.1:15683"'
+    deliver_targets='"127.0.0.1:9091", "127.0.0.1:9092"'
+  else
+    rabbit_targets='"127.0.0.1:15692"'
+    deliver_targets='"127.0.0.1:9091"'
+  fi
+  # 9090 unless something (Debian's own prometheus service, say) has it.
+  port=9090; (exec 3<>/dev/tcp/127.0.0.1/9090) 2>/dev/null && port=19090
+  prometheus_url="http://127.0.0.1:$port"
+  cat > "$run/prometheus.yml" <<YML
+# Written by scripts/run-local.sh: the local pipeline, with the project's alert rules.
+global: { scrape_interval: 5s, evaluation_interval: 5s }
+rule_files: ["$PWD/deploy/prometheus/alerts.yml"]
+scrape_configs:
+  - { job_name: ingest, static_configs: [{ targets: ["127.0.0.1:8080"] }] }
+  - { job_name: deliver, static_configs: [{ targets: [$deliver_targets] }] }
+  - { job_name: comagic-sandbox, static_configs: [{ targets: ["127.0.0.1:8099"] }] }
+  - { job_name: rabbitmq, metrics_path: /metrics/per-object, static_configs: [{ targets: [$rabbit_targets] }] }
+YML
+  prometheus --config.file="$run/prometheus.yml" --storage.tsdb.path="$run/prometheus" \
+    --web.listen-address="127.0.0.1:$port" >"$run/prometheus.log" 2>&1 &
+  pids+=($!)
+fi
 
 wait_for() { # what, command...
   local what=$1; shift
@@ -66,6 +116,7 @@ wait_for "ingest" curl -fs http://127.0.0.1:8080/readyz
 wait_for "deliver" curl -fs http://127.0.0.1:9091/readyz
 if $cluster; then wait_for "the second deliver" curl -fs http://127.0.0.1:9092/readyz; fi
 wait_for "the sandbox" curl -fs http://127.0.0.1:8099/__sandbox/calls
+[ -z "$prometheus_url" ] || wait_for "Prometheus" curl -fs "$prometheus_url/-/ready"
 
 hook=http://127.0.0.1:8080/v1/verbox/demo-shop
 token=demo-webhook-token-0123456789
@@ -99,9 +150,10 @@ webhooks:  $hook/chat/$token
 metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
 $($cluster && echo "cluster:   scripts/cluster.sh kill 1 / start-node 1 / status; readiness says each process's node: curl -s 127.0.0.1:9091/readyz")
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
+$([ -n "$prometheus_url" ] && echo "prometheus: $prometheus_url (alerts: $prometheus_url/alerts; queries to try: README, \"Watching it\")")
 logs:      $run/*.log
 operate:   target/release/deliver --config deploy/local/bridge.toml check --all
            target/release/deliver --config deploy/local/bridge.toml dlq stats
-Running; Ctrl-C stops ingest, deliver and the sandbox.
+Running; Ctrl-C stops what this script started (the broker and a cluster stay up).
 TXT
 wait

@@ -5,11 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
 scripts/ensure-postgres.sh
-# The site-script test runs the generated JavaScript in Node.js.
-if ! command -v node >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs >/dev/null
+# The site-script test runs the generated JavaScript in Node.js; the live dashboard test runs a real
+# Prometheus against RabbitMQ's prometheus plugin.
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if ((${#missing[@]})); then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+$SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null 2>&1 || echo "rabbitmq_prometheus could not be enabled: the live dashboard test will fail" 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
@@ -25,6 +31,9 @@ trap cleanup EXIT
 if rabbitmqctl -q status >/dev/null 2>&1; then
   cargo test -p ingest --test api -- --ignored --exact outage::broker_stopped_mid_load_loses_no_accepted_event
   cargo test -p deliver --test e2e -- --ignored --exact crashes::broker_restarted_under_load_loses_nothing
+  # Needs the plugin's port on the local node, enabled above.
+  cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
+    live::every_panel_shows_live_data_and_breaking_things_raises_the_matching_alert 2>&1 | grep -v '^{"timestamp'
 else
   echo "rabbitmqctl cannot reach the local node: the broker-restart test is skipped"
 fi

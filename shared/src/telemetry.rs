@@ -29,6 +29,23 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(out).expect("the text format is UTF-8")
 }
 
+/// `bridge_ingest_requests_total{outcome}` values.
+pub const INGEST_OUTCOMES: [&str; 8] =
+    ["accepted", "spooled", "ignored", "invalid", "unauthorized", "not_found", "too_large", "unavailable"];
+/// `bridge_deliver_events_total{outcome}` values.
+pub const DELIVER_OUTCOMES: [&str; 5] = ["delivered", "duplicate", "skipped", "retried", "dead_lettered"];
+
+/// Creates a counter's series for every known label pair at 0. A series that first appears with
+/// the value 1 has no increase Prometheus can see: `increase(...) > 0` would miss the first dead
+/// letter, and a panel of a rate shows nothing until it happens.
+fn at_zero(counter: &IntCounterVec, kinds: &[&str], outcomes: &[&str]) {
+    for kind in kinds {
+        for outcome in outcomes {
+            counter.with_label_values(&[kind, outcome]).inc_by(0);
+        }
+    }
+}
+
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -102,7 +119,7 @@ pub struct IngestMetrics {
 
 impl IngestMetrics {
     pub fn new(registry: &Registry) -> Self {
-        IngestMetrics {
+        let metrics = IngestMetrics {
             requests: counter(
                 registry,
                 "bridge_ingest_requests_total",
@@ -133,7 +150,10 @@ impl IngestMetrics {
                 &["reason"],
             ),
             amqp: AmqpMetrics::new(registry),
-        }
+        };
+        let kinds = crate::event::EventKind::ALL.map(crate::event::EventKind::as_str);
+        at_zero(&metrics.requests, &kinds, &INGEST_OUTCOMES);
+        metrics
     }
 }
 
@@ -185,7 +205,7 @@ impl DeliverMetrics {
             registry.register(Box::new(g.clone())).expect("registered once");
             g
         };
-        DeliverMetrics {
+        let metrics = DeliverMetrics {
             events: counter(
                 registry,
                 "bridge_deliver_events_total",
@@ -233,7 +253,12 @@ impl DeliverMetrics {
                 "bridge_deliver_move_failures_total",
                 "Failed publishes of a message to a retry or dead queue (each is tried again)",
             ),
-        }
+        };
+        let kinds = crate::event::EventKind::ALL.map(crate::event::EventKind::as_str);
+        at_zero(&metrics.events, &kinds, &DELIVER_OUTCOMES);
+        // An unreadable message is dead-lettered with kind `unknown`.
+        at_zero(&metrics.events, &["unknown"], &["dead_lettered"]);
+        metrics
     }
 }
 

@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod broker;
+pub mod dashboard;
 pub mod fixtures;
+pub mod prometheus;
 pub mod proxy;
 pub mod sandbox;
 pub mod wait;

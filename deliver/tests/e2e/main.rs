@@ -10,5 +10,6 @@ mod faults;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod live;
 mod nodes;
 mod rolling;

@@ -51,13 +51,7 @@ fn known_metrics() -> BTreeSet<String> {
 }
 
 fn dashboard_exprs() -> Vec<String> {
-    let dashboard: Value = serde_json::from_str(&read("deploy/grafana/dashboards/verbox-bridge.json")).unwrap();
-    let panels = dashboard["panels"].as_array().expect("panels");
-    panels
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .map(|t| t["expr"].as_str().expect("every target has an expr").to_owned())
-        .collect()
+    bridge_tests::dashboard::panels().into_iter().flat_map(|p| p.exprs).collect()
 }
 
 #[test]
