@@ -68,7 +68,7 @@ async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_ale
             let mut i = 0u64;
             while running.load(Ordering::SeqCst) {
                 pace.tick().await;
-                let tenant = if i % 2 == 0 { "shop" } else { "other" };
+                let tenant = if i.is_multiple_of(2) { "shop" } else { "other" };
                 let (kind, body) = if i % 10 == 9 {
                     ("offline", offline(&format!("live-{i}"), &format!("Call me back ({i})")))
                 } else {
