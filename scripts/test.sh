@@ -18,6 +18,7 @@ fi
 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null 2>&1 || echo "rabbitmq_prometheus could not be enabled: the live dashboard test will fail" 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+python3 scripts/lib/module-cycles.py shared ingest deliver tests
 cargo test --workspace
 # The real broker stopped and started under load (rabbitmqctl stop_app/start_app): run alone, one
 # after the other, as they take the shared broker away from every other test; the broker is started

@@ -9,3 +9,4 @@ pub mod setup;
 pub mod sink;
 pub mod spool;
 pub mod startup;
+pub mod state;

@@ -19,17 +19,7 @@ use crate::refusals::RefusalLog;
 use crate::routes;
 use crate::sink::EventSink;
 use crate::spool::{Spool, SpoolError};
-
-/// What every request handler can reach.
-pub struct AppState {
-    pub integrations: IntegrationsHandle,
-    pub sink: EventSink,
-    pub metrics: IngestMetrics,
-    pub registry: Registry,
-    pub max_body_bytes: usize,
-    pub liveness: Liveness,
-    pub refusals: RefusalLog,
-}
+use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -6,7 +6,14 @@ use std::time::Duration;
 use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 
-use crate::amqp::topology::RETRY_TIERS;
+/// The delayed retry tiers, each a queue whose TTL is the delay; the last one repeats until
+/// `retry_for` has passed.
+pub const RETRY_TIERS: [(&str, Duration); 4] = [
+    ("10s", Duration::from_secs(10)),
+    ("1m", Duration::from_secs(60)),
+    ("10m", Duration::from_secs(600)),
+    ("1h", Duration::from_secs(3600)),
+];
 
 /// Exponential backoff with full jitter: a delay drawn from `[0, min(cap, base·2^attempt)]`, where
 /// `unit` in `[0, 1)` is the random draw. Pure, so it is tested without randomness.

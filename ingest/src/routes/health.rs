@@ -1,7 +1,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Alive while every essential task runs; 503 names the ones that ended, so an orchestrator
 /// restarts a process that would otherwise stay up and do nothing.

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::error::WebhookError;
 use crate::sink::Stored;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 enum Accepted {
     Stored(Stored, EventId),

@@ -14,8 +14,6 @@
 //! for thousands of 2 KB dialogs would be gigabytes of 1 MiB ones. Two queues give each its own
 //! window: many small events, few large ones.
 
-use std::time::Duration;
-
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ExchangeKind};
@@ -31,13 +29,8 @@ pub const DELIVERY_LIMIT: i64 = 10;
 /// 20 and then drop the message. Explicit, so every broker version behaves alike.
 pub const DEAD_QUEUE_DELIVERY_LIMIT: i64 = 1_000_000_000;
 
-/// The delayed retry tiers; the last one repeats until `retry_for` has passed.
-pub const RETRY_TIERS: [(&str, Duration); 4] = [
-    ("10s", Duration::from_secs(10)),
-    ("1m", Duration::from_secs(60)),
-    ("10m", Duration::from_secs(600)),
-    ("1h", Duration::from_secs(3600)),
-];
+/// One retry queue per tier of the retry policy.
+pub use crate::retry_policy::RETRY_TIERS;
 
 /// The header the retry exchange routes on. Not `x-` prefixed: a headers exchange ignores headers
 /// that start with `x-` when it matches, so a binding on one made every tier match every message
