@@ -2,7 +2,9 @@
 //! Data API methods verbox-bridge uses, counts points per window with `metadata.limits`, injects
 //! scripted faults, and records every call and every stored item (served under `/__sandbox/`).
 
+mod admin;
 pub mod config;
+mod faults;
 pub mod rpc;
 pub mod validate;
 
@@ -18,40 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 pub use config::{Account, SandboxConfig};
+use faults::{take_faults, Faulted};
+pub use faults::{Fault, FaultKind};
 use rpc::RpcError;
 pub use validate::Upload;
-
-/// A scripted fault, applied to the next `calls` calls (all calls while `calls` is absent) of the
-/// account named `account` (of every account when absent).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    pub account: Option<String>,
-    pub kind: FaultKind,
-    pub calls: Option<u64>,
-    /// For `latency`: the added delay.
-    #[serde(default)]
-    pub latency_ms: u64,
-    /// For `error`: the mnemonic to answer with (its documented code is used), the field, and the
-    /// message (CoMagic's own text otherwise; real ones may quote what was sent).
-    pub mnemonic: Option<String>,
-    pub field: Option<String>,
-    pub message: Option<String>,
-    /// For `body`: the JSON answered with HTTP 200 instead of the real result (an odd answer,
-    /// e.g. a success whose `metadata.limits` makes no sense); nothing is stored.
-    pub body: Option<Value>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultKind {
-    #[default]
-    Latency,
-    Http500,
-    Hang,
-    Error,
-    Body,
-}
 
 /// One call as the sandbox saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,12 +110,12 @@ impl Sandbox {
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(16 << 20))
                 .route("/v2.0", web::post().to(rpc_endpoint))
-                .route("/__sandbox/calls", web::get().to(list_calls))
-                .route("/metrics", web::get().to(metrics))
-                .route("/__sandbox/faults", web::post().to(add_fault))
-                .route("/__sandbox/faults", web::delete().to(clear_faults))
-                .route("/__sandbox/accounts/{name}", web::patch().to(patch_account))
-                .route("/__sandbox/accounts/{name}/{upload}", web::get().to(list_items))
+                .route("/__sandbox/calls", web::get().to(admin::list_calls))
+                .route("/metrics", web::get().to(admin::metrics))
+                .route("/__sandbox/faults", web::post().to(admin::add_fault))
+                .route("/__sandbox/faults", web::delete().to(admin::clear_faults))
+                .route("/__sandbox/accounts/{name}", web::patch().to(admin::patch_account))
+                .route("/__sandbox/accounts/{name}/{upload}", web::get().to(admin::list_items))
         })
         .workers(2)
         .disable_signals()
@@ -218,13 +190,6 @@ fn add_account(state: &mut State, account: Account) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What the handler does after the faults were consulted.
-enum Faulted {
-    None,
-    Respond(HttpResponse, &'static str),
-    Error(RpcError),
-}
-
 async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -291,45 +256,6 @@ async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpRespons
             HttpResponse::Ok().json(e.to_json(&id))
         }
     }
-}
-
-/// Consumes one call of each matching fault; latency faults add up, the first other fault wins.
-fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, Faulted) {
-    let mut state = state.lock().unwrap();
-    let mut latency = Duration::ZERO;
-    let mut faulted = Faulted::None;
-    for fault in state.faults.iter_mut() {
-        let applies = fault.calls != Some(0) && fault.account.as_deref().is_none_or(|a| Some(a) == account);
-        if !applies || (fault.kind != FaultKind::Latency && !matches!(faulted, Faulted::None)) {
-            continue;
-        }
-        if let Some(n) = fault.calls.as_mut() {
-            *n -= 1;
-        }
-        match fault.kind {
-            FaultKind::Latency => latency += Duration::from_millis(fault.latency_ms),
-            FaultKind::Http500 => {
-                faulted = Faulted::Respond(HttpResponse::InternalServerError().body("injected 500"), "http_500")
-            }
-            FaultKind::Hang => faulted = Faulted::Respond(HttpResponse::Ok().finish(), "hang"),
-            FaultKind::Body => {
-                let body = fault.body.clone().unwrap_or(Value::Null);
-                faulted = Faulted::Respond(HttpResponse::Ok().json(body), "body");
-            }
-            FaultKind::Error => {
-                let mnemonic = fault.mnemonic.as_deref().unwrap_or("internal_error");
-                let mut e = RpcError::by_mnemonic(mnemonic)
-                    .unwrap_or_else(|| RpcError::new(-32603, "internal_error", "unknown injected mnemonic"));
-                e.field = fault.field.clone();
-                if let Some(message) = &fault.message {
-                    e.message = message.clone();
-                }
-                faulted = Faulted::Error(e);
-            }
-        }
-    }
-    state.faults.retain(|f| f.calls != Some(0));
-    (latency, faulted)
 }
 
 fn handle_call(state: &mut State, method: &str, params: &Map<String, Value>) -> Result<Value, RpcError> {
@@ -436,88 +362,4 @@ fn upload(
         account.stored.push((kind, item));
     }
     Ok(Value::Array(ids))
-}
-
-/// Prometheus text: calls answered by method, account and result, and items stored, so a demo's
-/// dashboard shows the far side too.
-async fn metrics(state: web::Data<Shared>) -> HttpResponse {
-    let registry = prometheus::Registry::new();
-    let opts = |name: &str, help: &str| prometheus::Opts::new(name, help);
-    let calls = prometheus::IntCounterVec::new(
-        opts("comagic_sandbox_requests_total", "Data API calls the sandbox answered"),
-        &["method", "account", "result"],
-    )
-    .expect("valid metric");
-    let items = prometheus::IntCounterVec::new(
-        opts("comagic_sandbox_items_total", "Items in upload calls the sandbox accepted"),
-        &["method", "account"],
-    )
-    .expect("valid metric");
-    for c in state.lock().unwrap().calls.iter() {
-        let account = c.account.as_deref().unwrap_or("unknown");
-        calls.with_label_values(&[c.method.as_str(), account, c.result.as_str()]).inc();
-        if c.result == "ok" && c.method.starts_with("upload.") {
-            items.with_label_values(&[c.method.as_str(), account]).inc_by(c.items as u64);
-        }
-    }
-    registry.register(Box::new(calls)).expect("registered once");
-    registry.register(Box::new(items)).expect("registered once");
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(bridge_shared::telemetry::render(&registry))
-}
-
-async fn list_calls(state: web::Data<Shared>) -> HttpResponse {
-    HttpResponse::Ok().json(&state.lock().unwrap().calls)
-}
-
-async fn list_items(state: web::Data<Shared>, path: web::Path<(String, String)>) -> HttpResponse {
-    let (name, upload) = path.into_inner();
-    let upload = match upload.as_str() {
-        "chats" => Upload::Chats,
-        "offline_messages" => Upload::OfflineMessages,
-        _ => return HttpResponse::NotFound().json(json!({"error": "use chats or offline_messages"})),
-    };
-    let state = state.lock().unwrap();
-    let items: Vec<_> = state
-        .accounts
-        .iter()
-        .filter(|a| a.config.name == name)
-        .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, i)| i))
-        .collect();
-    HttpResponse::Ok().json(items)
-}
-
-async fn add_fault(state: web::Data<Shared>, fault: web::Json<Fault>) -> HttpResponse {
-    state.lock().unwrap().faults.push(fault.into_inner());
-    HttpResponse::NoContent().finish()
-}
-
-async fn clear_faults(state: web::Data<Shared>) -> HttpResponse {
-    state.lock().unwrap().faults.clear();
-    HttpResponse::NoContent().finish()
-}
-
-/// Merges a JSON object into an account's settings, e.g. `{"ip_whitelisted": true}`.
-async fn patch_account(
-    state: web::Data<Shared>,
-    name: web::Path<String>,
-    patch: web::Json<Map<String, Value>>,
-) -> HttpResponse {
-    let mut state = state.lock().unwrap();
-    let Some(account) = state.accounts.iter_mut().find(|a| a.config.name == *name) else {
-        return HttpResponse::NotFound().json(json!({"error": "no such account"}));
-    };
-    let mut merged = serde_json::to_value(&account.config).expect("accounts serialize");
-    for (k, v) in patch.into_inner() {
-        merged[k] = v;
-    }
-    match serde_json::from_value::<Account>(merged) {
-        Ok(updated) if updated.token.is_empty() => {
-            HttpResponse::BadRequest().json(json!({"error": "token must not be empty"}))
-        }
-        Ok(updated) => {
-            account.config = updated;
-            HttpResponse::NoContent().finish()
-        }
-        Err(e) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
-    }
 }

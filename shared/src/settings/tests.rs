@@ -1,0 +1,124 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn empty_file_gives_the_contract_defaults() {
+    let s = Settings::from_toml("", &env(&[])).unwrap();
+    assert_eq!(s.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_eq!(s.ingest.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.ingest.max_body_bytes, 1 << 20);
+    assert_eq!(s.deliver.listen.to_string(), "0.0.0.0:9091");
+    assert_eq!(s.deliver.batch_max, 50);
+    assert_eq!(s.deliver.retry_for, Duration::from_secs(86_400));
+    assert_eq!(s.deliver.park_for, Duration::from_secs(7 * 86_400));
+    assert_eq!(s.integrations, PathBuf::from("integrations.toml"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let s = Settings::from_toml(
+        "[amqp]\nurl = \"amqp://file\"\n[deliver]\nprefetch = 10\n",
+        &env(&[("BRIDGE__AMQP__URL", "amqp://env"), ("BRIDGE__DELIVER__BATCH_MAX", "20"), ("OTHER", "x")]),
+    )
+    .unwrap();
+    assert_eq!(s.amqp.url, "amqp://env");
+    assert_eq!(s.deliver.batch_max, 20);
+    assert_eq!(s.deliver.prefetch, 10);
+}
+
+#[test]
+fn the_broker_is_one_url_or_a_list_of_nodes_from_the_file_or_the_environment() {
+    let s = Settings::from_toml("[amqp]\nurl = \"amqp://one\"", &env(&[])).unwrap();
+    assert_eq!(s.amqp.nodes(), vec!["amqp://one"]);
+    let s = Settings::from_toml("[amqp]\nurls = [\"amqp://a\", \"amqps://b\"]", &env(&[])).unwrap();
+    assert_eq!(s.amqp.nodes(), vec!["amqp://a", "amqps://b"]);
+    let s = Settings::from_toml("", &env(&[("BRIDGE__AMQP__URLS", "amqp://u:p@a, amqp://u:p@b,")])).unwrap();
+    assert_eq!(s.amqp.nodes(), vec!["amqp://u:p@a", "amqp://u:p@b"]);
+    let e = Settings::from_toml("[amqp]\nurls = [\"amqp://a\", \"http://secret@b\"]", &env(&[])).unwrap_err();
+    assert!(e.to_string().starts_with("amqp.urls[1]:"), "{e}");
+    assert!(!e.to_string().contains("secret"), "{e}");
+}
+
+#[test]
+fn errors_name_the_bad_key() {
+    let err = |toml: &str, e: &[(&str, &str)]| Settings::from_toml(toml, &env(e)).unwrap_err().to_string();
+    assert!(err("[deliver]\nbatch_max = 51", &[]).starts_with("deliver.batch_max:"));
+    assert!(err("", &[("BRIDGE__DELIVER__BATCH_MAX", "0")]).starts_with("deliver.batch_max:"));
+    assert!(err("[deliver]\nretry_for = \"forever\"", &[]).starts_with("deliver.retry_for:"));
+    assert!(err("[amqp]\nurl = \"http://x\"", &[]).starts_with("amqp.url:"));
+    assert!(err("[ingest]\nlisten = \"nowhere\"", &[]).starts_with("ingest.listen:"));
+    assert!(err("[deliver]\nprefetch = \"many\"", &[]).starts_with("deliver.prefetch:"));
+    assert!(err("[amqp]\nuri = \"amqp://x\"", &[]).contains("uri"));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("h").is_err());
+    assert!(parse_duration("99999999999999999d").is_err(), "no overflow");
+    assert!(parse_duration("3651d").is_err());
+    assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}
+
+/// Every key `bridge.toml` takes, as `section.key`, from the defaults written back as TOML.
+fn every_key() -> Vec<String> {
+    let defaults = toml::Table::try_from(Settings::default()).expect("the defaults serialize");
+    let mut keys = Vec::new();
+    for (name, value) in defaults {
+        match value {
+            toml::Value::Table(section) => keys.extend(section.keys().map(|k| format!("{name}.{k}"))),
+            _ => keys.push(name),
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_key_is_documented_with_its_default_in_the_readme() {
+    let readme = include_str!("../../../README.md");
+    let keys = every_key();
+    assert!(keys.len() >= 20, "{keys:?}");
+    for key in keys {
+        let shown = match key.split_once('.') {
+            Some((section, name)) => format!("| `[{section}] {name}` |"),
+            None => format!("| `{key}` |"),
+        };
+        assert!(readme.contains(&shown), "README's settings table lacks a row starting {shown}");
+    }
+}
+
+#[test]
+fn every_duration_size_and_count_is_range_checked_naming_its_key() {
+    let cases = [
+        "[amqp]\npublish_channels = 0",
+        "[amqp]\npublish_timeout_ms = 99999999999",
+        "[ingest]\nmax_body_bytes = 0",
+        "[ingest]\nspool_max_bytes = 0",
+        "[ingest]\nworkers = 100000",
+        "[deliver]\nbatch_linger_ms = 86400000",
+        "[deliver]\nconcurrency = 0",
+        "[deliver]\nretry_for = \"0s\"",
+        "[deliver]\nretry_for = \"90d\"",
+        "[deliver]\nledger_keep = \"1h\"",
+        "[deliver]\npause_initial = \"500ms\"",
+        "[deliver]\npause_max = \"1s\"",
+        "[deliver]\npark_for = \"9s\"",
+        "[deliver]\nledger_keep = \"99999999999999d\"",
+    ];
+    for toml in cases {
+        let key = {
+            let (section, rest) = toml.trim_start_matches('[').split_once("]\n").unwrap();
+            format!("{section}.{}", rest.split(" =").next().unwrap())
+        };
+        let error = Settings::from_toml(toml, &env(&[])).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{key}:")), "{toml} gave {error}");
+    }
+}
