@@ -41,8 +41,8 @@ fi
 if [ -x target/release/ingest ] && [ -x target/release/deliver ]; then
   echo "building (release): only what changed; a few seconds"
 else
-  echo "building (release): the first build compiles about 350 crates and takes 10 to 15 minutes on a"
-  echo "2-core machine; later runs start in seconds. Cargo's progress follows."
+  echo "building (release): the first build compiles some 330 crates and takes about 5 minutes on a"
+  echo "2-core machine (longer on a smaller one); later runs start in seconds. Cargo's progress follows."
 fi
 cargo build --release -p ingest -p deliver -p bridge-tests --bins
 
@@ -65,7 +65,7 @@ TOML
 pids=()
 stop() {
   trap - EXIT INT TERM
-  echo; echo "stopping ingest, deliver and the sandbox..."
+  echo; echo "stopping what this script started..."
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
@@ -148,12 +148,16 @@ cat <<TXT
 webhooks:  $hook/chat/$token
            $hook/offline/$token
 metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
-$($cluster && echo "cluster:   scripts/cluster.sh kill 1 / start-node 1 / status; readiness says each process's node: curl -s 127.0.0.1:9091/readyz")
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
-$([ -n "$prometheus_url" ] && echo "prometheus: $prometheus_url (alerts: $prometheus_url/alerts; queries to try: README, \"Watching it\")")
 logs:      $run/*.log
 operate:   target/release/deliver --config deploy/local/bridge.toml check --all
            target/release/deliver --config deploy/local/bridge.toml dlq stats
-Running; Ctrl-C stops what this script started (the broker and a cluster stay up).
 TXT
+if [ -n "$prometheus_url" ]; then
+  echo "prometheus: $prometheus_url (alerts: $prometheus_url/alerts; queries to try: README, \"Watching it\")"
+fi
+if $cluster; then
+  echo "cluster:   scripts/cluster.sh kill 1 / start-node 1 / status; each process's node: curl -s 127.0.0.1:9091/readyz"
+fi
+echo "Running; Ctrl-C stops what this script started (the broker and a cluster stay up)." 
 wait

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_shared::amqp::{BrokerLink, Ended, Topology};
+use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
 use bridge_shared::lifecycle::Stopper;
 use bridge_shared::settings::Settings;
 use bridge_shared::telemetry::IngestMetrics;
@@ -36,16 +36,7 @@ pub async fn drain_spool(settings: &Settings, dir: &Path, deadline: Duration) ->
     let stop = stopper.listener();
     let session =
         settings.amqp.session(topology.clone(), "verbox-bridge ingest drain-spool", metrics.amqp.connect_failures);
-    let serve = {
-        let stop = stop.clone();
-        move |_| {
-            let stop = stop.clone();
-            async move {
-                stop.stopped().await;
-                Ended::Stopping
-            }
-        }
-    };
+    let serve = until_stopped(stop.clone());
     let supervisor = tokio::spawn(link.clone().supervise(session, stop.clone(), serve));
     let drain = tokio::spawn(spool.clone().drain(link.clone(), topology.events_exchange(), stop));
     spool.emptied(deadline).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
-use bridge_shared::amqp::{BrokerLink, Ended, Topology};
+use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
@@ -62,17 +62,7 @@ impl Application {
         let liveness = Liveness::default();
         let broker =
             settings.amqp.session(topology.clone(), "verbox-bridge ingest", metrics.amqp.connect_failures.clone());
-        // Publishing needs nothing of a session but its publisher, which the link holds.
-        let serve = {
-            let stop = stop.clone();
-            move |_| {
-                let stop = stop.clone();
-                async move {
-                    stop.stopped().await;
-                    Ended::Stopping
-                }
-            }
-        };
+        let serve = until_stopped(stop.clone());
         let supervisor =
             liveness.spawn("broker supervisor", &stop, link.clone().supervise(broker, stop.clone(), serve));
         let tasks = vec![

@@ -113,6 +113,19 @@ impl TestBroker {
         q.message_count()
     }
 
+    /// Messages ready in the event queues and every retry queue: what still waits to be delivered
+    /// (unacked ones in a consumer's hands are not counted).
+    pub async fn waiting(&self) -> u32 {
+        let t = &self.topology;
+        let mut queues = vec![t.deliver_queue(), t.large_deliver_queue()];
+        queues.extend(RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)));
+        let mut total = 0;
+        for q in queues {
+            total += self.depth(&q).await;
+        }
+        total
+    }
+
     /// Drops every message ready in `queue`.
     pub async fn purge(&self, queue: &str) {
         self.channel.queue_purge(queue.into(), QueuePurgeOptions::default()).await.expect("queue.purge");

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge_shared::amqp::topology::RETRY_TIERS;
 use bridge_tests::fixtures::{chat, WEBHOOK_TOKEN};
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
-use crate::helpers::{ext_ids, start_deliver_binary_with, DeliverySampler, IngestReplica, Options, Pipeline, Tenant};
+use crate::helpers::{
+    ext_ids, start_deliver_binary_with, terminate, DeliverySampler, IngestReplica, Options, Pipeline, Tenant,
+};
 
 const TENANTS: u64 = 20;
 const WEBHOOKS: u64 = 20_000;
@@ -126,7 +127,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
         p.sandbox.update_account(t.id, |a| a.refuses_repeated_ext_id = false);
     }
     let env = [("BRIDGE__AMQP__URLS", urls.join(","))];
-    let mut delivers = vec![start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
+    let mut delivers = [start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
     let second: IngestReplica = p.another_ingest(2).await;
     let ingests = Arc::new(Ingests {
         first: p.ingest_address().to_owned(),
@@ -166,23 +167,12 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     .await;
     let longest_gap = sampler.longest_gap(killed_at, load_ended).await;
     p.broker.reconnect().await;
-    let t = p.broker.topology.clone();
-    let mut queues: Vec<String> = RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)).collect();
-    queues.extend([t.deliver_queue(), t.large_deliver_queue()]);
     wait_for("every copy settled", Duration::from_secs(120), || async {
-        for q in &queues {
-            if p.broker.depth(q).await > 0 {
-                return None;
-            }
-        }
-        Some(())
+        (p.broker.waiting().await == 0).then_some(())
     })
     .await;
-    for d in &mut delivers {
-        let pid = d.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        d.wait().unwrap();
-    }
+    delivers.iter_mut().for_each(terminate);
+    let t = p.broker.topology.clone();
 
     let mut stored: HashMap<String, usize> = HashMap::new();
     for tenant in &tenants {

@@ -8,56 +8,32 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_shared::amqp::topology::RETRY_TIERS;
 use bridge_tests::fixtures::chat;
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Tenant};
+use crate::helpers::{ext_ids, post_from_clients, start_deliver_binary, terminate, Options, Pipeline, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const CHATS: u64 = 300;
 
 /// Posts each of `CHATS` chats twice at the same moment, 16 pairs at a time; returns the event ids.
 async fn post_each_twice_at_once(p: &Arc<Pipeline>) -> HashSet<String> {
-    let clients: Vec<_> = (0..16u64)
-        .map(|c| {
-            let p = p.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in (c..CHATS).step_by(16) {
-                    let body = chat(i, json!({}));
-                    let (first, second) = tokio::join!(p.post("shop", "chat", &body), p.post("shop", "chat", &body));
-                    assert_eq!(first, second, "a copy has the event id of the original");
-                    ids.push(first);
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut all = HashSet::new();
-    for c in clients {
-        all.extend(c.await.unwrap());
-    }
-    all
+    post_from_clients(p, 16, 0..CHATS, |p, i| async move {
+        let body = chat(i, json!({}));
+        let (first, second) = tokio::join!(p.post("shop", "chat", &body), p.post("shop", "chat", &body));
+        assert_eq!(first, second, "a copy has the event id of the original");
+        first
+    })
+    .await
 }
 
 /// Waits until every chat is stored and no copy waits anywhere, then checks each was stored once.
 async fn assert_each_stored_once_when_settled(p: &Pipeline, posted: &HashSet<String>) {
-    let t = &p.broker.topology;
-    let mut queues: Vec<String> = RETRY_TIERS.iter().map(|(tier, _)| t.retry_queue(tier)).collect();
-    queues.push(t.deliver_queue());
     wait_for("every chat stored and every copy settled", Duration::from_secs(90), || async {
-        if p.sandbox.stored("shop", Upload::Chats).len() < posted.len() {
-            return None;
-        }
-        for q in &queues {
-            if p.broker.depth(q).await > 0 {
-                return None;
-            }
-        }
-        Some(())
+        let stored = p.sandbox.stored("shop", Upload::Chats).len() >= posted.len();
+        (stored && p.broker.waiting().await == 0).then_some(())
     })
     .await;
     let stored = ext_ids(&p.sandbox.stored("shop", Upload::Chats));
@@ -104,12 +80,8 @@ async fn two_deliver_replicas_sharing_the_ledger_store_each_copy_once() {
     let mut replicas = [start_deliver_binary(&p, 1), start_deliver_binary(&p, 2)];
     let posted = post_each_twice_at_once(&p).await;
     assert_each_stored_once_when_settled(&p, &posted).await;
-    for replica in &mut replicas {
-        // SIGTERM: each hands back what it holds; nothing may be left unsettled.
-        let pid = replica.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        replica.wait().unwrap();
-    }
+    // SIGTERM: each hands back what it holds; nothing may be left unsettled.
+    replicas.iter_mut().for_each(terminate);
     assert_eq!(p.broker.depth(&p.broker.topology.deliver_queue()).await, 0, "no copy left unsettled");
     assert_eq!(p.sandbox.stored("shop", Upload::Chats).len(), posted.len(), "no copy sent while stopping");
     for run in [1, 2] {

@@ -12,29 +12,16 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, start_deliver_binary, Options, Pipeline, Service, Tenant};
+use crate::helpers::{ext_ids, post_from_clients, start_deliver_binary, Options, Pipeline, Service, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 
 /// Posts `n` chats from `concurrency` clients at once; returns the accepted event ids.
 async fn post_load(p: &Arc<Pipeline>, from: u64, n: u64, concurrency: u64) -> HashSet<String> {
-    let clients: Vec<_> = (0..concurrency)
-        .map(|c| {
-            let p = p.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for i in (from + c..from + n).step_by(concurrency as usize) {
-                    ids.push(p.post("shop", "chat", &chat(i, json!({}))).await);
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut all = HashSet::new();
-    for c in clients {
-        all.extend(c.await.unwrap());
-    }
-    all
+    post_from_clients(p, concurrency, from..from + n, |p, i| async move {
+        p.post("shop", "chat", &chat(i, json!({}))).await
+    })
+    .await
 }
 
 fn assert_each_once(p: &Pipeline, sent: &HashSet<String>) {

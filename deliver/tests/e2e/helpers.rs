@@ -340,3 +340,41 @@ impl DeliverySampler {
         longest
     }
 }
+
+/// Sends SIGTERM to a deliver binary and waits for it to exit, as an orchestrator stops a replica.
+pub fn terminate(child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    child.wait().unwrap();
+}
+
+/// Posts from `clients` concurrent clients, each taking every `clients`-th index of `ids`; `post`
+/// sends index `i` and returns the event id accepted. Returns every id.
+pub async fn post_from_clients<F, Fut>(
+    p: &std::sync::Arc<Pipeline>,
+    clients: u64,
+    ids: std::ops::Range<u64>,
+    post: F,
+) -> std::collections::HashSet<String>
+where
+    F: Fn(std::sync::Arc<Pipeline>, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (p, post, ids) = (p.clone(), post.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for i in (ids.start + c..ids.end).step_by(clients as usize) {
+                    accepted.push(post(p.clone(), i).await);
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut all = std::collections::HashSet::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}

@@ -3,7 +3,6 @@
 //! maxUnavailable 0). Deliveries never stop for more than 2 s, and each chat is stored once.
 
 use std::collections::HashSet;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,17 +12,11 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, start_deliver_binary, DeliverySampler, Options, Pipeline, Tenant};
+use crate::helpers::{ext_ids, start_deliver_binary, terminate, DeliverySampler, Options, Pipeline, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const CHATS: u64 = 3_000;
 const PER_SECOND: u64 = 100;
-
-fn terminate(child: &mut Child) {
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    child.wait().unwrap();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_both_replicas_under_load_stops_nothing_and_loses_nothing() {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use lapin::Connection;
 use prometheus::{IntGauge, IntGaugeVec};
@@ -24,6 +25,18 @@ pub enum Ended {
     Stopping,
     /// The session is no good any more (its consumer ended): reconnect, to the next node.
     Lost,
+}
+
+/// The `serve` of a process that only publishes: nothing to do with a session but keep it until
+/// the process stops (the link holds its publisher).
+pub fn until_stopped(stop: Shutdown) -> impl FnMut(Arc<Connection>) -> BoxFuture<'static, Ended> {
+    move |_| {
+        let stop = stop.clone();
+        Box::pin(async move {
+            stop.stopped().await;
+            Ended::Stopping
+        })
+    }
 }
 
 pub struct BrokerLink {

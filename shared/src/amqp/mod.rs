@@ -6,7 +6,7 @@ mod publisher;
 pub mod session;
 pub mod topology;
 
-pub use link::{BrokerLink, Ended};
+pub use link::{until_stopped, BrokerLink, Ended};
 pub use publisher::{PublishError, Publisher};
 pub use topology::{declare_topology, Topology};
 

@@ -13,18 +13,33 @@ use crate::broker::TestBroker;
 use crate::fixtures::{integration, WEBHOOK_TOKEN};
 use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
 
+#[derive(clap::Args)]
 pub struct ScaleBench {
+    #[arg(long, default_value = "target/release/deliver")]
     pub deliver_bin: PathBuf,
     /// `scripts/cluster.sh`, to find and kill the leader node.
+    #[arg(long, default_value = "scripts/cluster.sh")]
     pub cluster_script: PathBuf,
+    /// The cluster's nodes, comma-separated (`scripts/cluster.sh urls`).
+    #[arg(long, value_delimiter = ',', required = true)]
     pub amqp_urls: Vec<String>,
+    /// The ledger database the replicas share.
+    #[arg(long, default_value_t = crate::postgres_url())]
     pub postgres_url: String,
+    #[arg(long, default_value_t = 30_000)]
     pub events: u64,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub tenants: u64,
+    /// CoMagic's latency.
+    #[arg(long, default_value_t = 50)]
     pub latency_ms: u64,
     /// `[deliver] concurrency` of each replica.
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub replicas: Vec<usize>,
+    /// Leader-node kills to measure the delivery gap over (0: none).
+    #[arg(long, default_value_t = 3)]
     pub kills: usize,
 }
 

@@ -62,34 +62,7 @@ enum Bench {
     },
     /// Events/s with 1, 2 and 3 deliver replicas on the local 3-node cluster, and the delivery gap
     /// when the deliver queue's leader node is killed (`scripts/bench.sh scale` sets it up).
-    Scale {
-        #[arg(long, default_value = "target/release/deliver")]
-        deliver_bin: PathBuf,
-        #[arg(long, default_value = "scripts/cluster.sh")]
-        cluster_script: PathBuf,
-        /// The cluster's nodes, comma-separated (`scripts/cluster.sh urls`).
-        #[arg(long, value_delimiter = ',', required = true)]
-        amqp_urls: Vec<String>,
-        #[arg(
-            long,
-            env = "BRIDGE_TEST_POSTGRES_URL",
-            default_value = "postgres://bridge:bridge@127.0.0.1:5432/bridge_test"
-        )]
-        postgres_url: String,
-        #[arg(long, default_value_t = 30_000)]
-        events: u64,
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100))]
-        tenants: u64,
-        #[arg(long, default_value_t = 50)]
-        latency_ms: u64,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
-        replicas: Vec<usize>,
-        /// Leader-node kills to measure the delivery gap over (0: none).
-        #[arg(long, default_value_t = 3)]
-        kills: usize,
-    },
+    Scale(ScaleBench),
 }
 
 #[tokio::main]
@@ -105,31 +78,6 @@ async fn main() {
             let webhook_bytes = webhook_bytes as usize;
             deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes }).await
         }
-        Bench::Scale {
-            deliver_bin,
-            cluster_script,
-            amqp_urls,
-            postgres_url,
-            events,
-            tenants,
-            latency_ms,
-            concurrency,
-            replicas,
-            kills,
-        } => {
-            let bench = ScaleBench {
-                deliver_bin,
-                cluster_script,
-                amqp_urls,
-                postgres_url,
-                events,
-                tenants,
-                latency_ms,
-                concurrency,
-                replicas,
-                kills,
-            };
-            scale::run(bench).await
-        }
+        Bench::Scale(bench) => scale::run(bench).await,
     }
 }
