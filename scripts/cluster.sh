@@ -52,9 +52,16 @@ CONF
   as_rabbitmq sh -c "echo '[rabbitmq_prometheus].' > '$dir/enabled_plugins'"
 }
 
-start_node() { # node
+launch() { # node: starts its VM, detached, unless it runs already
   local n=$1 dir="$BASE/node-$1"
-  if answers "$n"; then return 0; fi
+  # A VM of this node may still be starting (waiting for its peers) or stopping: the first is
+  # awaited by await_node, the second must exit before a new one can take the node's name.
+  for _ in $(seq 1 300); do
+    answers "$n" && return 0
+    [ -z "$(vm_of "$n")" ] && break
+    sleep 0.1
+  done
+  [ -n "$(vm_of "$n")" ] && return 0
   prepare "$n"
   as_rabbitmq env \
     RABBITMQ_NODENAME="$(node_name "$n")" \
@@ -66,11 +73,38 @@ start_node() { # node
     RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
     /usr/lib/rabbitmq/bin/rabbitmq-server -detached
-  for _ in $(seq 1 120); do
-    if answers "$n" && ctl "$n" await_startup >/dev/null 2>&1; then return 0; fi
+}
+
+await_node() { # node
+  for _ in $(seq 1 240); do
+    if answers "$1" && ctl "$1" await_startup >/dev/null 2>&1; then return 0; fi
     sleep 0.5
   done
-  echo "cluster: node $n did not start within 60 s (logs in $dir/log)" >&2
+  echo "cluster: node $1 did not start within 120 s (logs in $BASE/node-$1/log)" >&2
+  return 1
+}
+
+start_node() { # node
+  launch "$1"
+  await_node "$1"
+}
+
+# The Erlang VM of a node, if one runs: the beam whose environment names the node (its command
+# line does not, and a pid file can be stale after a kill).
+vm_of() {
+  local pid
+  for pid in $(pgrep -u rabbitmq beam.smp || true); do
+    # A zombie (killed, not yet reaped) is gone already.
+    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = "Z" ] && continue
+    if $SUDO tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(node_name "$1")"; then
+      echo "$pid"
+    fi
+  done
+}
+
+gone() { # node: waits until its VM has exited
+  for _ in $(seq 1 300); do [ -z "$(vm_of "$1")" ] && return 0; sleep 0.1; done
+  echo "cluster: node $1's VM is still running after 30 s" >&2
   return 1
 }
 
@@ -89,17 +123,20 @@ join() { # node
     || { cat "/tmp/verbox-cluster-join-$n.log" >&2; echo "cluster: node $n could not join (see above)" >&2; return 1; }
 }
 
-pid_of() { cat "$BASE/node-$1/pid" 2>/dev/null || true; }
 
 case "${1:-}" in
   start)
     install
-    for n in "${NODES[@]}"; do start_node "$n"; done
+    # All at once: a node that stopped last waits for its peers' tables before it serves, so
+    # starting them one by one after a full stop would deadlock until the timeout.
+    for n in "${NODES[@]}"; do launch "$n"; done
+    for n in "${NODES[@]}"; do await_node "$n"; done
     for n in 2 3; do join "$n"; done
     echo "cluster: up, $($0 urls)"
     ;;
   stop)
     for n in "${NODES[@]}"; do ctl "$n" stop >/dev/null 2>&1 || true; done
+    for n in "${NODES[@]}"; do gone "$n"; done
     echo "cluster: stopped"
     ;;
   reset)
@@ -108,10 +145,11 @@ case "${1:-}" in
     echo "cluster: data deleted"
     ;;
   kill)
-    pid=$(pid_of "${2:?node 1-3}")
-    [ -n "$pid" ] && $SUDO kill -9 "$pid" || true
-    # The Erlang VM's port helpers die with it; the node's port closes.
+    pid=$(vm_of "${2:?node 1-3}")
+    [ -n "$pid" ] || { echo "cluster: node $2 is not running" >&2; exit 1; }
+    $SUDO kill -9 "$pid"
     for _ in $(seq 1 50); do answers "$2" || break; sleep 0.1; done
+    ! answers "$2" || { echo "cluster: node $2 still answers after SIGKILL" >&2; exit 1; }
     echo "cluster: node $2 killed"
     ;;
   start-node)
@@ -120,6 +158,7 @@ case "${1:-}" in
     ;;
   stop-node)
     ctl "${2:?node 1-3}" stop
+    gone "$2"
     echo "cluster: node $2 stopped"
     ;;
   urls)
