@@ -140,11 +140,20 @@ struct LaneTask {
     limits: LaneLimits,
 }
 
+/// How often a batch that waits for a call slot looks whether one is free.
+const SLOT_RECHECK: Duration = Duration::from_millis(5);
+
 impl LaneTask {
+    /// Whether a batch closed now would go on the wire at once: the tenant has allowance left and
+    /// a call slot is free.
+    fn can_send_now(&self) -> bool {
+        self.allowance.available_permits() > 0 && self.courier.calls.available_permits() > 0
+    }
+
     async fn run(self, mut rx: mpsc::UnboundedReceiver<(Instant, Pending)>) {
         let limits = self.limits;
         while let Some((queued_at, first)) = rx.recv().await {
-            let flush_at = Instant::now() + limits.linger;
+            let mut flush_at = Instant::now() + limits.linger;
             let mut bytes = first.delivery.data.len();
             let mut batch = vec![first];
             while batch.len() < limits.batch_max && bytes < MAX_BATCH_BYTES {
@@ -156,7 +165,16 @@ impl LaneTask {
                             Some((_, p)) => p,
                             None => break,
                         },
-                        _ = tokio::time::sleep_until(flush_at) => break,
+                        _ = tokio::time::sleep_until(flush_at) => {
+                            // Past the linger a batch goes, unless it could only wait for a call
+                            // slot: then it keeps filling meanwhile (fewer, fuller calls cost the
+                            // tenant fewer points and send the same events no later).
+                            if self.can_send_now() {
+                                break;
+                            }
+                            flush_at = Instant::now() + SLOT_RECHECK;
+                            continue;
+                        }
                     },
                 };
                 bytes += next.delivery.data.len();

@@ -200,10 +200,10 @@ pub async fn run(bench: IngestBench) {
     // The broker alone (confirmed persistent publishes of the envelope into a quorum queue) and the
     // same through a real ingest process, taking turns so that both see the same machine; each
     // queue is emptied after its turn so that no turn starts on a fuller broker.
-    let raw_broker = TestBroker::new("bench-raw").await;
+    let raw_broker = TestBroker::on(bench.amqp_url.clone(), "bench-raw").await;
     let connection = connect(&bench.amqp_url, "verbox-bridge bench").await.expect("RabbitMQ answers");
     let publisher = Arc::new(Publisher::new(&connection, bench.channels, Duration::from_secs(10)).await.unwrap());
-    let ingest_broker = TestBroker::new("bench-ingest").await;
+    let ingest_broker = TestBroker::on(bench.amqp_url.clone(), "bench-ingest").await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, address) = start_ingest(&bench, dir.path(), &ingest_broker);
     let http = reqwest::Client::new();
