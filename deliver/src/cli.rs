@@ -9,6 +9,7 @@ use std::time::Duration;
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
 use bridge_shared::integrations::Integrations;
+use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
 
@@ -160,7 +161,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     let settings = match Settings::load(&cli.config) {
         Ok(s) => s,
-        Err(e) => return refuse(e),
+        Err(e) => return invalid_configuration("deliver", e),
     };
     match cli.command {
         None | Some(Command::Run) => run_worker(settings).await,
@@ -172,7 +173,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn run_worker(settings: Settings) -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
-        Err(e) => return refuse(e),
+        Err(e) => return invalid_configuration("deliver", e),
     };
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,7 +215,7 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
 async fn run_check(settings: &Settings, integration: Option<String>, list: Option<String>) -> ExitCode {
     let set = match Integrations::load(&settings.integrations) {
         Ok(set) => set,
-        Err(e) => return refuse(e),
+        Err(e) => return invalid_configuration("deliver", e),
     };
     let client = crate::check::client();
     let chosen: Vec<_> = match list.as_ref().or(integration.as_ref()) {
@@ -255,10 +256,4 @@ async fn run_check(settings: &Settings, integration: Option<String>, list: Optio
 fn failed(error: impl std::fmt::Display) -> ExitCode {
     eprintln!("deliver: {error}");
     ExitCode::FAILURE
-}
-
-/// One line naming what is wrong, then exit code 2.
-fn refuse(error: impl std::fmt::Display) -> ExitCode {
-    eprintln!("deliver: invalid configuration: {error}");
-    ExitCode::from(2)
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bridge_shared::integrations::Integrations;
+use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Parser, Subcommand};
 use ingest::startup::Application;
@@ -42,13 +43,13 @@ async fn main() -> ExitCode {
     }
     let settings = match Settings::load(&cli.config) {
         Ok(s) => s,
-        Err(e) => return refuse(e),
+        Err(e) => return invalid_configuration("ingest", e),
     };
     match cli.command {
         Some(Command::Setup { integration }) => {
             let set = match Integrations::load(&settings.integrations) {
                 Ok(set) => set,
-                Err(e) => return refuse(e),
+                Err(e) => return invalid_configuration("ingest", e),
             };
             match set.get(&integration) {
                 Some(i) => {
@@ -81,7 +82,7 @@ async fn main() -> ExitCode {
         None => {
             let app = match Application::build(settings).await {
                 Ok(app) => app,
-                Err(e) => return refuse(e),
+                Err(e) => return invalid_configuration("ingest", e),
             };
             match app.run_until_stopped().await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -92,10 +93,4 @@ async fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// One line naming what is wrong, then a non-zero exit.
-fn refuse(error: impl std::fmt::Display) -> ExitCode {
-    eprintln!("ingest: invalid configuration: {error}");
-    ExitCode::from(2)
 }

@@ -55,7 +55,7 @@ pub enum SpoolError {
 }
 
 /// An event read back from the spool, ready to publish.
-struct Spooled {
+struct SpooledEvent {
     key: sled::IVec,
     kind: EventKind,
     body: Vec<u8>,
@@ -143,7 +143,7 @@ impl Spool {
 
     /// Up to `n` of the oldest events not yet published. Unreadable entries met on the way are
     /// quarantined; a read error ends the batch early (the drainer waits and tries again).
-    fn oldest(&self, n: usize) -> Vec<Spooled> {
+    fn oldest(&self, n: usize) -> Vec<SpooledEvent> {
         let published = self.unremoved().clone();
         let mut batch = Vec::with_capacity(n);
         for entry in self.db.iter() {
@@ -155,7 +155,7 @@ impl Spool {
                 continue;
             }
             match value.split_first().and_then(|(first, body)| Some((kind_from_byte(*first)?, body))) {
-                Some((kind, body)) => batch.push(Spooled { key, kind, body: body.to_vec() }),
+                Some((kind, body)) => batch.push(SpooledEvent { key, kind, body: body.to_vec() }),
                 None => self.quarantine_entry(&key, &value),
             }
             if batch.len() == n {

@@ -12,6 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// A binary's answer to a configuration it cannot start with: one line naming what is wrong
+/// (`<binary>: invalid configuration: ingest.listen: ...`), and exit code 2.
+pub fn invalid_configuration(binary: &str, error: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("{binary}: invalid configuration: {error}");
+    std::process::ExitCode::from(2)
+}
+
 /// Fires the [`Shutdown`]s handed out by [`Stopper::listener`].
 #[derive(Debug)]
 pub struct Stopper(watch::Sender<bool>);

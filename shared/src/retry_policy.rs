@@ -15,13 +15,6 @@ pub const RETRY_TIERS: [(&str, Duration); 4] = [
     ("1h", Duration::from_secs(3600)),
 ];
 
-/// Exponential backoff with full jitter: a delay drawn from `[0, min(cap, base·2^attempt)]`, where
-/// `unit` in `[0, 1)` is the random draw. Pure, so it is tested without randomness.
-pub fn jittered_delay(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
-    let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(cap);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 /// A sequence of delays between attempts; `None` once the policy gives up.
 #[derive(Debug)]
 pub struct Delays(ExponentialBackoff);
@@ -87,17 +80,6 @@ pub fn park_tier(wait: Duration) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_under_the_doubling_ceiling_and_the_cap() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(2);
-        assert_eq!(jittered_delay(0, base, cap, 0.999_999), Duration::from_millis(100).mul_f64(0.999_999));
-        assert_eq!(jittered_delay(3, base, cap, 0.5), Duration::from_millis(400));
-        assert_eq!(jittered_delay(10, base, cap, 1.0), cap);
-        assert_eq!(jittered_delay(60, base, cap, 1.0), cap, "huge attempts do not overflow");
-        assert_eq!(jittered_delay(5, base, cap, 0.0), Duration::ZERO);
-    }
 
     #[test]
     fn parking_never_overshoots_the_wait_by_a_tier() {
