@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod config;
 pub mod dashboard;
 pub mod fixtures;
 pub mod prometheus;

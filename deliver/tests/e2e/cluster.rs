@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge_tests::config::webhook_url;
 use bridge_tests::fixtures::{chat, WEBHOOK_TOKEN};
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
@@ -51,7 +52,7 @@ struct Ingests {
 }
 
 async fn post_one(http: &reqwest::Client, address: &str, tenant: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
-    let url = format!("{address}/v1/verbox/{tenant}/chat/{WEBHOOK_TOKEN}");
+    let url = webhook_url(address, tenant, "chat", WEBHOOK_TOKEN);
     let response = http.post(url).body(body.to_string()).send().await?;
     let status = response.status().as_u16();
     Ok((status, response.json().await.unwrap_or(Value::Null)))

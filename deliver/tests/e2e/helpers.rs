@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bridge_shared::settings::Settings;
 use bridge_tests::broker::TestBroker;
+use bridge_tests::config::{metric_sample, webhook_url, BridgeToml};
 use bridge_tests::fixtures::{integration, WEBHOOK_TOKEN};
 use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig, Upload};
 use bridge_tests::wait_for;
@@ -30,22 +31,12 @@ pub fn integrations_toml(api: &str, tenants: &[Tenant]) -> String {
 /// `bridge.toml` for one test: its own prefix, spool, ledger, and short pauses (unless
 /// `deliver_extra` sets its own).
 pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, deliver_extra: &str) -> PathBuf {
-    let config = dir.join("bridge.toml");
     let pauses =
         if deliver_extra.contains("pause_initial") { "" } else { "pause_initial = \"1s\"\npause_max = \"2s\"" };
-    std::fs::write(
-        &config,
-        format!(
-            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{amqp_url}\"\ntopology_prefix = \"{prefix}\"\n\
-             [ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nworkers = 1\n\
-             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\nbatch_linger_ms = {linger_ms}\n\
-             {pauses}\n{deliver_extra}\n",
-            dir.join("spool").display(),
-            dir.join("ledger").display(),
-        ),
-    )
-    .unwrap();
-    config
+    let mut config = BridgeToml::new(amqp_url, prefix);
+    config.ingest = "workers = 1".into();
+    config.deliver = format!("batch_linger_ms = {linger_ms}\n{pauses}\n{deliver_extra}");
+    config.write(dir)
 }
 
 struct Running {
@@ -200,7 +191,7 @@ impl Pipeline {
 
     /// Posts a webhook to ingest; returns the event id of an accepted one.
     pub async fn post(&self, integration: &str, kind: &str, body: &Value) -> String {
-        let url = format!("{}/v1/verbox/{integration}/{kind}/{WEBHOOK_TOKEN}", self.ingest.address);
+        let url = webhook_url(&self.ingest.address, integration, kind, WEBHOOK_TOKEN);
         let response = self.http.post(url).body(body.to_string()).send().await.expect("ingest answers");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["accepted"], true, "{answer}");
@@ -218,10 +209,8 @@ impl Pipeline {
     }
 
     async fn metric(&self, address: &str, sample: &str) -> f64 {
-        let text = self.http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
+        let page = self.http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
+        metric_sample(&page, sample)
     }
 
     /// Waits until the sandbox holds at least `n` items of `upload` for `account`.

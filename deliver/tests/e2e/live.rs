@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bridge_tests::config::webhook_url;
 use bridge_tests::dashboard::panels;
 use bridge_tests::fixtures::{chat, offline};
 use bridge_tests::prometheus::{LocalPrometheus, Target};
@@ -74,11 +75,7 @@ async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_ale
                 } else {
                     ("chat", chat(i, json!({})))
                 };
-                let url = format!(
-                    "{}/v1/verbox/{tenant}/{kind}/{}",
-                    p.ingest_address(),
-                    bridge_tests::fixtures::WEBHOOK_TOKEN
-                );
+                let url = webhook_url(p.ingest_address(), tenant, kind, bridge_tests::fixtures::WEBHOOK_TOKEN);
                 let _ = p.http.post(url).body(body.to_string()).send().await;
                 i += 1;
             }

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use bridge_shared::settings::Settings;
 use bridge_tests::broker::TestBroker;
+use bridge_tests::config::{metric_sample, webhook_url, BridgeToml};
 use bridge_tests::fixtures::{integration, OTHER_WEBHOOK_TOKEN, WEBHOOK_TOKEN};
 use bridge_tests::wait_for;
 use ingest::startup::Application;
@@ -51,17 +52,9 @@ pub struct Options {
 /// Writes `bridge.toml` and `integrations.toml` into `dir` for a test's broker prefix.
 pub fn write_config(dir: &std::path::Path, amqp_url: &str, prefix: &str, extra_ingest: &str) -> PathBuf {
     std::fs::write(dir.join("integrations.toml"), integrations_toml()).unwrap();
-    let config = dir.join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{amqp_url}\"\ntopology_prefix = \"{prefix}\"\n\
-             [ingest]\nlisten = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nworkers = 2\n{extra_ingest}\n",
-            dir.join("spool").display()
-        ),
-    )
-    .unwrap();
-    config
+    let mut config = BridgeToml::new(amqp_url, prefix);
+    config.ingest = format!("workers = 2\n{extra_ingest}");
+    config.write(dir)
 }
 
 pub async fn spawn_app(test: &str, options: Options) -> TestApp {
@@ -90,7 +83,7 @@ pub async fn spawn_app(test: &str, options: Options) -> TestApp {
 
 impl TestApp {
     pub fn webhook_url(&self, integration: &str, kind: &str, token: &str) -> String {
-        format!("{}/v1/verbox/{integration}/{kind}/{token}", self.address)
+        webhook_url(&self.address, integration, kind, token)
     }
 
     pub async fn post(
@@ -117,11 +110,7 @@ impl TestApp {
 
     /// The value of one sample line of `/metrics`, e.g. `bridge_ingest_spool_events`.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        metric_sample(&self.metrics().await, sample)
     }
 
     pub async fn wait_connected(&self) {

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::{memory_mib, print_table};
 use crate::broker::TestBroker;
+use crate::config::BridgeToml;
 use crate::fixtures::{chat, integration, WEBHOOK_TOKEN};
 use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
 
@@ -95,19 +96,9 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("integrations.toml"), integration("bench", WEBHOOK_TOKEN, sandbox.url(), TOKEN, ""))
         .unwrap();
-    let config = dir.path().join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{}\"\ntopology_prefix = \"{}\"\n\
-             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\nconcurrency = {}\n",
-            bench.amqp_url,
-            broker.prefix,
-            dir.path().join("ledger").display(),
-            bench.concurrency
-        ),
-    )
-    .unwrap();
+    let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
+    config.deliver = format!("concurrency = {}", bench.concurrency);
+    let config = config.write(dir.path());
     let mut child = Command::new(&bench.deliver_bin)
         .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "warn")

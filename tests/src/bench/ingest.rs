@@ -15,6 +15,7 @@ use serde_json::json;
 use super::http::KeepAliveClient;
 use super::{cpu_seconds, memory_mib, print_table, Latencies};
 use crate::broker::TestBroker;
+use crate::config::BridgeToml;
 use crate::fixtures::{chat, integration, WEBHOOK_TOKEN};
 use crate::wait_for;
 
@@ -170,20 +171,11 @@ fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child,
         integration("bench", WEBHOOK_TOKEN, "http://127.0.0.1:9/v2.0", "ct-bench", ""),
     )
     .unwrap();
-    let config = dir.join("bridge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "integrations = \"integrations.toml\"\n[amqp]\nurl = \"{}\"\ntopology_prefix = \"{}\"\npublish_channels = {}\n\
-             [ingest]\nlisten = \"127.0.0.1:{port}\"\nspool_dir = \"{}\"\nworkers = {}\n",
-            bench.amqp_url,
-            broker.prefix,
-            bench.channels,
-            dir.join("spool").display(),
-            bench.workers
-        ),
-    )
-    .unwrap();
+    let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
+    config.ingest_listen = format!("127.0.0.1:{port}");
+    config.amqp = format!("publish_channels = {}", bench.channels);
+    config.ingest = format!("workers = {}", bench.workers);
+    let config = config.write(dir);
     let child = Command::new(&bench.ingest_bin)
         .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "warn")

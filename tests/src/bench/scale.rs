@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::deliver::{delivered, envelope, preload};
 use super::print_table;
 use crate::broker::TestBroker;
+use crate::config::BridgeToml;
 use crate::fixtures::{integration, WEBHOOK_TOKEN};
 use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
 
@@ -71,19 +72,10 @@ impl Stage {
         let integrations: String =
             names.iter().map(|n| integration(n, WEBHOOK_TOKEN, sandbox.url(), &token(n), "")).collect();
         std::fs::write(dir.path().join("integrations.toml"), integrations).unwrap();
-        let urls: Vec<String> = bench.amqp_urls.iter().map(|u| format!("\"{u}\"")).collect();
-        std::fs::write(
-            dir.path().join("bridge.toml"),
-            format!(
-                "integrations = \"integrations.toml\"\n[amqp]\nurls = [{}]\ntopology_prefix = \"{}\"\n\
-                 [deliver]\nlisten = \"127.0.0.1:0\"\nledger_postgres = \"{}\"\nconcurrency = {}\n",
-                urls.join(", "),
-                broker.prefix,
-                bench.postgres_url,
-                bench.concurrency
-            ),
-        )
-        .unwrap();
+        let mut config = BridgeToml::new(&bench.amqp_urls[0], &broker.prefix);
+        config.amqp_urls = bench.amqp_urls.clone();
+        config.deliver = format!("ledger_postgres = \"{}\"\nconcurrency = {}", bench.postgres_url, bench.concurrency);
+        config.write(dir.path());
         Stage { broker, sandbox, dir }
     }
 
