@@ -1,5 +1,6 @@
-//! Building and running the deliver worker (zero2prod's `Application`): health and metrics on an
-//! HTTP port (port 0 in tests), the consumer, the lanes, and the integrations watcher.
+//! Building and running the deliver worker: health and metrics on an HTTP port (port 0 in tests),
+//! the consumer, the lanes, and the integrations watcher, wired in one place so `main` and the tests
+//! start the same thing.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
-//! Building and running the ingest service (zero2prod's `Application`): binds first, so tests can
-//! ask for port 0 and read the port back.
+//! Building and running the ingest service: `build` binds before anything runs, so tests ask for
+//! port 0 and read the port back, and `main` stays a few lines.
 
 use std::net::TcpListener;
 use std::sync::Arc;

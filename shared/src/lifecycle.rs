@@ -1,7 +1,7 @@
 //! A process's long-running tasks: the signal that stops them, and whether each is still running.
 //!
-//! [`Shutdown`] is mini-redis's shutdown listener: every task holds one and leaves its loop when it
-//! fires. [`Liveness`] answers `/healthz`: a task that ends while the process is not stopping (a
+//! [`Shutdown`] is the stop signal every task holds and selects on, so a stop reaches each loop at
+//! its next await instead of the process being torn down under it. [`Liveness`] answers `/healthz`: a task that ends while the process is not stopping (a
 //! panic, or a bug that returns early) leaves the process up but idle, and only a failing health
 //! check makes an orchestrator restart it.
 

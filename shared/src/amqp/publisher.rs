@@ -1,5 +1,7 @@
-//! Confirmed publishing over a small pool of confirm-mode channels on one connection (vector's AMQP
-//! sink). A publish succeeds only when the broker has acked it and it was routed to a queue.
+//! Confirmed publishing over a small pool of confirm-mode channels on one connection: a channel
+//! waits for each confirm in order, so several let concurrent webhooks wait side by side, and one
+//! connection keeps the broker's view of the process simple. A publish succeeds only when the
+//! broker has acked it and it was routed to a queue.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Every answer of the Data API, classified into what the caller must do about it. Errors come with
-//! HTTP 200 and an `error` body, so the body decides, not the status (vector's "HTTP 200 but the body
-//! says error" case).
+//! HTTP 200 and an `error` body, so the body decides, not the status: a transport failure and an
+//! answer that says "error" are different classes, retried differently.
 
 use serde_json::Value;
 
