@@ -29,12 +29,16 @@ const SHORT_RETRY_FOR: Duration = Duration::from_secs(5);
 const WAIT_IN_PROCESS: Duration = Duration::from_secs(60);
 
 pub struct Courier {
+    /// The Data API client (one HTTP pool for every tenant).
     pub client: ComagicClient,
     /// The CoMagic call slots of the whole process (`[deliver] concurrency`), held only while a
     /// call is under way, never during a quota wait.
     pub calls: Semaphore,
+    /// Read per batch, so an edit of `integrations.toml` applies from the next batch on.
     pub integrations: IntegrationsHandle,
+    /// Each tenant's pause and quota state.
     pub tenants: Tenants,
+    /// Where each event ends: ledger and ack, a retry queue, or the dead-letter queue.
     pub outlet: Arc<Outlet>,
 }
 

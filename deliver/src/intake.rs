@@ -30,9 +30,13 @@ use crate::outlet::{Outlet, Raw};
 use crate::pending::{previous_deliveries, Pending};
 
 pub struct Intake {
+    /// Which integration an envelope names, and its settings.
     pub integrations: IntegrationsHandle,
+    /// A copy of a delivered event is acked here, before any parsing.
     pub ledger: Arc<Ledger>,
+    /// Where a message that cannot go on (unreadable, skipped, poison) ends.
     pub outlet: Arc<Outlet>,
+    /// Where a mapped event goes to be batched with its tenant's others.
     pub lanes: Arc<Lanes>,
 }
 

@@ -35,8 +35,11 @@ pub struct Raw<'a> {
 }
 
 pub struct Outlet {
+    /// The broker link's publisher while a session is up (moves wait for it).
     pub publisher: watch::Receiver<Option<Arc<Publisher>>>,
+    /// Names the retry and dead exchanges.
     pub topology: Topology,
+    /// Written before a delivered message is acked; claims are released through it.
     pub ledger: Arc<Ledger>,
     pub metrics: DeliverMetrics,
     pub retry_for: Duration,
