@@ -113,6 +113,8 @@ impl Courier {
             }
             // References, not copies: a batch of large dialogs is megabytes.
             let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
+            let ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
+            self.outlet.ledger.renew(&ids).await;
             let outcome = {
                 let Ok(_slot) = self.calls.acquire().await else { return };
                 self.call(&integration, kind, &items).await

@@ -63,6 +63,16 @@ impl LocalLedger {
             .collect()
     }
 
+    pub fn renew(&self, ext_ids: &[&str], claim_for: Duration) {
+        let until = Instant::now() + claim_for;
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ext_ids {
+            if let Some(held) = claims.get_mut(*id) {
+                *held = until;
+            }
+        }
+    }
+
     pub fn release(&self, ext_ids: &[String]) {
         let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ext_ids {
@@ -185,6 +195,9 @@ mod tests {
         ledger.release(&["a".to_owned()]);
         assert_eq!(ledger.claim(&["a"], Duration::ZERO), vec![Claim::Mine], "released");
         assert_eq!(ledger.claim(&["a"], long), vec![Claim::Mine], "a lapsed claim is taken over");
+        assert_eq!(ledger.claim(&["b"], Duration::ZERO), vec![Claim::Mine]);
+        ledger.renew(&["b"], long);
+        assert_eq!(ledger.claim(&["b"], long), vec![Claim::Held], "a renewed claim holds");
         ledger.record(&["a"]).await.unwrap();
         assert_eq!(ledger.claim(&["a"], long), vec![Claim::Delivered]);
     }

@@ -20,9 +20,10 @@ use bridge_shared::lifecycle::Shutdown;
 use self::local::LocalLedger;
 use self::postgres::PgLedger;
 
-/// How long a claim holds when it is never released (its holder died): longer than any batch
-/// stays in hand (a call, its short retries, a quota wait, the halvings of a refused batch).
-pub const CLAIM_FOR: Duration = Duration::from_secs(600);
+/// How long a claim holds unless renewed: the courier renews its batch's claims before each call,
+/// so this only needs to outlast one call with its short retries (30 s timeout, 5 s of retries).
+/// A replica that dies holding claims blocks those events' copies for at most this long.
+pub const CLAIM_FOR: Duration = Duration::from_secs(90);
 
 /// What [`Ledger::claim`] found for one ext_id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,19 @@ impl Ledger {
         match &self.store {
             Store::Local(l) => Ok(l.record(ext_ids).await?),
             Store::Shared(s) => Ok(s.record(ext_ids).await?),
+        }
+    }
+
+    /// Extends this process's claims on `ext_ids` by [`CLAIM_FOR`] from now (before each call, so
+    /// a long quota wait or a slow account does not let a claim lapse under a batch in hand).
+    pub async fn renew(&self, ext_ids: &[&str]) {
+        match &self.store {
+            Store::Local(l) => l.renew(ext_ids, CLAIM_FOR),
+            Store::Shared(s) => {
+                if let Err(error) = s.renew(ext_ids, CLAIM_FOR).await {
+                    tracing::warn!(%error, "could not renew claims; a copy may be sent meanwhile");
+                }
+            }
         }
     }
 

@@ -140,6 +140,19 @@ impl PgLedger {
         Ok(())
     }
 
+    /// Extends this process's claims on `ext_ids` (not delivered ones only).
+    pub async fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> Result<(), tokio_postgres::Error> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE bridge_ledger SET claimed_until = now() + make_interval(secs => $4)
+                 WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL",
+                &[&self.scope, &ext_ids, &self.owner, &claim_for.as_secs_f64()],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Gives up this process's claims on ids that were not delivered.
     pub async fn release(&self, ext_ids: &[String]) -> Result<(), tokio_postgres::Error> {
         self.client()
@@ -197,7 +210,12 @@ mod tests {
         assert_eq!(a.claim(&["x"], long).await.unwrap(), vec![Claim::Delivered]);
         a.release(&["x".into()]).await.unwrap();
         assert!(a.contains("x").await.unwrap(), "a release never forgets a delivery");
-        // A holder that died: its claim lapses and another replica takes it over.
+        // A claim renewed by its holder holds; one whose holder died lapses and is taken over.
+        assert_eq!(a.claim(&["v"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
+        a.renew(&["v"], long).await.unwrap();
+        assert_eq!(b.claim(&["v"], long).await.unwrap(), vec![Claim::Held], "renewed");
+        b.renew(&["v"], Duration::ZERO).await.unwrap();
+        assert_eq!(b.claim(&["v"], long).await.unwrap(), vec![Claim::Held], "only its holder renews it");
         assert_eq!(a.claim(&["w"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
         assert_eq!(b.claim(&["w"], long).await.unwrap(), vec![Claim::Mine]);
         let later = chrono::Utc::now() + chrono::Duration::seconds(1);
