@@ -146,11 +146,7 @@ async fn broker_restarted_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_accepts_and_never_answers_is_timed_out_and_recovered_from() {
     let proxy = TcpProxy::start(broker_address(&bridge_tests::broker::amqp_url())).await;
-    let options = Options {
-        deliver_amqp_url: Some(proxy.amqp_url()),
-        ingest_amqp_url: Some(proxy.amqp_url()),
-        ..Default::default()
-    };
+    let options = Options::both_through(proxy.amqp_url());
     let p = Pipeline::start("black-hole", &[SHOP], options).await;
     proxy.black_hole();
     let failures = "bridge_amqp_connect_failures_total";

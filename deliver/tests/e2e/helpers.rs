@@ -101,6 +101,13 @@ pub struct Options {
     pub external_deliver: bool,
 }
 
+impl Options {
+    /// Both services reach the broker through `amqp_url` (a proxy a test cuts or silences).
+    pub fn both_through(amqp_url: String) -> Self {
+        Options { ingest_amqp_url: Some(amqp_url.clone()), deliver_amqp_url: Some(amqp_url), ..Default::default() }
+    }
+}
+
 async fn start_ingest(settings: Settings) -> Running {
     let app = ingest::startup::Application::build(settings).await.expect("ingest starts");
     let address = format!("http://127.0.0.1:{}", app.port());
