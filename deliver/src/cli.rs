@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
-use bridge_shared::integrations::Integrations;
+use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
@@ -213,7 +213,8 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
 }
 
 async fn run_check(settings: &Settings, integration: Option<String>, list: Option<String>) -> ExitCode {
-    let set = match Integrations::load(&settings.integrations) {
+    let location = Location::of(settings);
+    let set = match location.read().await {
         Ok(set) => set,
         Err(e) => return invalid_configuration("deliver", e),
     };
@@ -221,7 +222,7 @@ async fn run_check(settings: &Settings, integration: Option<String>, list: Optio
     let chosen: Vec<_> = match list.as_ref().or(integration.as_ref()) {
         Some(id) => match set.get(id) {
             Some(i) => vec![i.clone()],
-            None => return failed(format!("no integration `{id}` in {}", settings.integrations.display())),
+            None => return failed(format!("no integration `{id}` in {location}")),
         },
         None => set.iter().cloned().collect(),
     };

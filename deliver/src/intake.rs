@@ -1,6 +1,7 @@
 //! Consuming `bridge.deliver`: a supervisor keeps a session and a consumer up across broker
-//! restarts; each message is checked (poison, envelope, integration, ledger, payload), attributed,
-//! mapped and handed to its lane.
+//! restarts; each message is checked (poison, envelope, integration, payload), attributed, mapped
+//! and handed to its lane; the courier's claim in the ledger catches a copy of a delivered event
+//! (one round trip per batch, not per message: with the shared ledger that is the difference).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,15 +26,12 @@ use lapin::Connection;
 use prometheus::IntCounter;
 
 use crate::lanes::Lanes;
-use crate::ledger::Ledger;
 use crate::outlet::{Outlet, Raw};
 use crate::pending::{previous_deliveries, Pending};
 
 pub struct Intake {
     /// Which integration an envelope names, and its settings.
     pub integrations: IntegrationsHandle,
-    /// A copy of a delivered event is acked here, before any parsing.
-    pub ledger: Arc<Ledger>,
     /// Where a message that cannot go on (unreadable, skipped, poison) ends.
     pub outlet: Arc<Outlet>,
     /// Where a mapped event goes to be batched with its tenant's others.
@@ -110,12 +108,6 @@ impl Intake {
             let error = format!("no integration `{}` in integrations.toml", envelope.integration);
             return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
         };
-        if self.ledger.contains(envelope.event_id.as_str()).await {
-            // Debug, not info: a redelivery storm must not become a log storm (the
-            // `duplicate` outcome and `bridge_deliver_redeliveries_total` count them).
-            tracing::debug!(integration = %envelope.integration, kind, event_id = %envelope.event_id, "already delivered (ledger); acked");
-            return self.outlet.done(&delivery, kind, "duplicate").await;
-        }
         let event = match verbox::parse(envelope.payload.get().as_bytes()) {
             Ok(event) => event,
             Err(e) => return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &e.to_string()).await,

@@ -11,6 +11,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::amqp::{BrokerLink, Topology};
 use bridge_shared::comagic::ComagicClient;
+use bridge_shared::integrations::store::{Location, StoreError};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
@@ -31,6 +32,8 @@ use crate::tenants::Tenants;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("integrations: {0}")]
+    Integrations(#[from] StoreError),
     #[error("deliver ledger (ledger_dir or ledger_postgres): {0}")]
     Ledger(#[from] LedgerError),
     #[error("deliver.listen: {0}")]
@@ -80,7 +83,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let registry = Registry::new();
         let metrics = DeliverMetrics::new(&registry);
-        let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
+        let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
         let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {
             Ledger::open(&settings.deliver.ledger_dir)?
         } else {
@@ -110,12 +113,7 @@ impl Application {
             max_lag: MAX_LANE_LAG,
         };
         let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
-        let intake = Arc::new(Intake {
-            integrations: integrations.clone(),
-            ledger: ledger.clone(),
-            outlet,
-            lanes: lanes.clone(),
-        });
+        let intake = Arc::new(Intake { integrations: integrations.clone(), outlet, lanes: lanes.clone() });
         let ready = Arc::new(AtomicBool::new(false));
         let consuming = Consuming {
             link: link.clone(),

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bridge_shared::integrations::Integrations;
+use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Parser, Subcommand};
@@ -47,7 +47,8 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Setup { integration }) => {
-            let set = match Integrations::load(&settings.integrations) {
+            let location = Location::of(&settings);
+            let set = match location.read().await {
                 Ok(set) => set,
                 Err(e) => return invalid_configuration("ingest", e),
             };
@@ -57,7 +58,7 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 None => {
-                    eprintln!("no integration `{integration}` in {}", settings.integrations.display());
+                    eprintln!("no integration `{integration}` in {location}");
                     ExitCode::FAILURE
                 }
             }

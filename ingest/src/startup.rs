@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
+use bridge_shared::integrations::store::{Location, StoreError};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::settings::{ConfigError, Settings};
@@ -25,6 +26,8 @@ use crate::state::AppState;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("integrations: {0}")]
+    Integrations(#[from] StoreError),
     #[error("ingest.spool_dir: {0}")]
     Spool(#[from] SpoolError),
     #[error("ingest.listen: {0}")]
@@ -52,7 +55,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let registry = Registry::new();
         let metrics = IngestMetrics::new(&registry);
-        let integrations = IntegrationsHandle::load(&settings.integrations, ReloadMetrics::new(&registry))?;
+        let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
         let spool =
             Arc::new(Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())?);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());

@@ -9,6 +9,7 @@ pub mod event;
 pub mod integrations;
 pub mod lifecycle;
 pub mod mapping;
+pub mod postgres;
 pub mod redact;
 pub mod reload;
 pub mod retry_policy;

@@ -1,93 +1,158 @@
-//! `integrations.toml`, re-read on change (polled) or SIGHUP without a restart. A broken edit keeps
-//! the last good set; the failure is logged and counted.
+//! The integrations in force, kept current without a restart: from `integrations.toml` (re-read
+//! when its modification time changes, or on SIGHUP) or from the PostgreSQL store (re-read on
+//! each change it notifies). A set that does not validate, or a store that cannot be read, keeps
+//! the last good set in force; the failure is logged and shows in the metrics.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
+use crate::integrations::store::{Location, Store, StoreError};
 use crate::integrations::Integrations;
 use crate::lifecycle::Shutdown;
-use crate::settings::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct ReloadMetrics {
     pub(crate) failures: IntCounter,
     pub(crate) integrations: IntGauge,
+    pub(crate) store_up: IntGauge,
 }
 
 impl ReloadMetrics {
     pub fn new(registry: &Registry) -> Self {
         let failures = IntCounter::new(
             "bridge_config_reload_failures_total",
-            "Edits of integrations.toml refused (the last good set stays)",
+            "Edits of the integrations refused, or reads of their store that failed (the last good set stays)",
         )
         .expect("valid metric");
         let integrations =
             IntGauge::new("bridge_config_integrations", "Integrations in the set in force").expect("valid metric");
+        let store_up = IntGauge::new(
+            "bridge_integrations_store_up",
+            "1 when the integrations' store answered the last read (0: running on the last good set)",
+        )
+        .expect("valid metric");
+        for metric in [&integrations, &store_up] {
+            registry.register(Box::new(metric.clone())).expect("registered once");
+        }
         registry.register(Box::new(failures.clone())).expect("registered once");
-        registry.register(Box::new(integrations.clone())).expect("registered once");
-        ReloadMetrics { failures, integrations }
+        ReloadMetrics { failures, integrations, store_up }
     }
 }
 
+/// How often the PostgreSQL store is re-read even without a notification, and how long a lost
+/// database connection waits before it is tried again.
+const STORE_RECHECK: Duration = Duration::from_secs(30);
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// The integrations in force; cheap to clone and to read on every request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IntegrationsHandle {
     current: Arc<RwLock<Arc<Integrations>>>,
-    path: PathBuf,
+    store: Arc<Store>,
     metrics: ReloadMetrics,
 }
 
+fn environment() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
 impl IntegrationsHandle {
-    /// Loads the file; at start-up a broken file is an error (the process refuses to start).
-    pub fn load(path: &Path, metrics: ReloadMetrics) -> Result<Self, ConfigError> {
-        let set = Integrations::load(path)?;
+    /// Opens the store and reads it; at start-up a set that does not validate, or a store that
+    /// does not answer, is an error (the process refuses to start).
+    pub async fn open(location: &Location, metrics: ReloadMetrics) -> Result<Self, StoreError> {
+        let store = Store::open(location).await?;
+        let set = store.integrations(&environment()).await?;
         metrics.integrations.set(set.len() as i64);
-        Ok(IntegrationsHandle { current: Arc::new(RwLock::new(Arc::new(set))), path: path.to_owned(), metrics })
+        metrics.store_up.set(1);
+        Ok(IntegrationsHandle { current: Arc::new(RwLock::new(Arc::new(set))), store: Arc::new(store), metrics })
     }
 
     pub fn current(&self) -> Arc<Integrations> {
         self.current.read().expect("never poisoned: writers do not panic").clone()
     }
 
-    /// Re-reads the file; on error the last good set stays in force.
-    pub fn reload(&self) -> Result<(), ConfigError> {
-        match Integrations::load(&self.path) {
+    /// Re-reads the store; on error the last good set stays in force.
+    async fn reload(&self) {
+        match self.store.integrations(&environment()).await {
             Ok(set) => {
+                self.metrics.store_up.set(1);
                 self.metrics.integrations.set(set.len() as i64);
                 *self.current.write().expect("never poisoned") = Arc::new(set);
-                tracing::info!(path = %self.path.display(), "integrations reloaded");
-                Ok(())
+                tracing::info!("integrations reloaded");
             }
             Err(error) => {
+                let unreachable = matches!(error, StoreError::Database(_) | StoreError::File(_));
+                self.metrics.store_up.set(i64::from(!unreachable));
                 self.metrics.failures.inc();
-                tracing::error!(path = %self.path.display(), %error, "integrations.toml refused; the last good set stays in force");
-                Err(error)
+                tracing::error!(%error, "integrations not reloaded; the last good set stays in force");
             }
         }
     }
 
-    /// Reloads when the file's modification time changes (checked every `every`) or on SIGHUP,
-    /// until `shutdown` turns true.
+    /// Keeps the set current until `shutdown`: the file is checked every `every`; the database
+    /// is listened to. SIGHUP re-reads either.
     pub async fn watch(self, every: Duration, shutdown: Shutdown) {
-        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = modified(&self.path);
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("a SIGHUP handler installs");
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let now = modified(&self.path);
-                    if now != seen {
-                        seen = now;
-                        let _ = self.reload();
+        match &*self.store {
+            Store::File(file) => {
+                let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+                let mut seen: Option<SystemTime> = modified(file.path());
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let now = modified(file.path());
+                            if now != seen {
+                                seen = now;
+                                self.reload().await;
+                            }
+                        }
+                        _ = hangup.recv() => { self.reload().await; }
+                        _ = shutdown.stopped() => return,
                     }
                 }
-                _ = hangup.recv() => { let _ = self.reload(); }
-                _ = shutdown.stopped() => return,
+            }
+            Store::Postgres(database) => {
+                let mut failed_before = false;
+                loop {
+                    match database.listen().await {
+                        Ok(mut changes) => {
+                            failed_before = false;
+                            // What changed while nobody listened.
+                            self.reload().await;
+                            let mut recheck = tokio::time::interval(STORE_RECHECK);
+                            recheck.tick().await;
+                            loop {
+                                tokio::select! {
+                                    change = changes.next() => match change {
+                                        Some(()) => { self.reload().await; }
+                                        None => break,
+                                    },
+                                    _ = recheck.tick() => { self.reload().await; }
+                                    _ = hangup.recv() => { self.reload().await; }
+                                    _ = shutdown.stopped() => return,
+                                }
+                            }
+                            tracing::warn!("lost the integrations database; the last good set stays in force");
+                        }
+                        // Once per outage, not once per attempt.
+                        Err(error) if !failed_before => {
+                            failed_before = true;
+                            tracing::warn!(%error, "cannot listen to the integrations database; the last good set stays in force");
+                        }
+                        Err(_) => {}
+                    }
+                    self.metrics.store_up.set(0);
+                    tokio::select! {
+                        _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+                        _ = shutdown.stopped() => return,
+                    }
+                }
             }
         }
     }

@@ -37,7 +37,7 @@ impl LocalLedger {
         })
     }
 
-    pub fn contains(&self, ext_id: &str) -> bool {
+    fn contains(&self, ext_id: &str) -> bool {
         // A read error is treated as "not delivered": the worst case is a duplicate upload, which
         // CoMagic answers with duplicate_entity.
         self.db.contains_key(ext_id).unwrap_or(false)

@@ -65,18 +65,6 @@ impl Ledger {
         Ok(Ledger { store: Store::Shared(PgLedger::connect(url, scope, owner).await?) })
     }
 
-    /// Whether `ext_id` was delivered. A ledger that cannot answer says no: the worst case is a
-    /// second upload of an item CoMagic already has.
-    pub async fn contains(&self, ext_id: &str) -> bool {
-        match &self.store {
-            Store::Local(l) => l.contains(ext_id),
-            Store::Shared(s) => s.contains(ext_id).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "could not read the ledger; treating the event as not delivered");
-                false
-            }),
-        }
-    }
-
     /// One [`Claim`] per id, in order; a repeat within `ext_ids` is [`Claim::Held`]. A ledger that
     /// cannot answer grants every claim (delivery goes on; a copy may then be sent twice).
     pub async fn claim(&self, ext_ids: &[&str]) -> Vec<Claim> {

@@ -1,15 +1,18 @@
 //! `integrations.toml`: one `[[integration]]` per connected Verbox site (docs/integrations.md).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
-use serde::Deserialize;
 
 use crate::event::EventKind;
 use crate::secret::Secret;
 use crate::settings::ConfigError;
+
+mod form;
+pub mod store;
+
+pub use form::{IntegrationForm, IntegrationsFile, TargetForm, MIN_WEBHOOK_TOKEN_LEN};
 
 /// Messenger channels an integration may map. Verbox's channel strings are known only for
 /// Instagram; the rest are the obvious lower-case names, and unknown keys are refused so a typo in
@@ -102,25 +105,20 @@ impl Integrations {
         self.by_id.is_empty()
     }
 
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let env: HashMap<String, String> = std::env::vars().collect();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::from_toml(&text, &env).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
-            other => other,
-        })
-    }
-
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: String::new(),
             message: crate::settings::syntax_message(&e, text),
         })?;
-        let file: RawFile = crate::settings::deserialize_naming_key(value)?;
+        let file: IntegrationsFile = crate::settings::deserialize_naming_key(value)?;
+        Self::from_forms(file.integration, env)
+    }
+
+    /// Validates every form; ids must be unique.
+    pub fn from_forms(forms: Vec<IntegrationForm>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut by_id = HashMap::new();
-        for (index, raw) in file.integration.into_iter().enumerate() {
-            let integration = raw.validate(index, env)?;
+        for (index, form) in forms.into_iter().enumerate() {
+            let integration = form.validate(index, env)?;
             let key = format!("integration[{index}].id");
             if by_id.contains_key(&integration.id) {
                 return Err(ConfigError::invalid(key, format!("`{}` is used twice", integration.id)));
@@ -128,173 +126,6 @@ impl Integrations {
             by_id.insert(integration.id.clone(), Arc::new(integration));
         }
         Ok(Integrations { by_id })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    integration: Vec<RawIntegration>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIntegration {
-    id: String,
-    #[serde(default = "yes")]
-    active: bool,
-    webhook_token: Option<Secret>,
-    webhook_token_env: Option<String>,
-    verbox_secret_key: Option<Secret>,
-    verbox_secret_key_env: Option<String>,
-    #[serde(default = "yes")]
-    offline_enabled: bool,
-    #[serde(default = "default_api")]
-    comagic_api: String,
-    comagic_token: Option<Secret>,
-    comagic_token_env: Option<String>,
-    employee_id: u64,
-    #[serde(default = "default_timezone")]
-    timezone: String,
-    #[serde(default = "default_session_key")]
-    session_key: String,
-    default: RawTarget,
-    #[serde(default)]
-    messengers: BTreeMap<String, RawTarget>,
-    chat_events: Option<Vec<String>>,
-    offline_events: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTarget {
-    campaign_id: Option<i64>,
-    site_id: Option<i64>,
-    source_id: Option<i64>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_api() -> String {
-    "https://dataapi.comagic.ru/v2.0".into()
-}
-fn default_timezone() -> String {
-    "Europe/Moscow".into()
-}
-fn default_session_key() -> String {
-    "comagic_session_id".into()
-}
-
-pub const MIN_WEBHOOK_TOKEN_LEN: usize = 24;
-
-impl RawIntegration {
-    fn validate(self, index: usize, env: &HashMap<String, String>) -> Result<Integration, ConfigError> {
-        let key = |field: &str| format!("integration[{index}].{field}");
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !id_ok {
-            return Err(ConfigError::invalid(key("id"), "must be 1 to 64 of [a-z0-9-]"));
-        }
-        let secret = |field: &str, value: Option<Secret>, var: Option<String>| -> Result<Option<Secret>, ConfigError> {
-            match (value, var) {
-                (value, None) => Ok(value),
-                (None, Some(var)) => match env.get(&var).filter(|v| !v.is_empty()) {
-                    Some(v) => Ok(Some(Secret::new(v.clone()))),
-                    None => Err(ConfigError::invalid(
-                        key(&format!("{field}_env")),
-                        format!("environment variable {var} is not set"),
-                    )),
-                },
-                (Some(_), Some(_)) => {
-                    Err(ConfigError::invalid(key(field), format!("set {field} or {field}_env, not both")))
-                }
-            }
-        };
-        let webhook_token = secret("webhook_token", self.webhook_token, self.webhook_token_env)?
-            .ok_or_else(|| ConfigError::invalid(key("webhook_token"), "is required (or webhook_token_env)"))?;
-        let token = webhook_token.expose();
-        if token.len() < MIN_WEBHOOK_TOKEN_LEN
-            || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError::invalid(
-                key("webhook_token"),
-                format!("must be at least {MIN_WEBHOOK_TOKEN_LEN} characters of [A-Za-z0-9_-]"),
-            ));
-        }
-        let verbox_secret_key = secret("verbox_secret_key", self.verbox_secret_key, self.verbox_secret_key_env)?;
-        if !(self.comagic_api.starts_with("https://") || self.comagic_api.starts_with("http://")) {
-            return Err(ConfigError::invalid(key("comagic_api"), "must be an http(s) URL"));
-        }
-        let comagic_token = secret("comagic_token", self.comagic_token, self.comagic_token_env)?
-            .ok_or_else(|| ConfigError::invalid(key("comagic_token"), "is required (or comagic_token_env)"))?;
-        if comagic_token.expose().is_empty() {
-            return Err(ConfigError::invalid(key("comagic_token"), "must not be empty"));
-        }
-        if self.employee_id == 0 {
-            return Err(ConfigError::invalid(key("employee_id"), "must be a CoMagic employee id"));
-        }
-        let timezone: Tz = self.timezone.parse().map_err(|_| {
-            ConfigError::invalid(
-                key("timezone"),
-                "is not an IANA time zone like Europe/Moscow (the value is not shown: it may be a pasted secret)",
-            )
-        })?;
-        if self.session_key.trim().is_empty() {
-            return Err(ConfigError::invalid(key("session_key"), "must not be empty"));
-        }
-        let default = self.default.validate(&key("default"))?;
-        let mut messengers = BTreeMap::new();
-        for (name, target) in self.messengers {
-            let field = key(&format!("messengers.{name}"));
-            if !MESSENGERS.contains(&name.as_str()) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("unknown messenger; known: {}", MESSENGERS.join(", ")),
-                ));
-            }
-            messengers.insert(name, target.validate(&field)?);
-        }
-        for (field, list) in [("chat_events", &self.chat_events), ("offline_events", &self.offline_events)] {
-            if list.as_ref().is_some_and(|l| l.is_empty() || l.iter().any(|e| e.trim().is_empty())) {
-                return Err(ConfigError::invalid(key(field), "must list at least one non-empty event id"));
-            }
-        }
-        Ok(Integration {
-            id: self.id,
-            active: self.active,
-            webhook_token,
-            verbox_secret_key: verbox_secret_key.filter(|s| !s.expose().is_empty()),
-            offline_enabled: self.offline_enabled,
-            comagic_api: self.comagic_api,
-            comagic_token,
-            employee_id: self.employee_id,
-            timezone,
-            session_key: self.session_key,
-            default,
-            messengers,
-            chat_events: self.chat_events,
-            offline_events: self.offline_events,
-        })
-    }
-}
-
-impl RawTarget {
-    fn validate(&self, key: &str) -> Result<Target, ConfigError> {
-        let positive = |field: &str, v: i64| {
-            u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
-                ConfigError::invalid(format!("{key}.{field}"), "must be a positive id (-1 is not allowed for chats)")
-            })
-        };
-        match (self.campaign_id, self.site_id, self.source_id) {
-            (Some(campaign), None, None) => Ok(Target::Campaign { campaign_id: positive("campaign_id", campaign)? }),
-            (None, Some(site), Some(source)) => Ok(Target::SiteSource {
-                site_id: positive("site_id", site)?,
-                source_id: positive("source_id", source)?,
-            }),
-            _ => Err(ConfigError::invalid(key, "give exactly one of { campaign_id } or { site_id, source_id }")),
-        }
     }
 }
 

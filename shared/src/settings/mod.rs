@@ -34,6 +34,9 @@ pub struct Settings {
     pub deliver: DeliverSettings,
     /// The tenants' integrations; relative paths are resolved beside `bridge.toml`.
     pub integrations: PathBuf,
+    /// Where the integrations are kept when several machines share them: `postgres://…`
+    /// (`BRIDGE__INTEGRATIONS_STORE`). Empty keeps them in the file `integrations`.
+    pub integrations_store: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -115,6 +118,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             deliver: DeliverSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
+            integrations_store: String::new(),
         }
     }
 }
@@ -244,6 +248,10 @@ impl Settings {
         let postgres = &self.deliver.ledger_postgres;
         if !(postgres.is_empty() || postgres.starts_with("postgres://") || postgres.starts_with("postgresql://")) {
             return Err(ConfigError::invalid("deliver.ledger_postgres", "must be empty or a postgres:// URL"));
+        }
+        let store = &self.integrations_store;
+        if !(store.is_empty() || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid("integrations_store", "must be empty or a postgres:// URL"));
         }
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));

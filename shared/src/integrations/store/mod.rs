@@ -1,0 +1,155 @@
+//! Where the integrations are kept, behind one interface: `integrations.toml` (one machine; the
+//! default) or PostgreSQL (several machines: `integrations_store = "postgres://…"`). Every save
+//! names the version it was based on, so two admins editing one integration cannot silently
+//! overwrite each other: the second save is refused as stale.
+
+mod file;
+mod postgres;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use super::{IntegrationForm, Integrations};
+use crate::settings::{ConfigError, Settings};
+
+pub use self::file::FileStore;
+pub use self::postgres::{Changes, PgStore};
+
+/// A form as stored, with the version a save must name to replace it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub form: IntegrationForm,
+    pub version: String,
+}
+
+impl Versioned {
+    fn new(form: IntegrationForm) -> Self {
+        let version = version_of(&form);
+        Versioned { form, version }
+    }
+}
+
+/// The version of a form: a digest of its content, so the file store needs no counter and a hand
+/// edit of the file is seen as a change too.
+pub fn version_of(form: &IntegrationForm) -> String {
+    let json = serde_json::to_vec(form).expect("a form serialises");
+    Sha256::digest(json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no integration `{0}`")]
+    NotFound(String),
+    #[error("an integration `{0}` exists already")]
+    Exists(String),
+    #[error("integration `{id}` was changed by someone else since it was read (it is now version {current})")]
+    Stale { id: String, current: String },
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("integrations file: {0}")]
+    File(String),
+    /// The message says what failed, never the database URL (it may hold a password).
+    #[error("integrations database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+pub enum Store {
+    File(FileStore),
+    Postgres(PgStore),
+}
+
+/// Where `settings` keep the integrations; says which without a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    Postgres { url: String, scope: String },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres { scope, .. } => write!(f, "the integrations database (scope {scope})"),
+        }
+    }
+}
+
+impl Location {
+    /// Reads the set once, for a command (`ingest setup`, `deliver check`).
+    pub async fn read(&self) -> Result<Integrations, StoreError> {
+        let env = std::env::vars().collect();
+        Store::open(self).await?.integrations(&env).await
+    }
+
+    pub fn of(settings: &Settings) -> Self {
+        if settings.integrations_store.is_empty() {
+            Location::File(settings.integrations.clone())
+        } else {
+            Location::Postgres {
+                url: settings.integrations_store.clone(),
+                scope: settings.amqp.topology_prefix.clone(),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store (for PostgreSQL: connects and applies its migration).
+    pub async fn open(location: &Location) -> Result<Self, StoreError> {
+        Ok(match location {
+            Location::File(path) => Store::File(FileStore::new(path.clone())),
+            Location::Postgres { url, scope } => Store::Postgres(PgStore::connect(url, scope).await?),
+        })
+    }
+
+    /// Every integration, in id order.
+    pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
+        match self {
+            Store::File(s) => s.list().await,
+            Store::Postgres(s) => s.list().await,
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Versioned, StoreError> {
+        self.list().await?.into_iter().find(|v| v.form.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    /// Adds an integration whose id is new. The form is validated (with `env` for secrets named
+    /// by environment variable) before anything is written.
+    pub async fn create(&self, form: IntegrationForm, env: &HashMap<String, String>) -> Result<Versioned, StoreError> {
+        validate(&form, env)?;
+        match self {
+            Store::File(s) => s.create(form, env).await,
+            Store::Postgres(s) => s.create(form).await,
+        }
+    }
+
+    /// Replaces an integration, if it is still at `version`.
+    pub async fn update(
+        &self,
+        form: IntegrationForm,
+        version: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Versioned, StoreError> {
+        validate(&form, env)?;
+        match self {
+            Store::File(s) => s.update(form, version, env).await,
+            Store::Postgres(s) => s.update(form, version).await,
+        }
+    }
+
+    /// The validated set, as the services hold it.
+    pub async fn integrations(&self, env: &HashMap<String, String>) -> Result<Integrations, StoreError> {
+        let forms = self.list().await?.into_iter().map(|v| v.form).collect();
+        Ok(Integrations::from_forms(forms, env)?)
+    }
+}
+
+fn validate(form: &IntegrationForm, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    form.clone().validate(0, env).map(drop)
+}
+
+#[cfg(test)]
+mod tests;
