@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bridge_shared::comagic::{ComagicClient, Failure};
 use bridge_shared::integrations::{Integration, Target};
+use bridge_shared::secret::Secret;
 use bridge_shared::telemetry::ComagicMetrics;
 use serde_json::{json, Map, Value};
 
@@ -15,6 +16,20 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn client() -> ComagicClient {
     ComagicClient::new(TIMEOUT, ComagicMetrics::new(&prometheus::Registry::new()))
+}
+
+/// What reads a CoMagic account: the integration's API address and token (or a form's, before
+/// it is saved).
+#[derive(Clone, Copy)]
+pub struct AccountKey<'a> {
+    pub api: &'a str,
+    pub token: &'a Secret,
+}
+
+impl<'a> From<&'a Integration> for AccountKey<'a> {
+    fn from(integration: &'a Integration) -> Self {
+        AccountKey { api: &integration.comagic_api, token: &integration.comagic_token }
+    }
 }
 
 /// What the account holds that an integration refers to.
@@ -27,7 +42,7 @@ struct Account {
 }
 
 /// Why the account could not be read at all: the one problem to report.
-fn account_unreadable(integration: &Integration, failure: Failure) -> String {
+fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> String {
     let fix = match &failure {
         Failure::Tenant { mnemonic, .. } if mnemonic.starts_with("access_token") || *mnemonic == "auth_error" => {
             "the token was refused: create an API key in the CoMagic account (Settings → API) and set comagic_token"
@@ -41,31 +56,31 @@ fn account_unreadable(integration: &Integration, failure: Failure) -> String {
         }
         Failure::Quota { .. } => "the account's API points are spent for now: run the check again later".to_owned(),
         Failure::Transient { reason, .. } => {
-            format!("no answer from {}: {reason} (check comagic_api and the network)", integration.comagic_api)
+            format!("no answer from {}: {reason} (check comagic_api and the network)", key.api)
         }
         other => format!("CoMagic refused get.account ({}): check comagic_api and comagic_token", other.label()),
     };
-    format!("{}: {fix}", integration.id)
+    format!("{label}: {fix}")
 }
 
 async fn call(
     client: &ComagicClient,
-    integration: &Integration,
+    key: AccountKey<'_>,
     method: &'static str,
     params: Value,
 ) -> Result<Value, Failure> {
     let params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
-    let success = client.call(&integration.comagic_api, &integration.comagic_token, method, params, None).await?;
+    let success = client.call(key.api, key.token, method, params, None).await?;
     Ok(success.result.get("data").cloned().unwrap_or(Value::Null))
 }
 
-async fn list(client: &ComagicClient, integration: &Integration, method: &'static str) -> Result<Vec<Value>, Failure> {
-    let data = call(client, integration, method, json!({"limit": 10_000})).await?;
+async fn list(client: &ComagicClient, key: AccountKey<'_>, method: &'static str) -> Result<Vec<Value>, Failure> {
+    let data = call(client, key, method, json!({"limit": 10_000})).await?;
     Ok(data.as_array().cloned().unwrap_or_default())
 }
 
-async fn read_account(client: &ComagicClient, integration: &Integration) -> Result<Account, Failure> {
-    let account = call(client, integration, "get.account", json!({})).await?;
+async fn read_account(client: &ComagicClient, key: AccountKey<'_>) -> Result<Account, Failure> {
+    let account = call(client, key, "get.account", json!({})).await?;
     let timezone = account
         .as_array()
         .and_then(|a| a.first())
@@ -75,10 +90,10 @@ async fn read_account(client: &ComagicClient, integration: &Integration) -> Resu
         .to_owned();
     Ok(Account {
         timezone,
-        employees: list(client, integration, "get.employees").await?,
-        campaigns: list(client, integration, "get.campaigns").await?,
-        sites: list(client, integration, "get.sites").await?,
-        sources: list(client, integration, "get.sources").await?,
+        employees: list(client, key, "get.employees").await?,
+        campaigns: list(client, key, "get.campaigns").await?,
+        sites: list(client, key, "get.sites").await?,
+        sources: list(client, key, "get.sources").await?,
     })
 }
 
@@ -121,7 +136,7 @@ async fn component_problem(
     method: &'static str,
     key: &str,
 ) -> Option<String> {
-    match call(client, integration, method, json!({ key: [] })).await {
+    match call(client, integration.into(), method, json!({ key: [] })).await {
         Err(Failure::Tenant { mnemonic: "method_component_disabled", .. }) => {
             let component = method.replace('.', "_");
             Some(format!(
@@ -136,9 +151,10 @@ async fn component_problem(
 
 /// Every problem of one integration, one line each; empty when it is ready.
 pub async fn check(client: &ComagicClient, integration: &Integration) -> Vec<String> {
-    let account = match read_account(client, integration).await {
+    let key = AccountKey::from(integration);
+    let account = match read_account(client, key).await {
         Ok(account) => account,
-        Err(failure) => return vec![account_unreadable(integration, failure)],
+        Err(failure) => return vec![account_unreadable(&integration.id, key, failure)],
     };
     let id = &integration.id;
     let mut problems = Vec::new();
@@ -213,7 +229,8 @@ fn target_problems(id: &str, setting: &str, target: Target, account: &Account) -
 
 /// The account's employees, campaigns, sites and sources, as tables.
 pub async fn listing(client: &ComagicClient, integration: &Integration) -> Result<String, String> {
-    let account = read_account(client, integration).await.map_err(|f| account_unreadable(integration, f))?;
+    let key = AccountKey::from(integration);
+    let account = read_account(client, key).await.map_err(|f| account_unreadable(&integration.id, key, f))?;
     let cell = |v: &Value, pointer: &str| match v.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "-".into(),
@@ -238,4 +255,21 @@ pub async fn listing(client: &ComagicClient, integration: &Integration) -> Resul
         )
         + &section("Sites (site_id)", &account.sites, &[("ID", "/id"), ("DOMAIN", "/domain_name")])
         + &section("Sources (source_id)", &account.sources, &[("ID", "/id"), ("NAME", "/name")]))
+}
+
+/// What a settings form may pick from: employees who may take chats, active campaigns, sites and
+/// sources, as `{id, name}`; and the account's time zone. An unreadable account is the one
+/// problem, with its fix.
+pub async fn pick_lists(client: &ComagicClient, key: AccountKey<'_>) -> Result<Value, String> {
+    let account = read_account(client, key).await.map_err(|f| account_unreadable("the account", key, f))?;
+    let pick = |items: &[Value], name_key: &str, keep: &dyn Fn(&Value) -> bool| -> Vec<Value> {
+        items.iter().filter(|i| keep(i)).map(|i| json!({"id": i.get("id"), "name": name(i, name_key)})).collect()
+    };
+    Ok(json!({
+        "timezone": account.timezone,
+        "employees": pick(&account.employees, "full_name", &may_chat),
+        "campaigns": pick(&account.campaigns, "name", &active),
+        "sites": pick(&account.sites, "domain_name", &|_| true),
+        "sources": pick(&account.sources, "name", &|_| true),
+    }))
 }

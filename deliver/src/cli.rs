@@ -13,6 +13,7 @@ use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
 
+use crate::console::{AdminTokens, Console, ADMIN_TOKENS_VAR};
 use crate::dlq::{self, Filter, Format, ReplayOptions, Selection};
 use crate::startup::Application;
 
@@ -32,6 +33,9 @@ enum Command {
     /// Inspects, replays, exports or purges the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Serves the admin API and the settings console on `[console] listen` (admin tokens from
+    /// BRIDGE_ADMIN_TOKENS).
+    Console,
     /// Checks integrations against their CoMagic accounts; exit code 1 when anything is wrong.
     Check {
         /// One integration; all of them when left out.
@@ -153,7 +157,7 @@ fn format(json: bool) -> Format {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    let worker = matches!(cli.command, None | Some(Command::Run));
+    let worker = matches!(cli.command, None | Some(Command::Run | Command::Console));
     if worker {
         bridge_shared::telemetry::init_logging();
     } else {
@@ -165,6 +169,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         None | Some(Command::Run) => run_worker(settings).await,
+        Some(Command::Console) => run_console(settings).await,
         Some(Command::Dlq(command)) => run_dlq(&settings, command).await,
         Some(Command::Check { integration, all: _, list }) => run_check(&settings, integration, list).await,
     }
@@ -176,6 +181,21 @@ async fn run_worker(settings: Settings) -> ExitCode {
         Err(e) => return invalid_configuration("deliver", e),
     };
     match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failed(e),
+    }
+}
+
+async fn run_console(settings: Settings) -> ExitCode {
+    let tokens = match AdminTokens::parse(std::env::var(ADMIN_TOKENS_VAR).ok().as_deref()) {
+        Ok(tokens) => tokens,
+        Err(e) => return invalid_configuration("deliver console", e),
+    };
+    let console = match Console::build(settings, tokens).await {
+        Ok(console) => console,
+        Err(e) => return invalid_configuration("deliver console", e),
+    };
+    match console.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(e),
     }

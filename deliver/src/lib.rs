@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod console;
 pub mod courier;
 pub mod dlq;
 pub mod intake;

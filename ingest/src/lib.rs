@@ -5,7 +5,6 @@ pub mod drain;
 pub mod error;
 pub mod refusals;
 pub mod routes;
-pub mod setup;
 pub mod sink;
 pub mod spool;
 pub mod startup;

@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
             };
             match set.get(&integration) {
                 Some(i) => {
-                    print!("{}", ingest::setup::instructions(&settings.ingest.public_url, i));
+                    print!("{}", bridge_shared::setup::instructions(&settings.ingest.public_url, i));
                     ExitCode::SUCCESS
                 }
                 None => {

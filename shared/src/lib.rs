@@ -15,5 +15,6 @@ pub mod reload;
 pub mod retry_policy;
 pub mod secret;
 pub mod settings;
+pub mod setup;
 pub mod telemetry;
 pub mod verbox;

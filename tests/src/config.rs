@@ -13,6 +13,7 @@ pub struct BridgeToml {
     pub amqp: String,
     pub ingest: String,
     pub deliver: String,
+    pub console: String,
 }
 
 impl BridgeToml {
@@ -24,6 +25,7 @@ impl BridgeToml {
             amqp: String::new(),
             ingest: String::new(),
             deliver: String::new(),
+            console: String::new(),
         }
     }
 
@@ -38,7 +40,8 @@ impl BridgeToml {
             "integrations = \"integrations.toml\"\n\
              [amqp]\n{broker}\ntopology_prefix = \"{}\"\n{}\n\
              [ingest]\nlisten = \"{}\"\nspool_dir = \"{}\"\n{}\n\
-             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\n{}\n",
+             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\n{}\n\
+             [console]\n{}\n",
             self.prefix,
             self.amqp,
             self.ingest_listen,
@@ -46,6 +49,7 @@ impl BridgeToml {
             self.ingest,
             dir.join("ledger").display(),
             self.deliver,
+            self.console,
         );
         std::fs::write(&path, text).expect("bridge.toml written");
         path

@@ -3,6 +3,7 @@
 mod attribution;
 mod check;
 mod cluster;
+mod console;
 mod copies;
 mod crashes;
 mod dlq;

@@ -37,7 +37,7 @@ fn prints_both_urls_and_the_steps() {
 fn the_site_script_runs_in_node_with_either_load_order() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("site.js");
-    std::fs::write(&script, ingest::setup::site_script("comagic_session_id")).unwrap();
+    std::fs::write(&script, bridge_shared::setup::site_script("comagic_session_id")).unwrap();
     let check = Command::new("node")
         .arg("--check")
         .arg(&script)

@@ -78,7 +78,7 @@ fn yes() -> bool {
     true
 }
 fn default_api() -> String {
-    "https://dataapi.comagic.ru/v2.0".into()
+    IntegrationForm::DEFAULT_COMAGIC_API.into()
 }
 fn default_timezone() -> String {
     "Europe/Moscow".into()
@@ -90,6 +90,9 @@ fn default_session_key() -> String {
 pub const MIN_WEBHOOK_TOKEN_LEN: usize = 24;
 
 impl IntegrationForm {
+    /// CoMagic's Data API, which an integration uses unless it names another.
+    pub const DEFAULT_COMAGIC_API: &'static str = "https://dataapi.comagic.ru/v2.0";
+
     /// Validates into an [`Integration`]; errors name `integration[index].field`.
     pub fn validate(self, index: usize, env: &HashMap<String, String>) -> Result<Integration, ConfigError> {
         let key = |field: &str| format!("integration[{index}].{field}");

@@ -24,11 +24,16 @@ fn hide_values(message: &str) -> String {
     parts.join("\"")
 }
 
-/// Deserializes, and on failure names the dotted key that was wrong (`ingest.listen: ...`).
-pub(crate) fn deserialize_naming_key<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Deserializes (TOML, or the admin API's JSON), and on failure names the dotted key that was
+/// wrong (`ingest.listen: ...`) without its value.
+pub fn deserialize_naming_key<'de, D, T>(input: D) -> Result<T, ConfigError>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde_path_to_error::deserialize(input).map_err(|e| {
         let key = e.path().to_string();
-        let message = hide_values(e.into_inner().message());
+        let message = hide_values(&e.into_inner().to_string());
         if key == "." {
             ConfigError::Syntax { path: String::new(), message }
         } else {

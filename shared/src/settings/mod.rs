@@ -32,6 +32,7 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub ingest: IngestSettings,
     pub deliver: DeliverSettings,
+    pub console: ConsoleSettings,
     /// The tenants' integrations; relative paths are resolved beside `bridge.toml`.
     pub integrations: PathBuf,
     /// Where the integrations are kept when several machines share them: `postgres://…`
@@ -111,12 +112,42 @@ pub struct DeliverSettings {
     pub park_for: Duration,
 }
 
+/// `deliver console`: the admin API and the settings console. Its admin tokens come from the
+/// environment only (`BRIDGE_ADMIN_TOKENS`, comma-separated), never from a file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Its own port, never ingest's public one: keep it on an internal network.
+    pub listen: SocketAddr,
+    /// The deliver replicas' `/metrics` pages it reads each integration's state from (paused,
+    /// quota, deliveries). Empty: the local deliver at `[deliver] listen`.
+    pub deliver_metrics: Vec<String>,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings { listen: "127.0.0.1:9092".parse().expect("literal address"), deliver_metrics: Vec::new() }
+    }
+}
+
+impl ConsoleSettings {
+    /// The metrics pages to read, the local deliver's when none is set.
+    pub fn metrics_pages(&self, deliver: &DeliverSettings) -> Vec<String> {
+        if self.deliver_metrics.is_empty() {
+            vec![format!("http://127.0.0.1:{}/metrics", deliver.listen.port())]
+        } else {
+            self.deliver_metrics.clone()
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             amqp: AmqpSettings::default(),
             ingest: IngestSettings::default(),
             deliver: DeliverSettings::default(),
+            console: ConsoleSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
             integrations_store: String::new(),
         }
@@ -245,13 +276,16 @@ impl Settings {
         if let Some(i) = self.amqp.urls.iter().position(|url| !is_amqp(url)) {
             return Err(ConfigError::invalid(format!("amqp.urls[{i}]"), "must start with amqp:// or amqps://"));
         }
-        let postgres = &self.deliver.ledger_postgres;
-        if !(postgres.is_empty() || postgres.starts_with("postgres://") || postgres.starts_with("postgresql://")) {
-            return Err(ConfigError::invalid("deliver.ledger_postgres", "must be empty or a postgres:// URL"));
+        for (key, url) in [
+            ("deliver.ledger_postgres", &self.deliver.ledger_postgres),
+            ("integrations_store", &self.integrations_store),
+        ] {
+            if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::invalid(key, "must be empty or a postgres:// URL"));
+            }
         }
-        let store = &self.integrations_store;
-        if !(store.is_empty() || store.starts_with("postgres://") || store.starts_with("postgresql://")) {
-            return Err(ConfigError::invalid("integrations_store", "must be empty or a postgres:// URL"));
+        if let Some(i) = self.console.deliver_metrics.iter().position(|u| !is_http(u)) {
+            return Err(ConfigError::invalid(format!("console.deliver_metrics[{i}]"), "must be an http(s) URL"));
         }
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -275,7 +309,7 @@ impl Settings {
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
         within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
-        if !(self.ingest.public_url.starts_with("http://") || self.ingest.public_url.starts_with("https://")) {
+        if !is_http(&self.ingest.public_url) {
             return Err(ConfigError::invalid("ingest.public_url", "must be an http:// or https:// URL"));
         }
         if !(1..=50).contains(&self.deliver.batch_max) {
@@ -292,6 +326,10 @@ impl Settings {
 }
 
 const DAY: u64 = 86_400;
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
 
 fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
@@ -314,7 +352,8 @@ mod layers;
 mod values;
 
 use layers::apply_env_overrides;
-pub(crate) use layers::{deserialize_naming_key, syntax_message};
+pub use layers::deserialize_naming_key;
+pub(crate) use layers::syntax_message;
 use values::{address_list, duration_text};
 pub use values::{format_duration, parse_duration};
 

@@ -1,6 +1,7 @@
-//! `ingest setup INTEGRATION`: what to paste into Verbox and onto the site.
+//! What to paste into Verbox and onto the site: printed by `ingest setup INTEGRATION`, shown by the
+//! console.
 
-use bridge_shared::integrations::Integration;
+use crate::integrations::Integration;
 
 pub fn webhook_url(public_url: &str, integration: &Integration, kind: &str) -> String {
     format!(

@@ -1,0 +1,81 @@
+//! Admin bearer tokens: from `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by
+//! adding the new one before removing the old), compared in constant time, never logged or echoed.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use bridge_shared::secret::Secret;
+
+use super::error::ApiError;
+use super::ConsoleState;
+
+/// The environment variable the tokens come from.
+pub const ADMIN_TOKENS_VAR: &str = "BRIDGE_ADMIN_TOKENS";
+/// Shorter tokens are refused at start: they could be guessed.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("{ADMIN_TOKENS_VAR} is not set: give at least one admin token ({MIN_ADMIN_TOKEN_LEN}+ characters)")]
+    Missing,
+    #[error("{ADMIN_TOKENS_VAR}: token {0} is shorter than {MIN_ADMIN_TOKEN_LEN} characters")]
+    Short(usize),
+}
+
+pub struct AdminTokens(Vec<Secret>);
+
+impl AdminTokens {
+    pub fn parse(value: Option<&str>) -> Result<Self, TokensError> {
+        let tokens: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+        if tokens.is_empty() {
+            return Err(TokensError::Missing);
+        }
+        if let Some(i) = tokens.iter().position(|t| t.len() < MIN_ADMIN_TOKEN_LEN) {
+            return Err(TokensError::Short(i + 1));
+        }
+        Ok(AdminTokens(tokens.into_iter().map(Secret::new).collect()))
+    }
+
+    fn admits(&self, candidate: &str) -> bool {
+        // Every token is compared, so the time taken says nothing about which one came close.
+        self.0.iter().fold(false, |found, token| token.matches(candidate) | found)
+    }
+}
+
+/// A request that carried a valid admin token: handlers that take it are admin-only.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<actix_web::web::Data<ConsoleState>>().expect("the console state is set");
+        let presented = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        std::future::ready(match presented {
+            Some(token) if state.tokens.admits(token.trim()) => Ok(Admin),
+            _ => Err(ApiError::Unauthorized),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_required_long_and_matched_exactly() {
+        assert!(matches!(AdminTokens::parse(None), Err(TokensError::Missing)));
+        assert!(matches!(AdminTokens::parse(Some(" , ")), Err(TokensError::Missing)));
+        assert!(matches!(AdminTokens::parse(Some("a".repeat(30).as_str())).map(|_| ()), Ok(())));
+        let short = format!("{},short", "a".repeat(30));
+        let error = AdminTokens::parse(Some(&short)).err().unwrap().to_string();
+        assert!(error.contains("token 2") && !error.contains("short,"), "{error}");
+        let tokens = AdminTokens::parse(Some(&format!("{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
+        assert!(tokens.admits(&"b".repeat(30)));
+        assert!(!tokens.admits(&"b".repeat(29)) && !tokens.admits(""));
+    }
+}

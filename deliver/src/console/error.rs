@@ -1,0 +1,107 @@
+//! The admin API's errors: one JSON shape, `{"error": code, "message": ...}` plus what the code
+//! needs (`field`, `problems`, `current_version`), never a secret.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use bridge_shared::integrations::store::StoreError;
+use bridge_shared::settings::ConfigError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("an admin token is required: Authorization: Bearer <token>")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("an integration `{0}` exists already")]
+    Exists(String),
+    #[error("integration `{id}` was changed since it was read: load it again, re-apply your change and save")]
+    Stale { id: String, current: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// What `deliver check` would flag; saved anyway only with `force`.
+    #[error("the CoMagic account does not fit these settings: fix them, or save with force")]
+    Check { problems: Vec<String> },
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store, the broker or CoMagic did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Exists(_) => "exists",
+            ApiError::Stale { .. } => "stale",
+            ApiError::Invalid { .. } => "invalid",
+            ApiError::Check { .. } => "check_failed",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Exists(_) | ApiError::Stale { .. } => StatusCode::CONFLICT,
+            ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"error": self.code(), "message": self.to_string()});
+        match self {
+            ApiError::Invalid { field, .. } => body["field"] = json!(field),
+            ApiError::Check { problems } => body["problems"] = json!(problems),
+            ApiError::Stale { current, .. } => body["current_version"] = json!(current),
+            _ => {}
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized = self {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(body)
+    }
+}
+
+/// A validation error names the form's field (`default.campaign_id`), not the file's position.
+impl From<ConfigError> for ApiError {
+    fn from(error: ConfigError) -> Self {
+        match error {
+            ConfigError::Invalid { key, message } => {
+                // `integration[0].employee_id` (validation) or `integration.employee_id` (the body).
+                let field = key
+                    .split_once("].")
+                    .map(|(_, field)| field)
+                    .or_else(|| key.strip_prefix("integration."))
+                    .unwrap_or(&key)
+                    .to_owned();
+                ApiError::Invalid { field, message }
+            }
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("no integration `{id}`")),
+            StoreError::Exists(id) => ApiError::Exists(id),
+            StoreError::Stale { id, current } => ApiError::Stale { id, current },
+            StoreError::Invalid(e) => e.into(),
+            other @ (StoreError::File(_) | StoreError::Database(_)) => {
+                tracing::error!(error = %other, "the integrations store failed");
+                ApiError::Unavailable(other.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The integrations of the admin API: list, read, create, update, deactivate; their setup text
+//! and their CoMagic account's pick-lists. Secrets are write-only: a save may set them, nothing
+//! returns them; an update that leaves a secret out keeps the stored one.
+
+use actix_web::{web, HttpResponse};
+use bridge_shared::integrations::store::Versioned;
+use bridge_shared::integrations::{Integration, IntegrationForm};
+use bridge_shared::secret::Secret;
+use bridge_shared::settings::deserialize_naming_key;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::views::{masked_form, webhook_urls, with_masked_token};
+use super::ConsoleState;
+use crate::check::{self, AccountKey};
+
+type State = web::Data<ConsoleState>;
+
+/// A save: the form, the version it was based on (updates), and `force` to save what
+/// `deliver check` would flag.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveRequest {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    force: bool,
+    integration: IntegrationForm,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionRequest {
+    version: String,
+}
+
+/// A JSON body, with an error naming the field (`integration.employee_id`) but not its value.
+fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    Ok(deserialize_naming_key(&mut json)?)
+}
+
+/// A webhook token for an integration created without one: 48 hex digits from the kernel's
+/// random source.
+fn new_webhook_token() -> Result<Secret, ApiError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|e| ApiError::Unavailable(format!("no random source for a webhook token: {e}")))?;
+    Ok(Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+impl ConsoleState {
+    fn validate(&self, form: &IntegrationForm) -> Result<Integration, ApiError> {
+        Ok(form.clone().validate(0, &self.env)?)
+    }
+
+    /// `deliver check` on a form about to be saved: an active integration whose account would
+    /// refuse it is not saved unless forced.
+    async fn check(&self, integration: &Integration, force: bool) -> Result<(), ApiError> {
+        if force || !integration.active {
+            return Ok(());
+        }
+        let problems = check::check(&self.comagic, integration).await;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Check { problems })
+        }
+    }
+
+    /// An integration as the API shows it. `token_set` is true in the answer to the save that set
+    /// the webhook token: the only answer that carries the URLs in full, to paste into Verbox.
+    fn view(&self, stored: &Versioned, token_set: bool) -> Value {
+        let public_url = &self.settings.ingest.public_url;
+        let mut view = json!({
+            "id": stored.form.id,
+            "version": stored.version,
+            "active": stored.form.active,
+            "integration": masked_form(stored),
+        });
+        if let Ok(integration) = self.validate(&stored.form) {
+            view["webhook_urls"] = webhook_urls(public_url, &with_masked_token(&integration));
+            if token_set {
+                view["new_webhook_urls"] = webhook_urls(public_url, &integration);
+            }
+        }
+        view
+    }
+
+    async fn stored_integration(&self, id: &str) -> Result<Integration, ApiError> {
+        let stored = self.store.get(id).await?;
+        self.validate(&stored.form)
+    }
+}
+
+pub async fn list(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+    let all = state.store.list().await?;
+    let views: Vec<Value> = all.iter().map(|stored| state.view(stored, false)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "integrations": views })))
+}
+
+pub async fn get(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.get(&id).await?;
+    Ok(HttpResponse::Ok().json(state.view(&stored, false)))
+}
+
+pub async fn create(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let SaveRequest { force, mut integration, .. } = body(&bytes)?;
+    if integration.webhook_token.is_none() && integration.webhook_token_env.is_none() {
+        integration.webhook_token = Some(new_webhook_token()?);
+    }
+    let token_set = integration.webhook_token.is_some();
+    let checked = state.validate(&integration)?;
+    state.check(&checked, force).await?;
+    let stored = state.store.create(integration, &state.env).await?;
+    tracing::info!(integration = %stored.form.id, version = %stored.version, "integration created");
+    Ok(HttpResponse::Created().json(state.view(&stored, token_set)))
+}
+
+pub async fn update(
+    _: Admin,
+    state: State,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let SaveRequest { version, force, mut integration } = body(&bytes)?;
+    let version = version.ok_or_else(|| ApiError::Invalid {
+        field: "version".into(),
+        message: "is required: the version you read, so a save never overwrites someone else's".into(),
+    })?;
+    if integration.id != *id {
+        return Err(ApiError::Invalid { field: "id".into(), message: "an integration's id cannot change".into() });
+    }
+    let stored = state.store.get(&id).await?;
+    let token_set = integration.webhook_token.is_some();
+    keep_unsent_secrets(&mut integration, &stored.form);
+    let checked = state.validate(&integration)?;
+    state.check(&checked, force).await?;
+    let saved = state.store.update(integration, &version, &state.env).await?;
+    tracing::info!(integration = %saved.form.id, version = %saved.version, "integration updated");
+    Ok(HttpResponse::Ok().json(state.view(&saved, token_set)))
+}
+
+/// A secret the form leaves out (neither it nor its `_env` given) stays as stored.
+fn keep_unsent_secrets(form: &mut IntegrationForm, stored: &IntegrationForm) {
+    let keep =
+        |value: &mut Option<Secret>, env: &mut Option<String>, old: &Option<Secret>, old_env: &Option<String>| {
+            if value.is_none() && env.is_none() {
+                value.clone_from(old);
+                env.clone_from(old_env);
+            }
+        };
+    keep(&mut form.webhook_token, &mut form.webhook_token_env, &stored.webhook_token, &stored.webhook_token_env);
+    keep(
+        &mut form.verbox_secret_key,
+        &mut form.verbox_secret_key_env,
+        &stored.verbox_secret_key,
+        &stored.verbox_secret_key_env,
+    );
+    keep(&mut form.comagic_token, &mut form.comagic_token_env, &stored.comagic_token, &stored.comagic_token_env);
+}
+
+pub async fn deactivate(
+    _: Admin,
+    state: State,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let VersionRequest { version } = body(&bytes)?;
+    let mut form = state.store.get(&id).await?.form;
+    form.active = false;
+    let saved = state.store.update(form, &version, &state.env).await?;
+    tracing::info!(integration = %saved.form.id, version = %saved.version, "integration deactivated");
+    Ok(HttpResponse::Ok().json(state.view(&saved, false)))
+}
+
+/// What to paste into Verbox and onto the site (`ingest setup`), the token masked.
+pub async fn setup(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let integration = with_masked_token(&state.stored_integration(&id).await?);
+    let public_url = &state.settings.ingest.public_url;
+    Ok(HttpResponse::Ok().json(json!({
+        "webhook_urls": webhook_urls(public_url, &integration),
+        "site_script": bridge_shared::setup::site_script(&integration.session_key),
+        "steps": bridge_shared::setup::instructions(public_url, &integration),
+    })))
+}
+
+async fn pick_lists(state: &ConsoleState, key: AccountKey<'_>) -> Result<HttpResponse, ApiError> {
+    match check::pick_lists(&state.comagic, key).await {
+        Ok(lists) => Ok(HttpResponse::Ok().json(lists)),
+        Err(problem) => Err(ApiError::Check { problems: vec![problem] }),
+    }
+}
+
+/// The stored integration's account: what its form may pick from.
+pub async fn account(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let integration = state.stored_integration(&id).await?;
+    pick_lists(&state, (&integration).into()).await
+}
+
+/// An account named by a form being filled in: its API address and token, or the stored token
+/// of integration `id` when the form leaves the token out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountRequest {
+    comagic_api: Option<String>,
+    comagic_token: Option<Secret>,
+    id: Option<String>,
+}
+
+pub async fn account_for_form(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: AccountRequest = body(&bytes)?;
+    let stored = match &request.id {
+        Some(id) => Some(state.stored_integration(id).await?),
+        None => None,
+    };
+    let token =
+        request.comagic_token.or_else(|| stored.as_ref().map(|s| s.comagic_token.clone())).ok_or_else(|| {
+            ApiError::Invalid { field: "comagic_token".into(), message: "is required to read the account".into() }
+        })?;
+    let api = request
+        .comagic_api
+        .or_else(|| stored.as_ref().map(|s| s.comagic_api.clone()))
+        .unwrap_or_else(|| IntegrationForm::DEFAULT_COMAGIC_API.to_owned());
+    if !(api.starts_with("https://") || api.starts_with("http://")) {
+        return Err(ApiError::Invalid { field: "comagic_api".into(), message: "must be an http(s) URL".into() });
+    }
+    pick_lists(&state, AccountKey { api: &api, token: &token }).await
+}

@@ -1,0 +1,107 @@
+//! `deliver console`: the tenants' settings page as a service. An admin API (JSON, behind admin
+//! bearer tokens) over the integrations store, the CoMagic account's pick-lists, `deliver check`
+//! on every save, the dead letters and a "send a test chat" that follows one event through; and a
+//! web console (plain HTML, CSS and JavaScript, served from the binary) on top of it.
+//!
+//! It lives in deliver because everything it shows or does is deliver's: the CoMagic client and
+//! check, the dead-letter commands, the per-integration state deliver exports.
+
+mod auth;
+mod error;
+mod integrations;
+mod views;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bridge_shared::comagic::ComagicClient;
+use bridge_shared::integrations::store::{Location, Store, StoreError};
+use bridge_shared::settings::Settings;
+
+pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error("integrations: {0}")]
+    Store(#[from] StoreError),
+    #[error("console.listen: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// What every handler reads.
+pub struct ConsoleState {
+    pub settings: Settings,
+    pub store: Store,
+    tokens: AdminTokens,
+    comagic: ComagicClient,
+    /// Secrets named by environment variable (`comagic_token_env`) are resolved from here.
+    env: HashMap<String, String>,
+}
+
+pub struct Console {
+    port: u16,
+    server: Server,
+}
+
+impl Console {
+    /// Opens the store and binds `[console] listen` (port 0 in tests).
+    pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, ConsoleError> {
+        let store = Store::open(&Location::of(&settings)).await?;
+        let listener = TcpListener::bind(settings.console.listen)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(ConsoleState {
+            settings,
+            store,
+            tokens,
+            comagic: crate::check::client(),
+            env: std::env::vars().collect(),
+        });
+        let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+            .workers(2)
+            .listen(listener)?
+            .run();
+        tracing::info!(port, "console listening");
+        Ok(Console { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl Fn() -> std::future::Ready<HttpResponse> + Clone {
+    move || std::future::ready(HttpResponse::Ok().content_type(content_type).body(body))
+}
+
+fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(asset("text/html; charset=utf-8", include_str!("assets/index.html"))))
+        .route("/console.js", web::get().to(asset("text/javascript", include_str!("assets/console.js"))))
+        .route("/console.css", web::get().to(asset("text/css", include_str!("assets/console.css"))))
+        .service(
+            web::scope("/api")
+                .app_data(
+                    web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
+                )
+                .route("/integrations", web::get().to(integrations::list))
+                .route("/integrations", web::post().to(integrations::create))
+                .route("/integrations/{id}", web::get().to(integrations::get))
+                .route("/integrations/{id}", web::put().to(integrations::update))
+                .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
+                .route("/integrations/{id}/setup", web::get().to(integrations::setup))
+                .route("/integrations/{id}/account", web::get().to(integrations::account))
+                .route("/account", web::post().to(integrations::account_for_form)),
+        );
+}

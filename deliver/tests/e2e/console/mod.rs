@@ -1,0 +1,72 @@
+//! `deliver console` over real HTTP: the admin API against the CoMagic sandbox, with the file
+//! store (and the PostgreSQL store where a test says so).
+
+mod api;
+
+use std::time::Duration;
+
+use bridge_shared::settings::Settings;
+use bridge_tests::config::BridgeToml;
+use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig};
+use deliver::console::{AdminTokens, Console};
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "admin-0123456789abcdefghijklmnop";
+pub const COMAGIC_TOKEN: &str = "ct-acme-0123456789";
+
+pub struct RunningConsole {
+    pub url: String,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl RunningConsole {
+    /// A console on port 0 over an empty `integrations.toml`, the sandbox holding account `acme`.
+    pub async fn start() -> Self {
+        let sandbox =
+            Sandbox::start(SandboxConfig { account: vec![Account::sample("acme", COMAGIC_TOKEN)] }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BridgeToml::new("amqp://guest:guest@127.0.0.1:5672/%2f", "t.console");
+        config.console = "listen = \"127.0.0.1:0\"".into();
+        let mut settings = Settings::load(&config.write(dir.path())).unwrap();
+        settings.ingest.public_url = "https://hooks.example".into();
+        let console = Console::build(settings, AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap()).await.unwrap();
+        let url = format!("http://127.0.0.1:{}", console.port());
+        let handle = console.handle();
+        tokio::spawn(console.run_until_stopped());
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        RunningConsole { url, sandbox, dir, http, handle }
+    }
+
+    /// An admin request: status and JSON body.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.sandbox.stop().await;
+    }
+}
+
+/// A form that passes validation and `deliver check` against the sandbox's account `acme`.
+pub fn valid_form(api: &str) -> Value {
+    json!({
+        "id": "acme",
+        "webhook_token": "whtok_0123456789abcdefghijklmn",
+        "comagic_api": api,
+        "comagic_token": COMAGIC_TOKEN,
+        "employee_id": 101,
+        "timezone": "Europe/Moscow",
+        "default": {"campaign_id": 5001},
+        "messengers": {"telegram": {"campaign_id": 5002}},
+    })
+}
