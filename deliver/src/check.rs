@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bridge_shared::comagic::fixes::fix_for;
 use bridge_shared::comagic::{ComagicClient, Failure};
 use bridge_shared::integrations::{Integration, Target};
 use bridge_shared::secret::Secret;
@@ -44,22 +45,16 @@ struct Account {
 /// Why the account could not be read at all: the one problem to report.
 fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> String {
     let fix = match &failure {
-        Failure::Tenant { mnemonic, .. } if mnemonic.starts_with("access_token") || *mnemonic == "auth_error" => {
-            "the token was refused: create an API key in the CoMagic account (Settings → API) and set comagic_token"
-                .to_owned()
-        }
-        Failure::Tenant { mnemonic: "ip_not_whitelisted", .. } => {
-            "this server's IP address is not allowed: add it to the account's API IP list".to_owned()
-        }
-        Failure::Tenant { mnemonic: "account_inactive", .. } => {
-            "the CoMagic account is inactive: ask the tenant to reactivate it, or set active = false".to_owned()
-        }
-        Failure::Quota { .. } => "the account's API points are spent for now: run the check again later".to_owned(),
+        Failure::Tenant { mnemonic, .. } => fix_for(mnemonic).map(str::to_owned),
+        Failure::Quota { .. } => Some("the account's API points are spent for now: run the check again later".into()),
         Failure::Transient { reason, .. } => {
-            format!("no answer from {}: {reason} (check comagic_api and the network)", key.api)
+            Some(format!("no answer from {}: {reason} (check comagic_api and the network)", key.api))
         }
-        other => format!("CoMagic refused get.account ({}): check comagic_api and comagic_token", other.label()),
+        _ => None,
     };
+    let fix = fix.unwrap_or_else(|| {
+        format!("CoMagic refused get.account ({}): check comagic_api and comagic_token", failure.label())
+    });
     format!("{label}: {fix}")
 }
 

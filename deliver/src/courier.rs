@@ -14,6 +14,7 @@ use bridge_shared::mapping::Item;
 use bridge_shared::redact::for_operators;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::retry_policy::short_retries;
+use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -139,6 +140,7 @@ impl Courier {
             match outcome {
                 Ok(success) => {
                     tenant.succeeded(success.limits);
+                    self.trace_sent(&batch, &success).await;
                     self.outlet.delivered(batch, false).await;
                 }
                 Err(Failure::Transient { reason, .. }) => {
@@ -150,11 +152,21 @@ impl Courier {
                 }
                 Err(Failure::Quota { window }) => {
                     let wait = tenant.quota_exceeded(window);
+                    for p in &batch {
+                        self.outlet
+                            .trace(p, "waiting_for_quota", |t| {
+                                t.with_error("limit_exceeded: the account's API points are spent")
+                            })
+                            .await;
+                    }
                     tracing::info!(integration = %integration.id, wait_s = wait.as_secs(), "CoMagic quota spent; waiting for its reset");
                     work.push_front(batch);
                 }
-                Err(Failure::Tenant { mnemonic, .. }) => {
+                Err(Failure::Tenant { mnemonic, message }) => {
                     let pause = tenant.pause(mnemonic);
+                    for p in &batch {
+                        self.outlet.trace(p, "paused", |t| t.with_error(&format!("{mnemonic}: {message}"))).await;
+                    }
                     self.park_paused(batch, pause).await;
                 }
                 Err(Failure::Item { mnemonic, message, index, field }) => match index.filter(|i| *i < batch.len()) {
@@ -184,6 +196,15 @@ impl Courier {
                     None => self.outlet.delivered(batch, true).await,
                 },
             }
+        }
+    }
+
+    /// The test chats of a batch CoMagic took, each with the id CoMagic gave it (`result.data`
+    /// lists one `{id}` per item, in order).
+    async fn trace_sent(&self, batch: &[Pending], success: &Success) {
+        for (i, p) in batch.iter().enumerate().filter(|(_, p)| p.test) {
+            let id = success.result.pointer(&format!("/data/{i}/id")).and_then(serde_json::Value::as_u64);
+            self.outlet.trace(p, "delivered", |t| Trace { comagic_id: id, ..t }).await;
         }
     }
 

@@ -126,9 +126,10 @@ impl Intake {
                 // message (to move it) and the item; the parsed event only while a refused session
                 // may need it mapped again; the envelope's copy of the payload not at all.
                 let rule = attribution.rule;
+                let test = bridge_shared::trace::is_test(&event);
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
-                self.lanes.submit(Pending { delivery, envelope, event, item, rule })
+                self.lanes.submit(Pending { delivery, envelope, event, item, rule, test })
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {

@@ -16,6 +16,7 @@ use bridge_shared::amqp::{Publisher, Topology};
 use bridge_shared::redact::for_operators;
 use bridge_shared::retry_policy::{move_retries, park_tier, retry_tier};
 use bridge_shared::telemetry::DeliverMetrics;
+use bridge_shared::trace::Trace;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
@@ -85,6 +86,12 @@ impl Outlet {
             tracing::error!(%error, "could not record delivered ext_ids in the ledger");
         }
         let now = chrono::Utc::now();
+        if !duplicate {
+            // A batch is one integration's.
+            let integration = batch[0].envelope.integration.as_str();
+            self.metrics.integration_delivered.with_label_values(&[integration]).inc_by(batch.len() as u64);
+            self.metrics.integration_last_delivery.with_label_values(&[integration]).set(now.timestamp());
+        }
         for p in &batch {
             let kind = p.kind().as_str();
             let latency = (now - p.envelope.received_at).to_std().unwrap_or_default();
@@ -133,6 +140,28 @@ impl Outlet {
 
     /// A transient failure: the next delayed retry tier, or the dead-letter queue once `retry_for`
     /// has passed since ingest received the event (or since an operator replayed it).
+    /// Publishes what became of a test chat (`bridge_shared::trace`); nothing for other events.
+    /// Best effort: a trace that cannot be published is only logged.
+    pub async fn trace(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) {
+        if !p.test {
+            return;
+        }
+        let mut trace = Trace::new(p.envelope.event_id.as_str(), &p.envelope.integration, outcome);
+        trace.rule = Some(p.rule.as_str().to_owned());
+        let body = serde_json::to_vec(&details(trace)).expect("a trace serialises");
+        let publisher = self.publisher.borrow().clone();
+        let published = match publisher {
+            Some(publisher) => publisher
+                .publish(&self.topology.traces_exchange(), "", &body, FieldTable::default())
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("no broker session".into()),
+        };
+        if let Err(error) = published {
+            tracing::info!(event_id = %p.envelope.event_id, %error, "a test chat's trace was not published");
+        }
+    }
+
     pub async fn retry(&self, p: Pending, error: &str) {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
@@ -140,8 +169,14 @@ impl Outlet {
         let age = age(since(&h, headers::REPLAYED_AT).unwrap_or(p.envelope.received_at));
         if age >= self.retry_for {
             let error = format!("still failing after {}s: {error}", age.as_secs());
+            self.trace(&p, "dead_lettered", |t| Trace {
+                class: Some("retries_exhausted".into()),
+                ..t.with_error(&error)
+            })
+            .await;
             return self.dead_with(&p.delivery, h, DeadClass::RetriesExhausted, &error, p.raw()).await;
         }
+        self.trace(&p, "retrying", |t| t.with_error(error)).await;
         let retries = headers::get_u64(&h, headers::RETRIES).unwrap_or(0);
         headers::set_u64(&mut h, headers::RETRIES, retries + 1);
         let kind = p.kind().as_str();
@@ -156,6 +191,7 @@ impl Outlet {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
         headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
+        self.trace(&p, "dead_lettered", |t| Trace { class: Some(class.as_str().into()), ..t.with_error(error) }).await;
         self.dead_with(&p.delivery, h, class, error, p.raw()).await
     }
 

@@ -17,6 +17,8 @@ pub struct Pending {
     pub event: Option<VerboxEvent>,
     pub item: Item,
     pub rule: Rule,
+    /// A console's test chat: what becomes of it is published to the traces exchange.
+    pub test: bool,
 }
 
 impl Pending {

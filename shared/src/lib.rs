@@ -17,4 +17,5 @@ pub mod secret;
 pub mod settings;
 pub mod setup;
 pub mod telemetry;
+pub mod trace;
 pub mod verbox;

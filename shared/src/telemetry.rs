@@ -192,6 +192,9 @@ pub struct DeliverMetrics {
     pub end_to_end: HistogramVec,
     pub paused: IntGaugeVec,
     pub quota_remaining: IntGaugeVec,
+    /// Per integration (one series each): what the console's table shows.
+    pub integration_delivered: IntCounterVec,
+    pub integration_last_delivery: IntGaugeVec,
     pub amqp: AmqpMetrics,
     pub redeliveries: IntCounterVec,
     pub panics: IntCounterVec,
@@ -234,6 +237,17 @@ impl DeliverMetrics {
                 "bridge_comagic_quota_remaining",
                 "Points left in the integration's CoMagic budget (metadata.limits)",
                 &["integration", "window"],
+            ),
+            integration_delivered: counter(
+                registry,
+                "bridge_integration_delivered_total",
+                "Events CoMagic took, by integration",
+                &["integration"],
+            ),
+            integration_last_delivery: gauge_vec(
+                "bridge_integration_last_delivery_timestamp_seconds",
+                "When CoMagic last took an event of the integration (Unix time)",
+                &["integration"],
             ),
             amqp: AmqpMetrics::new(registry),
             redeliveries: counter(

@@ -81,6 +81,7 @@ impl ConsoleState {
             "version": stored.version,
             "active": stored.form.active,
             "integration": masked_form(stored),
+            "state": self.sampler.state_of(&stored.form.id),
         });
         if let Ok(integration) = self.validate(&stored.form) {
             view["webhook_urls"] = webhook_urls(public_url, &with_masked_token(&integration));
@@ -91,7 +92,7 @@ impl ConsoleState {
         view
     }
 
-    async fn stored_integration(&self, id: &str) -> Result<Integration, ApiError> {
+    pub(super) async fn stored_integration(&self, id: &str) -> Result<Integration, ApiError> {
         let stored = self.store.get(id).await?;
         self.validate(&stored.form)
     }
@@ -176,6 +177,11 @@ pub async fn deactivate(
     let saved = state.store.update(form, &version, &state.env).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, "integration deactivated");
     Ok(HttpResponse::Ok().json(state.view(&saved, false)))
+}
+
+pub async fn state(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    state.store.get(&id).await?;
+    Ok(HttpResponse::Ok().json(state.sampler.state_of(&id)))
 }
 
 /// What to paste into Verbox and onto the site (`ingest setup`), the token masked.

@@ -7,18 +7,26 @@
 //! check, the dead-letter commands, the per-integration state deliver exports.
 
 mod auth;
+mod dead_letters;
 mod error;
 mod integrations;
+mod state;
+mod test_chat;
 mod views;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::{Location, Store, StoreError};
+use bridge_shared::lifecycle::Stopper;
 use bridge_shared::settings::Settings;
+
+use self::state::Sampler;
+use self::test_chat::TestChats;
 
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
 
@@ -33,11 +41,18 @@ pub enum ConsoleError {
 }
 
 /// What every handler reads.
+/// How long ingest may take to answer a test chat.
+const TEST_CHAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct ConsoleState {
     pub settings: Settings,
     pub store: Store,
     tokens: AdminTokens,
     comagic: ComagicClient,
+    /// Posts test chats to ingest.
+    http: reqwest::Client,
+    test_chats: Arc<TestChats>,
+    sampler: Arc<Sampler>,
     /// Secrets named by environment variable (`comagic_token_env`) are resolved from here.
     env: HashMap<String, String>,
 }
@@ -45,6 +60,8 @@ pub struct ConsoleState {
 pub struct Console {
     port: u16,
     server: Server,
+    /// Stops the traces listener and the state sampler once the server has stopped.
+    stopper: Stopper,
 }
 
 impl Console {
@@ -53,11 +70,21 @@ impl Console {
         let store = Store::open(&Location::of(&settings)).await?;
         let listener = TcpListener::bind(settings.console.listen)?;
         let port = listener.local_addr()?.port();
+        let test_chats = Arc::new(TestChats::default());
+        let sampler = Arc::new(Sampler::default());
+        let stopper = Stopper::default();
+        tokio::spawn(test_chats.clone().listen(settings.amqp.clone(), stopper.listener()));
+        let pages = settings.console.metrics_pages(&settings.deliver);
+        tokio::spawn(sampler.clone().run(pages, settings.amqp.clone(), stopper.listener()));
+        let http = reqwest::Client::builder().timeout(TEST_CHAT_TIMEOUT).build().expect("an HTTP client builds");
         let state = web::Data::new(ConsoleState {
             settings,
             store,
             tokens,
             comagic: crate::check::client(),
+            http,
+            test_chats,
+            sampler,
             env: std::env::vars().collect(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
@@ -65,7 +92,7 @@ impl Console {
             .listen(listener)?
             .run();
         tracing::info!(port, "console listening");
-        Ok(Console { port, server })
+        Ok(Console { port, server, stopper })
     }
 
     pub fn port(&self) -> u16 {
@@ -77,7 +104,9 @@ impl Console {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.stopper.stop();
+        result
     }
 }
 
@@ -102,6 +131,12 @@ fn routes(config: &mut web::ServiceConfig) {
                 .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
                 .route("/integrations/{id}/setup", web::get().to(integrations::setup))
                 .route("/integrations/{id}/account", web::get().to(integrations::account))
+                .route("/integrations/{id}/state", web::get().to(integrations::state))
+                .route("/integrations/{id}/test-chat", web::post().to(test_chat::send))
+                .route("/test-chats/{event_id}", web::get().to(test_chat::follow))
+                .route("/integrations/{id}/dead-letters", web::get().to(dead_letters::list))
+                .route("/integrations/{id}/dead-letters/replay", web::post().to(dead_letters::replay))
+                .route("/integrations/{id}/dead-letters/purge", web::post().to(dead_letters::purge))
                 .route("/account", web::post().to(integrations::account_for_form)),
         );
 }

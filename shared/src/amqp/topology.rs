@@ -99,6 +99,11 @@ impl Topology {
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
     }
+    /// Where deliver publishes what became of test chats (`crate::trace`); the console binds a
+    /// queue of its own while it runs.
+    pub fn traces_exchange(&self) -> String {
+        format!("{}.traces", self.prefix)
+    }
     pub fn dead_queue(&self) -> String {
         format!("{}.dead", self.prefix)
     }
@@ -162,6 +167,7 @@ pub fn plan(t: &Topology) -> Plan {
         ExchangeSpec { name: t.events_exchange(), kind: ExchangeKind::Direct },
         ExchangeSpec { name: t.dead_exchange(), kind: ExchangeKind::Fanout },
         ExchangeSpec { name: t.retry_exchange(), kind: ExchangeKind::Headers },
+        ExchangeSpec { name: t.traces_exchange(), kind: ExchangeKind::Fanout },
     ];
     let mut deliver_args = dead_letter_to(t.dead_exchange()).to_vec();
     deliver_args.push(("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)));

@@ -1,6 +1,7 @@
 //! The CoMagic / UIS Data API client: JSON-RPC 2.0 over one pooled reqwest client, `access_token`
 //! inside `params`, every answer classified (see [`outcome`]).
 
+pub mod fixes;
 pub mod limits;
 pub mod outcome;
 

@@ -52,7 +52,7 @@ impl Failure {
     }
 }
 
-const TENANT: &[&str] = &[
+pub(crate) const TENANT: &[&str] = &[
     "access_token_expired",
     "access_token_blocked",
     "access_token_invalid",

@@ -2,6 +2,7 @@
 //! store (and the PostgreSQL store where a test says so).
 
 mod api;
+mod test_chat;
 
 use std::time::Duration;
 
@@ -14,30 +15,22 @@ use serde_json::{json, Value};
 pub const ADMIN_TOKEN: &str = "admin-0123456789abcdefghijklmnop";
 pub const COMAGIC_TOKEN: &str = "ct-acme-0123456789";
 
-pub struct RunningConsole {
+/// A console on port 0 and an admin client of it.
+pub struct ConsoleClient {
     pub url: String,
-    pub sandbox: Sandbox,
-    pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
 }
 
-impl RunningConsole {
-    /// A console on port 0 over an empty `integrations.toml`, the sandbox holding account `acme`.
-    pub async fn start() -> Self {
-        let sandbox =
-            Sandbox::start(SandboxConfig { account: vec![Account::sample("acme", COMAGIC_TOKEN)] }).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = BridgeToml::new("amqp://guest:guest@127.0.0.1:5672/%2f", "t.console");
-        config.console = "listen = \"127.0.0.1:0\"".into();
-        let mut settings = Settings::load(&config.write(dir.path())).unwrap();
-        settings.ingest.public_url = "https://hooks.example".into();
+impl ConsoleClient {
+    pub async fn start(mut settings: Settings) -> Self {
+        settings.console.listen = "127.0.0.1:0".parse().unwrap();
         let console = Console::build(settings, AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap()).await.unwrap();
         let url = format!("http://127.0.0.1:{}", console.port());
         let handle = console.handle();
         tokio::spawn(console.run_until_stopped());
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        RunningConsole { url, sandbox, dir, http, handle }
+        ConsoleClient { url, http, handle }
     }
 
     /// An admin request: status and JSON body.
@@ -51,8 +44,38 @@ impl RunningConsole {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(&self) {
         self.handle.stop(true).await;
+    }
+}
+
+/// A console over an empty `integrations.toml`, the sandbox holding account `acme`.
+pub struct RunningConsole {
+    pub client: ConsoleClient,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for RunningConsole {
+    type Target = ConsoleClient;
+    fn deref(&self) -> &ConsoleClient {
+        &self.client
+    }
+}
+
+impl RunningConsole {
+    pub async fn start() -> Self {
+        let sandbox =
+            Sandbox::start(SandboxConfig { account: vec![Account::sample("acme", COMAGIC_TOKEN)] }).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = BridgeToml::new("amqp://guest:guest@127.0.0.1:5672/%2f", "t.console");
+        let mut settings = Settings::load(&config.write(dir.path())).unwrap();
+        settings.ingest.public_url = "https://hooks.example".into();
+        RunningConsole { client: ConsoleClient::start(settings).await, sandbox, dir }
+    }
+
+    pub async fn stop(self) {
+        self.client.stop().await;
         self.sandbox.stop().await;
     }
 }

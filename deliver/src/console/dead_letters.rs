@@ -1,0 +1,91 @@
+//! An integration's dead letters, with the `deliver dlq` commands' semantics: counts and the
+//! letters themselves (read without removing), replay (confirmed publish, then removal), and purge,
+//! which deletes for good and so must be confirmed by typing the integration's id.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::ConsoleState;
+use crate::dlq::{self, DlqError, Filter, Format, ReplayOptions, Selection};
+
+/// Letters listed at most; the counts cover all of them.
+const LISTED: usize = 200;
+
+fn of(integration: &str, limit: Option<usize>) -> Selection {
+    Selection { filter: Filter { integration: Some(integration.to_owned()), ..Filter::default() }, limit }
+}
+
+fn unavailable(error: DlqError) -> ApiError {
+    ApiError::Unavailable(format!("the dead-letter queue: {error}"))
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+pub async fn list(_: Admin, state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let amqp = &state.settings.amqp;
+    let stats = dlq::stats(amqp, &of(&id, None), Format::Json).await.map_err(unavailable)?;
+    let letters = dlq::list(amqp, &of(&id, Some(LISTED)), Format::Json).await.map_err(unavailable)?;
+    let stats: Value = serde_json::from_str(&stats).unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": json_lines(&letters), "listed_at_most": LISTED})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// Replay at most this many (all of the integration's when left out).
+    limit: Option<usize>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn replay(
+    _: Admin,
+    state: web::Data<ConsoleState>,
+    id: web::Path<String>,
+    request: web::Json<ReplayRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let amqp = &state.settings.amqp;
+    let options = ReplayOptions {
+        rate: None,
+        dry_run: request.dry_run,
+        publish_timeout: Duration::from_millis(amqp.publish_timeout_ms),
+    };
+    let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
+    tracing::info!(integration = %id, result = %result.trim(), "dead letters replayed from the console");
+    Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    /// The integration's id, typed again: a purge cannot be undone.
+    confirm: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn purge(
+    _: Admin,
+    state: web::Data<ConsoleState>,
+    id: web::Path<String>,
+    request: web::Json<PurgeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if !request.dry_run && request.confirm.as_deref() != Some(id.as_str()) {
+        return Err(ApiError::Invalid {
+            field: "confirm".into(),
+            message: format!(
+                "a purge deletes dead letters for good: set confirm to \"{id}\" (or look first with dry_run)"
+            ),
+        });
+    }
+    let result = dlq::purge(&state.settings.amqp, &of(&id, None), request.dry_run).await.map_err(unavailable)?;
+    tracing::info!(integration = %id, result = %result.trim(), "dead letters purged from the console");
+    Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
+}

@@ -1,0 +1,198 @@
+//! Each integration's state as the deliver replicas report it on their metrics pages: paused and
+//! why (with the fix), CoMagic quota left, events per minute, the last delivery; and its dead
+//! letters, counted from the dead-letter queue. Sampled in the background, so the table costs the
+//! replicas and the broker nothing per page view.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bridge_shared::comagic::fixes::fix_for;
+use bridge_shared::lifecycle::Shutdown;
+use bridge_shared::settings::AmqpSettings;
+use serde_json::{json, Value};
+
+use crate::dlq::{self, Format, Selection};
+
+/// How often the replicas' metrics are read, and how often the dead-letter queue is counted (a
+/// scan of every letter: rarer).
+const METRICS_EVERY: Duration = Duration::from_secs(2);
+const DEAD_LETTERS_EVERY: Duration = Duration::from_secs(30);
+/// Events per minute are measured over this much history.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// One reading of every replica's metrics, summed per integration.
+#[derive(Default, Clone)]
+struct Reading {
+    delivered: HashMap<String, f64>,
+    last_delivery: HashMap<String, f64>,
+    paused: HashMap<String, String>,
+    /// (integration, window) → points left; the lowest any replica reports.
+    quota: HashMap<(String, String), f64>,
+    pages_read: usize,
+}
+
+/// One sample line of a Prometheus text page: name, labels, value.
+fn sample(line: &str) -> Option<(&str, HashMap<&str, &str>, f64)> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    let labels = labels
+        .split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once("=\"")?;
+            Some((k, v.trim_end_matches('"')))
+        })
+        .collect();
+    Some((name, labels, value))
+}
+
+impl Reading {
+    fn add_page(&mut self, page: &str) {
+        self.pages_read += 1;
+        for (name, labels, value) in page.lines().filter(|l| !l.starts_with('#')).filter_map(sample) {
+            let Some(integration) = labels.get("integration").map(|i| i.to_string()) else { continue };
+            match name {
+                "bridge_integration_delivered_total" => *self.delivered.entry(integration).or_default() += value,
+                "bridge_integration_last_delivery_timestamp_seconds" => {
+                    let last = self.last_delivery.entry(integration).or_default();
+                    *last = last.max(value);
+                }
+                "bridge_integration_paused" if value > 0.0 => {
+                    self.paused.insert(integration, labels.get("reason").unwrap_or(&"").to_string());
+                }
+                "bridge_comagic_quota_remaining" => {
+                    let window = labels.get("window").unwrap_or(&"").to_string();
+                    let left = self.quota.entry((integration, window)).or_insert(value);
+                    *left = left.min(value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Sampler {
+    readings: Mutex<VecDeque<(Instant, Reading)>>,
+    dead_letters: Mutex<Option<HashMap<String, u64>>>,
+}
+
+impl Sampler {
+    /// Reads `pages` every [`METRICS_EVERY`] and counts dead letters every [`DEAD_LETTERS_EVERY`],
+    /// until `stop`.
+    pub async fn run(self: std::sync::Arc<Self>, pages: Vec<String>, amqp: AmqpSettings, stop: Shutdown) {
+        let http = reqwest::Client::builder().timeout(METRICS_EVERY).build().expect("an HTTP client builds");
+        let mut counted: Option<Instant> = None;
+        loop {
+            let mut reading = Reading::default();
+            for page in &pages {
+                let read = async { http.get(page).send().await?.error_for_status()?.text().await };
+                if let Ok(text) = read.await as Result<String, reqwest::Error> {
+                    reading.add_page(&text);
+                }
+            }
+            self.keep(reading);
+            if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
+                counted = Some(Instant::now());
+                let counts = dead_letters(&amqp).await;
+                *self.dead_letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(METRICS_EVERY) => {}
+                _ = stop.stopped() => return,
+            }
+        }
+    }
+
+    fn keep(&self, reading: Reading) {
+        let mut readings = self.readings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        readings.push_back((Instant::now(), reading));
+        while readings.front().is_some_and(|(at, _)| at.elapsed() > RATE_WINDOW) {
+            readings.pop_front();
+        }
+    }
+
+    /// The state of `integration` as last read.
+    pub fn state_of(&self, integration: &str) -> Value {
+        let readings = self.readings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((latest_at, latest)) = readings.back() else {
+            return json!({"known": false});
+        };
+        let per_minute = readings.front().filter(|(at, _)| latest_at.duration_since(*at) >= METRICS_EVERY * 5).map(
+            |(at, oldest)| {
+                let delta = latest.delivered.get(integration).copied().unwrap_or(0.0)
+                    - oldest.delivered.get(integration).copied().unwrap_or(0.0);
+                (delta.max(0.0) * 60.0 / latest_at.duration_since(*at).as_secs_f64()).round()
+            },
+        );
+        let paused = latest.paused.get(integration);
+        let quota: HashMap<&str, f64> = latest
+            .quota
+            .iter()
+            .filter(|((i, _), _)| i == integration)
+            .map(|((_, window), left)| (window.as_str(), *left))
+            .collect();
+        let last = latest
+            .last_delivery
+            .get(integration)
+            .and_then(|t| chrono::DateTime::from_timestamp(*t as i64, 0))
+            .map(|t| t.to_rfc3339());
+        let dead = self
+            .dead_letters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|counts| counts.get(integration).copied().unwrap_or(0));
+        json!({
+            "known": latest.pages_read > 0,
+            "paused": paused.is_some(),
+            "paused_reason": paused,
+            "fix": paused.and_then(|reason| fix_for(reason)),
+            "quota_remaining": quota,
+            "delivered": latest.delivered.get(integration).copied().unwrap_or(0.0),
+            "events_per_minute": per_minute,
+            "last_delivery": last,
+            "dead_letters": dead,
+        })
+    }
+}
+
+/// Dead letters per integration, or `None` when the queue cannot be read.
+async fn dead_letters(amqp: &AmqpSettings) -> Option<HashMap<String, u64>> {
+    let stats = dlq::stats(amqp, &Selection::default(), Format::Json).await.ok()?;
+    let stats: Value = serde_json::from_str(&stats).ok()?;
+    let mut counts = HashMap::new();
+    for group in stats.get("groups")?.as_array()? {
+        let integration = group.get("integration")?.as_str()?.to_owned();
+        *counts.entry(integration).or_default() += group.get("count")?.as_u64()?;
+    }
+    Some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_two_replicas_sums_deliveries_and_keeps_the_lowest_quota() {
+        let mut reading = Reading::default();
+        reading.add_page(
+            "# HELP x\nbridge_integration_delivered_total{integration=\"acme\"} 5\n\
+             bridge_comagic_quota_remaining{integration=\"acme\",window=\"minute\"} 90\n\
+             bridge_integration_paused{integration=\"acme\",reason=\"ip_not_whitelisted\"} 1\n\
+             bridge_integration_paused{integration=\"beta\",reason=\"access_token_expired\"} 0\n",
+        );
+        reading.add_page(
+            "bridge_integration_delivered_total{integration=\"acme\"} 7\n\
+             bridge_comagic_quota_remaining{integration=\"acme\",window=\"minute\"} 80\n",
+        );
+        assert_eq!(reading.delivered["acme"], 12.0);
+        assert_eq!(reading.quota[&("acme".into(), "minute".into())], 80.0);
+        assert_eq!(reading.paused.get("acme").map(String::as_str), Some("ip_not_whitelisted"));
+        assert!(!reading.paused.contains_key("beta"), "a pause that ended is a 0");
+    }
+}
