@@ -6,17 +6,21 @@ cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh
 scripts/ensure-postgres.sh
 # The site-script test runs the generated JavaScript in Node.js; the live dashboard test runs a real
-# Prometheus against RabbitMQ's prometheus plugin.
+# Prometheus against RabbitMQ's prometheus plugin; the console's browser test drives Debian's
+# Chromium through chromedriver.
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null 2>&1 || echo "rabbitmq_prometheus could not be enabled: the live dashboard test will fail" 
 cargo fmt --all -- --check
+node --check deliver/src/console/assets/console.js
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/lib/module-cycles.py shared ingest deliver tests
 cargo test --workspace

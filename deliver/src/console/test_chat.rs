@@ -25,6 +25,10 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::ConsoleState;
 
+/// How long a test chat keeps asking while ingest answers 404 (it has not loaded the
+/// integration yet).
+const RELOAD_GRACE: Duration = Duration::from_secs(5);
+
 /// Test chats remembered (the oldest is forgotten first).
 const KEPT: usize = 1000;
 
@@ -150,7 +154,18 @@ pub async fn send(_: Admin, state: web::Data<ConsoleState>, id: web::Path<String
     let event_id = EventId::derive(&integration.id, EventKind::Chat, &event, &body);
     let url = bridge_shared::setup::webhook_url(&state.settings.ingest.public_url, &integration, "chat");
     state.test_chats.sent(event_id.as_str());
-    let answer = state.http.post(url).header("content-type", "application/json").body(body).send().await;
+    // A new or just-changed integration reaches ingest within moments (the file is polled every
+    // 2 s): a 404 is asked again for a little while before it is the answer.
+    let deadline = tokio::time::Instant::now() + RELOAD_GRACE;
+    let answer = loop {
+        let answer = state.http.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+        match answer {
+            Ok(r) if r.status() == 404 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => break other,
+        }
+    };
     let (status, accepted) = match answer {
         Ok(response) => (Some(response.status().as_u16()), response.status().is_success()),
         Err(error) => {

@@ -4,6 +4,8 @@
 // textContent, never parsed as HTML.
 
 const MESSENGERS = ["telegram", "whatsapp", "viber", "vk", "facebook", "instagram", "avito", "ok"];
+// Write-only fields: the API shows a mask; an empty input keeps the saved value.
+const SECRET_INPUTS = [["comagic_token", "f-comagic-token"], ["webhook_token", "f-webhook-token"], ["verbox_secret_key", "f-secret"]];
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("bridge-admin-token") || "";
 let current = null;      // the integration being edited, as the API last returned it (null: a new one)
@@ -148,7 +150,7 @@ function fillForm(form) {
   $("f-active").checked = f.active !== false;
   $("f-offline").checked = f.offline_enabled !== false;
   $("f-api").value = f.comagic_api || "https://dataapi.comagic.ru/v2.0";
-  for (const [field, input] of [["comagic_token", "f-comagic-token"], ["webhook_token", "f-webhook-token"], ["verbox_secret_key", "f-secret"]]) {
+  for (const [field, input] of SECRET_INPUTS) {
     $(input).value = "";
     $(input).placeholder = f[field] ? `saved (${f[field]}); leave empty to keep` : "";
   }
@@ -175,7 +177,7 @@ function readForm() {
     default: readTarget("default") || {},
     messengers: {},
   };
-  for (const [field, input] of [["comagic_token", "f-comagic-token"], ["webhook_token", "f-webhook-token"], ["verbox_secret_key", "f-secret"]]) {
+  for (const [field, input] of SECRET_INPUTS) {
     const value = $(input).value.trim();
     if (value) form[field] = value;
   }
@@ -261,16 +263,19 @@ $("deactivate").addEventListener("click", async () => {
 });
 
 $("load-choices").addEventListener("click", async () => {
-  $("choices-error").textContent = "";
+  $("choices-status").textContent = "";
   const request = { comagic_api: $("f-api").value.trim() };
   const typed = $("f-comagic-token").value.trim();
   if (typed) request.comagic_token = typed; else if (current) request.id = current.id;
   const { ok, data } = await api("POST", "/api/account", request);
-  if (!ok) { $("choices-error").textContent = (data.problems || [data.message]).join(" "); return; }
+  if (!ok) { $("choices-status").className = "error"; $("choices-status").textContent = (data.problems || [data.message]).join(" "); return; }
+  $("choices-status").className = "ok";
   const kept = readForm();
+  const secrets = SECRET_INPUTS.map(([, input]) => $(input).value);
   choices = data;
   fillForm({ ...(current ? current.integration : {}), ...kept, timezone: kept.timezone || data.timezone });
-  $("choices-error").textContent = `Loaded ${data.employees.length} employees, ${data.campaigns.length} active campaigns, ${data.sites.length} sites, ${data.sources.length} sources.`;
+  SECRET_INPUTS.forEach(([, input], i) => { $(input).value = secrets[i]; });
+  $("choices-status").textContent = `Loaded ${data.employees.length} employees, ${data.campaigns.length} active campaigns, ${data.sites.length} sites, ${data.sources.length} sources.`;
 });
 
 // ---- one integration ----
@@ -305,7 +310,7 @@ async function showIntegration(view) {
   $("deactivate").hidden = !view.active;
   if (!choices) {
     const lists = await api("GET", `/api/integrations/${encodeURIComponent(view.id)}/account`);
-    if (lists.ok) choices = lists.data; else $("choices-error").textContent = (lists.data.problems || [lists.data.message]).join(" ");
+    if (lists.ok) choices = lists.data; else $("choices-status").textContent = (lists.data.problems || [lists.data.message]).join(" ");
   }
   fillForm(view.integration);
   showState(view.state);

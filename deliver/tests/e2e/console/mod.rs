@@ -2,6 +2,7 @@
 //! store (and the PostgreSQL store where a test says so).
 
 mod api;
+mod browser;
 mod test_chat;
 
 use std::time::Duration;
