@@ -54,6 +54,10 @@ impl TcpProxy {
         TcpProxy { address, mode, generation }
     }
 
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// An AMQP URL through this proxy.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.address)

@@ -18,7 +18,7 @@ use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    ext_ids, start_deliver_binary_with, terminate, DeliverySampler, IngestReplica, Options, Pipeline, Tenant,
+    ext_ids, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Replica, Tenant,
 };
 
 const TENANTS: u64 = 20;
@@ -129,7 +129,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     }
     let env = [("BRIDGE__AMQP__URLS", urls.join(","))];
     let mut delivers = [start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
-    let second: IngestReplica = p.another_ingest(2).await;
+    let second: Replica = p.another_ingest(2).await;
     let ingests = Arc::new(Ingests {
         first: p.ingest_address().to_owned(),
         second: second.address().to_owned(),

@@ -69,10 +69,10 @@ pub struct Pipeline {
     amqp_urls: Vec<String>,
 }
 
-/// An ingest replica beside the pipeline's own.
-pub struct IngestReplica(Running);
+/// An ingest or deliver replica beside the pipeline's own.
+pub struct Replica(Running);
 
-impl IngestReplica {
+impl Replica {
     pub fn address(&self) -> &str {
         &self.0.address
     }
@@ -99,6 +99,8 @@ pub struct Options {
     pub test_broker_url: Option<String>,
     /// Do not run deliver in the test process (the test starts the binary itself).
     pub external_deliver: bool,
+    /// `integrations_store` of both services (the PostgreSQL store; `integrations.toml` otherwise).
+    pub integrations_store: Option<String>,
 }
 
 impl Options {
@@ -139,6 +141,11 @@ impl Pipeline {
             if options.linger_ms == 0 { 100 } else { options.linger_ms },
             options.deliver_extra,
         );
+        if let Some(store) = &options.integrations_store {
+            // A top-level key: before the file's first section.
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&config, format!("integrations_store = \"{store}\"\n{text}")).unwrap();
+        }
         let mut ingest_settings = Settings::load(&config).unwrap();
         ingest_settings.amqp.urls = options.amqp_urls.clone().unwrap_or_default();
         if let Some(url) = options.ingest_amqp_url {
@@ -164,11 +171,19 @@ impl Pipeline {
     }
 
     /// Starts another ingest replica on the pipeline's config, with a spool of its own.
-    pub async fn another_ingest(&self, replica: usize) -> IngestReplica {
+    pub async fn another_ingest(&self, replica: usize) -> Replica {
         let mut settings = Settings::load(&self.config).unwrap();
         settings.amqp.urls = self.amqp_urls.clone();
         settings.ingest.spool_dir = self.dir.path().join(format!("spool-{replica}"));
-        IngestReplica(start_ingest(settings).await)
+        Replica(start_ingest(settings).await)
+    }
+
+    /// Starts another deliver replica on the pipeline's config, with a ledger of its own.
+    pub async fn another_deliver(&self, replica: usize) -> Replica {
+        let mut settings = Settings::load(&self.config).unwrap();
+        settings.amqp.urls = self.amqp_urls.clone();
+        settings.deliver.ledger_dir = self.dir.path().join(format!("ledger-{replica}"));
+        Replica(start_deliver(settings).await)
     }
 
     /// deliver's HTTP address (health and metrics).

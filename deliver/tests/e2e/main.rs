@@ -14,3 +14,4 @@ mod lifecycle;
 mod live;
 mod nodes;
 mod rolling;
+mod store;
