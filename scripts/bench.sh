@@ -4,6 +4,7 @@
 #   scripts/bench.sh ingest     # one
 #   scripts/bench.sh scale      # on a local 3-node cluster: 1, 2, 3 deliver replicas, a node killed,
 #                               # and ingest on the cluster
+#   scripts/bench.sh integrations # 10 against 1,000 integrations, in the file and in PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh >/dev/null
@@ -16,6 +17,9 @@ for bench in "${benches[@]}"; do
     urls=$(scripts/cluster.sh urls)
     target/release/loadgen scale --amqp-urls "$urls"
     target/release/loadgen ingest --amqp-url "${urls%%,*}"
+  elif [ "$bench" = integrations ]; then
+    scripts/ensure-postgres.sh >/dev/null
+    target/release/loadgen integrations
   else
     target/release/loadgen "$bench"
   fi

@@ -80,6 +80,14 @@ if $cluster; then
 fi
 target/release/ingest --config "$run/bridge.toml" >"$run/ingest.log" 2>&1 &
 pids+=($!)
+# The settings console, with an admin token made for this run (the console refuses to start
+# without one; a real deployment takes it from a Secret).
+admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+console_pages='["http://127.0.0.1:9091/metrics"]'
+if $cluster; then console_pages='["http://127.0.0.1:9091/metrics", "http://127.0.0.1:9092/metrics"]'; fi
+BRIDGE_ADMIN_TOKENS=$admin_token BRIDGE__CONSOLE__DELIVER_METRICS=$console_pages \
+  target/release/deliver --config "$run/bridge.toml" console >"$run/console.log" 2>&1 &
+pids+=($!)
 prometheus_url=""
 if $prometheus; then
   if $cluster; then
@@ -114,6 +122,7 @@ wait_for() { # what, command...
 }
 wait_for "ingest" curl -fs http://127.0.0.1:8080/readyz
 wait_for "deliver" curl -fs http://127.0.0.1:9091/readyz
+wait_for "the console" curl -fs http://127.0.0.1:9093/
 if $cluster; then wait_for "the second deliver" curl -fs http://127.0.0.1:9092/readyz; fi
 wait_for "the sandbox" curl -fs http://127.0.0.1:8099/__sandbox/calls
 [ -z "$prometheus_url" ] || wait_for "Prometheus" curl -fs "$prometheus_url/-/ready"
@@ -148,6 +157,7 @@ cat <<TXT
 webhooks:  $hook/chat/$token
            $hook/offline/$token
 metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
+console:   http://127.0.0.1:9093  admin token: $admin_token
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
 logs:      $run/*.log
 operate:   target/release/deliver --config deploy/local/bridge.toml check --all

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
-use bridge_shared::integrations::store::Location;
+use bridge_shared::integrations::store::{Location, Store, StoreError};
 use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +36,12 @@ enum Command {
     /// Serves the admin API and the settings console on `[console] listen` (admin tokens from
     /// BRIDGE_ADMIN_TOKENS).
     Console,
+    /// Copies every integration of an integrations.toml into the configured store (moving to the
+    /// PostgreSQL store); an id the store already has is left as it is, and named.
+    ImportIntegrations {
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Checks integrations against their CoMagic accounts; exit code 1 when anything is wrong.
     Check {
         /// One integration; all of them when left out.
@@ -170,6 +176,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => run_worker(settings).await,
         Some(Command::Console) => run_console(settings).await,
+        Some(Command::ImportIntegrations { from }) => run_import(&settings, from).await,
         Some(Command::Dlq(command)) => run_dlq(&settings, command).await,
         Some(Command::Check { integration, all: _, list }) => run_check(&settings, integration, list).await,
     }
@@ -199,6 +206,38 @@ async fn run_console(settings: Settings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failed(e),
     }
+}
+
+async fn run_import(settings: &Settings, from: PathBuf) -> ExitCode {
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let source = match Store::open(&Location::File(from)).await {
+        Ok(store) => store.list().await,
+        Err(e) => Err(e),
+    };
+    let source = match source {
+        Ok(source) => source,
+        Err(e) => return invalid_configuration("deliver import-integrations", e),
+    };
+    let location = Location::of(settings);
+    let target = match Store::open(&location).await {
+        Ok(target) => target,
+        Err(e) => return failed(e),
+    };
+    let (mut imported, mut kept) = (0, Vec::new());
+    for stored in source {
+        match target.create(stored.form, &env).await {
+            Ok(_) => imported += 1,
+            Err(StoreError::Exists(id)) => kept.push(id),
+            Err(e) => return failed(e),
+        }
+    }
+    print!("imported {imported} integrations into {location}");
+    if kept.is_empty() {
+        println!();
+    } else {
+        println!("; {} already there, left as they are: {}", kept.len(), kept.join(", "));
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {

@@ -10,6 +10,7 @@ pub struct BridgeToml {
     pub amqp_urls: Vec<String>,
     pub prefix: String,
     pub ingest_listen: String,
+    pub deliver_listen: String,
     pub amqp: String,
     pub ingest: String,
     pub deliver: String,
@@ -22,6 +23,7 @@ impl BridgeToml {
             amqp_urls: vec![amqp_url.to_owned()],
             prefix: prefix.to_owned(),
             ingest_listen: "127.0.0.1:0".into(),
+            deliver_listen: "127.0.0.1:0".into(),
             amqp: String::new(),
             ingest: String::new(),
             deliver: String::new(),
@@ -40,13 +42,14 @@ impl BridgeToml {
             "integrations = \"integrations.toml\"\n\
              [amqp]\n{broker}\ntopology_prefix = \"{}\"\n{}\n\
              [ingest]\nlisten = \"{}\"\nspool_dir = \"{}\"\n{}\n\
-             [deliver]\nlisten = \"127.0.0.1:0\"\nledger_dir = \"{}\"\n{}\n\
+             [deliver]\nlisten = \"{}\"\nledger_dir = \"{}\"\n{}\n\
              [console]\n{}\n",
             self.prefix,
             self.amqp,
             self.ingest_listen,
             dir.join("spool").display(),
             self.ingest,
+            self.deliver_listen,
             dir.join("ledger").display(),
             self.deliver,
             self.console,

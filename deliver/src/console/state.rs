@@ -89,7 +89,7 @@ impl Sampler {
         let mut counted: Option<Instant> = None;
         loop {
             let mut reading = Reading::default();
-            for page in &pages {
+            for page in &expand(&pages).await {
                 let read = async { http.get(page).send().await?.error_for_status()?.text().await };
                 if let Ok(text) = read.await as Result<String, reqwest::Error> {
                     reading.add_page(&text);
@@ -159,6 +159,24 @@ impl Sampler {
             "dead_letters": dead,
         })
     }
+}
+
+/// The pages to read: a `dns+http://host:port/path` page is one page per address `host` resolves
+/// to (in Kubernetes, a headless Service's name gives every deliver pod).
+async fn expand(pages: &[String]) -> Vec<String> {
+    let mut expanded = Vec::new();
+    for page in pages {
+        let Some((scheme, rest)) = page.strip_prefix("dns+").and_then(|p| p.split_once("://")) else {
+            expanded.push(page.clone());
+            continue;
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        match tokio::net::lookup_host(authority).await {
+            Ok(addresses) => expanded.extend(addresses.map(|a| format!("{scheme}://{a}/{path}"))),
+            Err(error) => tracing::warn!(%error, host = authority, "cannot resolve the deliver replicas' name"),
+        }
+    }
+    expanded
 }
 
 /// Dead letters per integration, or `None` when the queue cannot be read.

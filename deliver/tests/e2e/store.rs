@@ -109,3 +109,34 @@ async fn with_the_postgres_store_four_processes_apply_a_change_within_2s_and_rid
     deliver_2.stop().await;
     p.stop().await;
 }
+
+#[tokio::test]
+async fn import_integrations_copies_a_file_into_the_postgres_store_and_leaves_existing_ids_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = "http://127.0.0.1:9/v2.0";
+    let file = dir.path().join("from.toml");
+    let text = integration("alpha", WEBHOOK_TOKEN, api, "ct-alpha-token", "")
+        + &integration("beta", WEBHOOK_TOKEN, api, "ct-beta-token", "");
+    std::fs::write(&file, text).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let scope = format!("t.import.{nanos}");
+    let mut config = bridge_tests::config::BridgeToml::new("amqp://guest:guest@127.0.0.1:5672/%2f", &scope);
+    config.console = String::new();
+    let config = config.write(dir.path());
+    let store_env = [("BRIDGE__INTEGRATIONS_STORE", bridge_tests::postgres_url())];
+    let args = ["import-integrations", "--from", file.to_str().unwrap()];
+
+    let first = crate::helpers::deliver_command_with(&config, &args, &store_env).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stdout.contains("imported 2 integrations"), "{}", first.stdout);
+    let again = crate::helpers::deliver_command_with(&config, &args, &store_env).await;
+    assert!(
+        again.stdout.contains("imported 0 integrations") && again.stdout.contains("alpha, beta"),
+        "{}",
+        again.stdout
+    );
+    let store = Store::open(&Location::Postgres { url: bridge_tests::postgres_url(), scope }).await.unwrap();
+    let stored = store.integrations(&HashMap::new()).await.unwrap();
+    assert_eq!(stored.get("beta").unwrap().comagic_token.expose(), "ct-beta-token");
+    assert!(!first.stdout.contains("ct-alpha-token") && !first.stderr.contains("ct-alpha-token"));
+}

@@ -126,7 +126,7 @@ pub struct ConsoleSettings {
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        ConsoleSettings { listen: "127.0.0.1:9092".parse().expect("literal address"), deliver_metrics: Vec::new() }
+        ConsoleSettings { listen: "127.0.0.1:9093".parse().expect("literal address"), deliver_metrics: Vec::new() }
     }
 }
 
@@ -284,8 +284,12 @@ impl Settings {
                 return Err(ConfigError::invalid(key, "must be empty or a postgres:// URL"));
             }
         }
-        if let Some(i) = self.console.deliver_metrics.iter().position(|u| !is_http(u)) {
-            return Err(ConfigError::invalid(format!("console.deliver_metrics[{i}]"), "must be an http(s) URL"));
+        let page_ok = |u: &String| is_http(u.strip_prefix("dns+").unwrap_or(u));
+        if let Some(i) = self.console.deliver_metrics.iter().position(|u| !page_ok(u)) {
+            return Err(ConfigError::invalid(
+                format!("console.deliver_metrics[{i}]"),
+                "must be an http(s) URL, or dns+http(s):// for every address a name resolves to",
+            ));
         }
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));

@@ -33,14 +33,14 @@ pub struct IngestBench {
     pub workers: usize,
 }
 
-struct Run {
+pub(super) struct Run {
     count: usize,
     elapsed: Duration,
     latencies: Latencies,
 }
 
 impl Run {
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
     }
 }
@@ -83,7 +83,7 @@ fn envelope_of(body: &[u8]) -> Vec<u8> {
 }
 
 /// One sender of the load: sends an event and waits until it is taken.
-trait Sender: Send + 'static {
+pub(super) trait Sender: Send + 'static {
     fn send(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
@@ -107,7 +107,7 @@ impl Sender for KeepAliveClient {
 }
 
 /// Runs every sender in a loop of its own for `seconds` and collects every latency.
-async fn closed_loop<S: Sender>(senders: Vec<S>, seconds: u64) -> Run {
+pub(super) async fn closed_loop<S: Sender>(senders: Vec<S>, seconds: u64) -> Run {
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = senders
@@ -286,7 +286,7 @@ pub async fn run(bench: IngestBench) {
 }
 
 /// The middle value by `key` (the upper middle of an even count); `values` must not be empty.
-fn take_median<T>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+pub(super) fn take_median<T>(mut values: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     values.sort_by(|a, b| key(a).total_cmp(&key(b)));
     values.swap_remove(values.len() / 2)
 }

@@ -3,6 +3,7 @@
 pub mod deliver;
 mod http;
 pub mod ingest;
+pub mod integrations;
 pub mod scale;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use bridge_tests::bench::deliver::{self, DeliverBench};
 use bridge_tests::bench::ingest::{self, IngestBench};
+use bridge_tests::bench::integrations::{self, IntegrationsBench};
 use bridge_tests::bench::scale::{self, ScaleBench};
 use clap::{Parser, Subcommand};
 
@@ -63,6 +64,9 @@ enum Bench {
     /// Events/s with 1, 2 and 3 deliver replicas on the local 3-node cluster, and the delivery gap
     /// when the deliver queue's leader node is killed (`scripts/bench.sh scale` sets it up).
     Scale(ScaleBench),
+    /// ingest and deliver throughput with 10 and 1,000 integrations in each store, and how long a
+    /// change takes to reach both.
+    Integrations(IntegrationsBench),
 }
 
 #[tokio::main]
@@ -79,5 +83,6 @@ async fn main() {
             deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes }).await
         }
         Bench::Scale(bench) => scale::run(bench).await,
+        Bench::Integrations(bench) => integrations::run(bench).await,
     }
 }
