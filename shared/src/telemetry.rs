@@ -297,12 +297,15 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &d.attribution,
         &d.paused,
         &d.quota_remaining,
+        &d.integration_delivered,
+        &d.integration_last_delivery,
         &d.redeliveries,
         &d.panics,
         &d.move_failures,
         &c.requests,
         &r.failures,
         &r.integrations,
+        &r.store_up,
     ];
     let histograms: Vec<&dyn Collector> = vec![&i.request_duration, &d.end_to_end, &c.request_duration, &c.batch_items];
     let names = |list: &[&dyn Collector]| -> Vec<String> {

@@ -126,3 +126,31 @@ fn no_file_cites_a_document_outside_the_repository() {
     found.retain(|f| !f.ends_with("tests/tests/e2e/deploy.rs"));
     assert!(found.is_empty(), "files citing documents outside the repository: {found:?}");
 }
+
+/// A `key: |` block of a YAML file, unindented.
+fn yaml_block(text: &str, key: &str) -> String {
+    let lines = text.lines().skip_while(|l| l.trim() != format!("{key}: |")).skip(1);
+    let first = lines.clone().next().expect("a block under the key");
+    let indent = first.len() - first.trim_start().len();
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_shipped_configs_are_valid_settings() {
+    let env = std::collections::HashMap::new();
+    let k8s = yaml_block(&read("deploy/k8s/config.yaml"), "bridge.toml");
+    let settings = bridge_shared::settings::Settings::from_toml(&k8s, &env).expect("the ConfigMap's bridge.toml");
+    assert_eq!(settings.console.listen.port(), 9093);
+    let integrations = yaml_block(&read("deploy/k8s/config.yaml"), "integrations.toml");
+    let env: std::collections::HashMap<String, String> =
+        [("ACME_SHOP_WEBHOOK_TOKEN", "a".repeat(30)), ("ACME_SHOP_COMAGIC_TOKEN", "b".repeat(10))]
+            .map(|(k, v)| (k.to_owned(), v))
+            .into();
+    bridge_shared::integrations::Integrations::from_toml(&integrations, &env).expect("the ConfigMap's integrations");
+    bridge_shared::settings::Settings::from_toml(&read("deploy/local/bridge.toml"), &Default::default())
+        .expect("deploy/local/bridge.toml");
+}
