@@ -38,14 +38,16 @@ echo "== kubernetes"
 "$venv/bin/python" scripts/lib/check-crd.py deploy/k8s/crds/rabbitmq.com_rabbitmqclusters.yaml deploy/k8s/rabbitmq/cluster.yaml
 
 echo "== rabbitmq definitions"
-if rabbitmqctl -q status >/dev/null 2>&1; then
-  vhost="verbox-deploy-check-$$"
-  scratch=$(mktemp --suffix=.json)
-  chmod 644 "$scratch"  # rabbitmqctl reads it as the rabbitmq user
-  trap 'rabbitmqctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true; rm -f "$scratch"' EXIT
-  rabbitmqctl -q add_vhost "$vhost"
-  rabbitmqctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-  python3 - "$vhost" "$scratch" <<'PY'
+# Imports the definitions into a scratch vhost of a node, then lets deliver declare its topology
+# there: the broker accepts the file, and the code agrees with it.
+#   check_definitions LABEL PORT HOST_DIR NODE_DIR CTL...
+# HOST_DIR is where the node reads files from as NODE_DIR (they differ for a node in a chroot).
+check_definitions() {
+  local label=$1 port=$2 host_dir=$3 node_dir=$4; shift 4
+  local vhost="verbox-deploy-check-$$" name="verbox-definitions-$$.json"
+  "$@" -q add_vhost "$vhost"
+  "$@" -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+  python3 - "$vhost" "$host_dir/$name" <<'PY'
 import json, sys
 vhost, out = sys.argv[1], sys.argv[2]
 d = json.load(open("deploy/rabbitmq/definitions.json"))
@@ -55,11 +57,22 @@ for key in ("exchanges", "queues", "bindings"):
         item["vhost"] = vhost
 json.dump(d, open(out, "w"))
 PY
-  rabbitmqctl -q import_definitions "$scratch"
+  chmod 644 "$host_dir/$name"  # the node reads it as the rabbitmq user
+  "$@" -q import_definitions "$node_dir/$name"
   cargo build -q --bin deliver
-  BRIDGE__AMQP__URL="amqp://guest:guest@127.0.0.1:5672/$vhost" \
+  BRIDGE__AMQP__URL="amqp://guest:guest@127.0.0.1:$port/$vhost" \
     target/debug/deliver --config deploy/local/bridge.toml dlq stats >/dev/null
-  echo "deploy/rabbitmq/definitions.json: imported, and deliver's own declaration agrees with it"
+  "$@" -q delete_vhost "$vhost" >/dev/null
+  rm -f "$host_dir/$name"
+  echo "deploy/rabbitmq/definitions.json: imported into $label, and deliver's own declaration agrees with it"
+}
+if rabbitmqctl -q status >/dev/null 2>&1; then
+  check_definitions "RabbitMQ $(rabbitmqctl version)" 5672 /tmp /tmp rabbitmqctl
 else
   echo "rabbitmqctl cannot reach a local node: definitions import skipped (the deploy test still compares them with the code)"
+fi
+if [ "${BRIDGE_CHECK_RABBITMQ4:-1}" = 1 ]; then
+  # The 4.x line the compose file and the Cluster Operator run (scripts/rabbitmq4.sh).
+  scripts/rabbitmq4.sh start
+  check_definitions "RabbitMQ $(scripts/rabbitmq4.sh ctl version)" 5690 /var/lib/verbox-rmq4/trixie/tmp /tmp scripts/rabbitmq4.sh ctl
 fi

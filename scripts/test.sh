@@ -31,6 +31,7 @@ cargo test --workspace
 cleanup() {
   rabbitmqctl -q start_app >/dev/null 2>&1 || true
   scripts/cluster.sh stop >/dev/null 2>&1 || true
+  scripts/rabbitmq4.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 if rabbitmqctl -q status >/dev/null 2>&1; then
@@ -47,5 +48,11 @@ fi
 scripts/cluster.sh start
 cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
   cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing 2>&1 | grep -v '^{"timestamp'
+# RabbitMQ 4.x, the line the compose file and the Cluster Operator run (Debian 13's, in a chroot:
+# scripts/rabbitmq4.sh): the topology, and the paths through the retry and dead-letter queues.
+scripts/rabbitmq4.sh start
+rabbitmq4=$(scripts/rabbitmq4.sh url)
+BRIDGE_TEST_AMQP_URL=$rabbitmq4 cargo test -p bridge-tests --test e2e topology
+BRIDGE_TEST_AMQP_URL=$rabbitmq4 cargo test -p deliver --test e2e -- lifecycle:: faults:: dlq::
 # The deploy files, with promtool, docker-compose, a Kubernetes schema check and RabbitMQ itself.
 scripts/check-deploy.sh
