@@ -99,7 +99,7 @@ impl Topology {
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
     }
-    /// Where deliver publishes what became of test chats (`crate::trace`); the console binds a
+    /// Where deliver publishes what became of test chats (the `trace` module); the console binds a
     /// queue of its own while it runs.
     pub fn traces_exchange(&self) -> String {
         format!("{}.traces", self.prefix)
