@@ -201,5 +201,7 @@ async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
 }
 
 async fn metrics_page(state: web::Data<HealthState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(telemetry::render(&state.registry))
+    HttpResponse::Ok()
+        .content_type(bridge_shared::telemetry::METRICS_CONTENT_TYPE)
+        .body(telemetry::render(&state.registry))
 }

@@ -22,6 +22,9 @@ pub fn init_cli_logging() {
         .try_init();
 }
 
+/// The content type of a `/metrics` page ([`render`]): Prometheus text format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
 /// The Prometheus text exposition of everything in `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = Vec::new();

@@ -21,7 +21,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(bridge_shared::telemetry::render(&state.registry))
+    HttpResponse::Ok()
+        .content_type(bridge_shared::telemetry::METRICS_CONTENT_TYPE)
+        .body(bridge_shared::telemetry::render(&state.registry))
 }
 
 pub async fn not_found() -> HttpResponse {

@@ -33,7 +33,9 @@ where
 {
     serde_path_to_error::deserialize(input).map_err(|e| {
         let key = e.path().to_string();
-        let message = hide_values(&e.into_inner().to_string());
+        // The first line: TOML's value deserializer appends the key on lines of its own.
+        let message = e.into_inner().to_string();
+        let message = hide_values(message.lines().next().unwrap_or_default());
         if key == "." {
             ConfigError::Syntax { path: String::new(), message }
         } else {
