@@ -32,6 +32,7 @@ cleanup() {
   rabbitmqctl -q start_app >/dev/null 2>&1 || true
   scripts/cluster.sh stop >/dev/null 2>&1 || true
   scripts/rabbitmq4.sh stop >/dev/null 2>&1 || true
+  scripts/ensure-postgres.sh >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 if rabbitmqctl -q status >/dev/null 2>&1; then
@@ -43,6 +44,9 @@ if rabbitmqctl -q status >/dev/null 2>&1; then
 else
   echo "rabbitmqctl cannot reach the local node: the broker-restart test is skipped"
 fi
+# The machine's PostgreSQL stopped and started under the integrations store's four processes (alone:
+# it takes the database from every other test; started again whatever happens).
+cargo test -p deliver --test e2e -- --ignored --exact store::with_the_postgres_store_four_processes_ride_out_a_database_restart
 # The cluster fault drill: a 3-node cluster beside the default broker (scripts/cluster.sh), a node,
 # a deliver and an ingest lost under load. Run alone: it loads the machine.
 scripts/cluster.sh start

@@ -32,12 +32,61 @@ async fn sample(http: &reqwest::Client, address: &str, name: &str) -> f64 {
     metric_sample(&page, name)
 }
 
+/// How the database goes away.
+enum Outage {
+    /// Its connections reset and new ones refused, by a proxy in front of it.
+    Cut(TcpProxy),
+    /// The machine's PostgreSQL stopped and started again (the test runs alone).
+    Restart,
+}
+
+fn pg_ctl(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .expect("Debian's postgresql");
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctlcluster {action}");
+}
+
+impl Outage {
+    fn begin(&self) {
+        match self {
+            Outage::Cut(proxy) => proxy.cut(),
+            Outage::Restart => pg_ctl("stop"),
+        }
+    }
+
+    fn end(&self) {
+        match self {
+            Outage::Cut(proxy) => proxy.restore(),
+            Outage::Restart => pg_ctl("start"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_postgres_store_four_processes_apply_a_change_within_2s_and_ride_out_an_outage() {
-    let direct = bridge_tests::postgres_url();
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let proxied = direct.replace("127.0.0.1:5432", &proxy.address().to_string());
-    let options = Options { integrations_store: Some(proxied), ..Default::default() };
+    let proxied = bridge_tests::postgres_url().replace("127.0.0.1:5432", &proxy.address().to_string());
+    four_processes_ride_out(Outage::Cut(proxy), proxied).await;
+}
+
+/// The same with the database itself stopped and started: `scripts/test.sh` runs it alone, as it
+/// takes PostgreSQL from every other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the machine's PostgreSQL: scripts/test.sh runs it alone"]
+async fn with_the_postgres_store_four_processes_ride_out_a_database_restart() {
+    four_processes_ride_out(Outage::Restart, bridge_tests::postgres_url()).await;
+}
+
+async fn four_processes_ride_out(outage: Outage, store_url: String) {
+    let direct = bridge_tests::postgres_url();
+    let options = Options { integrations_store: Some(store_url), ..Default::default() };
     let p = Pipeline::start("pg-store", &[SHOP, OTHER], options).await;
     let ingest_2 = p.another_ingest(2).await;
     let deliver_2 = p.another_deliver(2).await;
@@ -68,16 +117,23 @@ async fn with_the_postgres_store_four_processes_apply_a_change_within_2s_and_rid
     p.wait_stored("shop", Upload::Chats, 1, Duration::from_secs(20)).await;
 
     // The database unreachable: each process says so and keeps delivering on its last good set.
-    proxy.cut();
+    outage.begin();
     for address in &all {
         wait_for("the store to be reported down", Duration::from_secs(10), || async {
             (sample(&p.http, address, "bridge_integrations_store_up").await == 0.0).then_some(())
         })
         .await;
     }
-    let shop = store.get("shop").await.unwrap();
-    store.update(form(&api, "shop", "default = { campaign_id = 5002 }"), &shop.version, &env).await.unwrap();
-    store.create(form(&api, "other", ""), &env).await.unwrap();
+    // A change the processes cannot see yet: made now through the proxy's back, or once the
+    // restarted database answers (nobody can write to a stopped one).
+    let change = async || {
+        let shop = store.get("shop").await.unwrap();
+        store.update(form(&api, "shop", "default = { campaign_id = 5002 }"), &shop.version, &env).await.unwrap();
+        store.create(form(&api, "other", ""), &env).await.unwrap();
+    };
+    if let Outage::Cut(_) = outage {
+        change().await;
+    }
     for (i, address) in ingests.iter().enumerate() {
         let url = webhook_url(address, "shop", "chat", WEBHOOK_TOKEN);
         let answer = p.http.post(url).json(&chat(10 + i as u64, json!({}))).send().await.unwrap();
@@ -87,8 +143,13 @@ async fn with_the_postgres_store_four_processes_apply_a_change_within_2s_and_rid
     assert!(stored.iter().all(|c| c["campaign_id"] == 5001), "the change is not seen while the store is away");
 
     // Back: every process catches up (the new default, the new integration).
-    proxy.restore();
+    outage.end();
     let back = Instant::now();
+    if let Outage::Restart = outage {
+        wait_for("the restarted database", Duration::from_secs(30), || async { store.list().await.ok().map(drop) })
+            .await;
+        change().await;
+    }
     for address in &all {
         wait_for("every process to catch up", Duration::from_secs(15), || async {
             let up = sample(&p.http, address, "bridge_integrations_store_up").await;
