@@ -10,6 +10,7 @@ use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
 use bridge_shared::integrations::store::{Location, Store, StoreError};
 use bridge_shared::lifecycle::invalid_configuration;
+use bridge_shared::service::run_to_exit;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
 
@@ -174,22 +175,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return invalid_configuration("deliver", e),
     };
     match cli.command {
-        None | Some(Command::Run) => run_worker(settings).await,
+        None | Some(Command::Run) => run_to_exit("deliver", Application::build(settings).await).await,
         Some(Command::Console) => run_console(settings).await,
         Some(Command::ImportIntegrations { from }) => run_import(&settings, from).await,
         Some(Command::Dlq(command)) => run_dlq(&settings, command).await,
         Some(Command::Check { integration, all: _, list }) => run_check(&settings, integration, list).await,
-    }
-}
-
-async fn run_worker(settings: Settings) -> ExitCode {
-    let app = match Application::build(settings).await {
-        Ok(app) => app,
-        Err(e) => return invalid_configuration("deliver", e),
-    };
-    match app.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(e),
     }
 }
 
@@ -198,14 +188,7 @@ async fn run_console(settings: Settings) -> ExitCode {
         Ok(tokens) => tokens,
         Err(e) => return invalid_configuration("deliver console", e),
     };
-    let console = match Console::build(settings, tokens).await {
-        Ok(console) => console,
-        Err(e) => return invalid_configuration("deliver console", e),
-    };
-    match console.run_until_stopped().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => failed(e),
-    }
+    run_to_exit("deliver console", Console::build(settings, tokens).await).await
 }
 
 async fn run_import(settings: &Settings, from: PathBuf) -> ExitCode {

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::amqp::{BrokerLink, Topology};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::{Location, StoreError};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
+use bridge_shared::service::{Served, Service};
 use bridge_shared::settings::{ConfigError, Settings};
 use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
 use prometheus::Registry;
@@ -69,8 +69,7 @@ struct HealthState {
 }
 
 pub struct Application {
-    port: u16,
-    server: Server,
+    served: Served,
     stopper: Stopper,
     consumer: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     watcher: JoinHandle<Option<()>>,
@@ -153,22 +152,19 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, "deliver listening");
-        Ok(Application { port, server, stopper, consumer, watcher, pruner, lanes, link })
+        Ok(Application { served: Served::new(port, server), stopper, consumer, watcher, pruner, lanes, link })
+    }
+}
+
+impl Service for Application {
+    fn served(&self) -> &Served {
+        &self.served
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Stops the worker as SIGTERM would (tests use this).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    /// Runs until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops consuming, lets the lanes send
+    /// Runs until SIGTERM/SIGINT (or [`Served::handle`]`.stop`): stops consuming, lets the lanes send
     /// or move what they hold, then closes the connection; anything still unacked is redelivered.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.served.stopped().await;
         self.stopper.stop();
         let connection = self.consumer.await.ok().flatten().flatten();
         if tokio::time::timeout(LANES_SHUTDOWN, self.lanes.close()).await.is_err() {

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::invalid_configuration;
+use bridge_shared::service::run_to_exit;
 use bridge_shared::settings::Settings;
 use clap::{Parser, Subcommand};
 use ingest::startup::Application;
@@ -80,18 +81,6 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        None => {
-            let app = match Application::build(settings).await {
-                Ok(app) => app,
-                Err(e) => return invalid_configuration("ingest", e),
-            };
-            match app.run_until_stopped().await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ingest: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        None => run_to_exit("ingest", Application::build(settings).await).await,
     }
 }

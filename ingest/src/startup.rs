@@ -5,12 +5,12 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
 use bridge_shared::integrations::store::{Location, StoreError};
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
+use bridge_shared::service::{Served, Service};
 use bridge_shared::settings::{ConfigError, Settings};
 use bridge_shared::telemetry::IngestMetrics;
 use prometheus::Registry;
@@ -35,8 +35,7 @@ pub enum StartError {
 }
 
 pub struct Application {
-    port: u16,
-    server: Server,
+    served: Served,
     stopper: Stopper,
     supervisor: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     tasks: Vec<JoinHandle<Option<()>>>,
@@ -107,8 +106,7 @@ impl Application {
         let server = server.listen(listener)?.run();
         tracing::info!(port, spooled = spool.len(), "ingest listening");
         Ok(Application {
-            port,
-            server,
+            served: Served::new(port, server),
             stopper,
             supervisor,
             tasks,
@@ -118,22 +116,19 @@ impl Application {
             drain_on_stop: settings.ingest.drain_on_stop,
         })
     }
+}
 
-    pub fn port(&self) -> u16 {
-        self.port
+impl Service for Application {
+    fn served(&self) -> &Served {
+        &self.served
     }
 
-    /// Stops the server as SIGTERM would (tests use this).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    /// Serves until SIGTERM/SIGINT (or [`Self::handle`]`.stop`): stops accepting and answers what
+    /// Serves until SIGTERM/SIGINT (or [`Served::handle`]`.stop`): stops accepting and answers what
     /// is in flight; then, while the broker link still runs, gives the spool `drain_on_stop` to
     /// reach any node (a replica scaled down for good must not strand what it accepted); then
     /// stops the background tasks, closes the session and flushes the spool.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.served.stopped().await;
         if !self.spool.is_empty() {
             let spooled = self.spool.len();
             tracing::info!(spooled, "draining the spool to the broker before stopping");

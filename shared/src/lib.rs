@@ -14,6 +14,7 @@ pub mod redact;
 pub mod reload;
 pub mod retry_policy;
 pub mod secret;
+pub mod service;
 pub mod settings;
 pub mod setup;
 pub mod telemetry;

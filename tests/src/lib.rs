@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod fixtures;
 pub mod prometheus;
 pub mod proxy;
+pub mod running;
 pub mod sandbox;
 pub mod wait;
 

@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::{Location, Store, StoreError};
 use bridge_shared::lifecycle::Stopper;
+use bridge_shared::service::{Served, Service};
 use bridge_shared::settings::Settings;
 
 use self::state::Sampler;
@@ -58,8 +58,7 @@ pub struct ConsoleState {
 }
 
 pub struct Console {
-    port: u16,
-    server: Server,
+    served: Served,
     /// Stops the traces listener and the state sampler once the server has stopped.
     stopper: Stopper,
 }
@@ -92,19 +91,17 @@ impl Console {
             .listen(listener)?
             .run();
         tracing::info!(port, "console listening");
-        Ok(Console { port, server, stopper })
+        Ok(Console { served: Served::new(port, server), stopper })
+    }
+}
+
+impl Service for Console {
+    fn served(&self) -> &Served {
+        &self.served
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+    async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.served.stopped().await;
         self.stopper.stop();
         result
     }

@@ -17,9 +17,7 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    ext_ids, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Replica, Tenant,
-};
+use crate::helpers::{ext_ids, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Tenant};
 
 const TENANTS: u64 = 20;
 const WEBHOOKS: u64 = 20_000;
@@ -129,7 +127,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     }
     let env = [("BRIDGE__AMQP__URLS", urls.join(","))];
     let mut delivers = [start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
-    let second: Replica = p.another_ingest(2).await;
+    let second = p.another_ingest(2).await;
     let ingests = Arc::new(Ingests {
         first: p.ingest_address().to_owned(),
         second: second.address().to_owned(),

@@ -9,6 +9,7 @@ use bridge_shared::settings::Settings;
 use bridge_tests::broker::TestBroker;
 use bridge_tests::config::{metric_sample, webhook_url, BridgeToml};
 use bridge_tests::fixtures::{integration, WEBHOOK_TOKEN};
+use bridge_tests::running::Running;
 use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig, Upload};
 use bridge_tests::wait_for;
 use serde_json::{Map, Value};
@@ -39,19 +40,6 @@ pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, de
     config.write(dir)
 }
 
-struct Running {
-    address: String,
-    handle: actix_web::dev::ServerHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.handle.stop(true).await;
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
     Ingest,
@@ -67,20 +55,6 @@ pub struct Pipeline {
     ingest: Running,
     deliver: Option<Running>,
     amqp_urls: Vec<String>,
-}
-
-/// An ingest or deliver replica beside the pipeline's own.
-pub struct Replica(Running);
-
-impl Replica {
-    pub fn address(&self) -> &str {
-        &self.0.address
-    }
-
-    /// Stops it as SIGTERM does.
-    pub async fn stop(self) {
-        self.0.stop().await;
-    }
 }
 
 #[derive(Default)]
@@ -111,17 +85,11 @@ impl Options {
 }
 
 async fn start_ingest(settings: Settings) -> Running {
-    let app = ingest::startup::Application::build(settings).await.expect("ingest starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    Running { address, handle, task: tokio::spawn(app.run_until_stopped()) }
+    Running::start(ingest::startup::Application::build(settings).await.expect("ingest starts"))
 }
 
 async fn start_deliver(settings: Settings) -> Running {
-    let app = deliver::startup::Application::build(settings).await.expect("deliver starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    Running { address, handle, task: tokio::spawn(app.run_until_stopped()) }
+    Running::start(deliver::startup::Application::build(settings).await.expect("deliver starts"))
 }
 
 impl Pipeline {
@@ -167,41 +135,41 @@ impl Pipeline {
 
     /// ingest's HTTP address (webhooks, health and metrics).
     pub fn ingest_address(&self) -> &str {
-        &self.ingest.address
+        self.ingest.address()
     }
 
-    /// Starts another ingest replica on the pipeline's config, with a spool of its own.
-    pub async fn another_ingest(&self, replica: usize) -> Replica {
+    /// Starts another ingest replica beside the pipeline's own on the pipeline's config, with a spool of its own.
+    pub async fn another_ingest(&self, replica: usize) -> Running {
         let mut settings = Settings::load(&self.config).unwrap();
         settings.amqp.urls = self.amqp_urls.clone();
         settings.ingest.spool_dir = self.dir.path().join(format!("spool-{replica}"));
-        Replica(start_ingest(settings).await)
+        start_ingest(settings).await
     }
 
     /// Starts another deliver replica on the pipeline's config, with a ledger of its own.
-    pub async fn another_deliver(&self, replica: usize) -> Replica {
+    pub async fn another_deliver(&self, replica: usize) -> Running {
         let mut settings = Settings::load(&self.config).unwrap();
         settings.amqp.urls = self.amqp_urls.clone();
         settings.deliver.ledger_dir = self.dir.path().join(format!("ledger-{replica}"));
-        Replica(start_deliver(settings).await)
+        start_deliver(settings).await
     }
 
     /// deliver's HTTP address (health and metrics).
     pub fn deliver_address(&self) -> &str {
-        &self.deliver.as_ref().expect("deliver runs").address
+        self.deliver.as_ref().expect("deliver runs").address()
     }
 
     /// The status of deliver's `/readyz` (or of ingest's).
     pub async fn ready_status(&self, service: Service) -> u16 {
         let address = match service {
-            Service::Ingest => &self.ingest.address,
-            Service::Deliver => &self.deliver.as_ref().expect("deliver runs").address,
+            Service::Ingest => self.ingest.address(),
+            Service::Deliver => self.deliver.as_ref().expect("deliver runs").address(),
         };
         self.http.get(format!("{address}/readyz")).send().await.unwrap().status().as_u16()
     }
 
     async fn wait_ready(&self) {
-        for address in std::iter::once(&self.ingest.address).chain(self.deliver.as_ref().map(|d| &d.address)) {
+        for address in std::iter::once(self.ingest.address()).chain(self.deliver.as_ref().map(Running::address)) {
             wait_for("the services to reach the broker", Duration::from_secs(20), || async {
                 let r = self.http.get(format!("{address}/readyz")).send().await.ok()?;
                 let m = self.http.get(format!("{address}/metrics")).send().await.ok()?.text().await.ok()?;
@@ -213,7 +181,7 @@ impl Pipeline {
 
     /// Posts a webhook to ingest; returns the event id of an accepted one.
     pub async fn post(&self, integration: &str, kind: &str, body: &Value) -> String {
-        let url = webhook_url(&self.ingest.address, integration, kind, WEBHOOK_TOKEN);
+        let url = webhook_url(self.ingest.address(), integration, kind, WEBHOOK_TOKEN);
         let response = self.http.post(url).body(body.to_string()).send().await.expect("ingest answers");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["accepted"], true, "{answer}");
@@ -222,12 +190,12 @@ impl Pipeline {
 
     /// One sample of deliver's `/metrics`, e.g. `bridge_deliver_events_total{kind="chat",outcome="delivered"}`.
     pub async fn deliver_metric(&self, sample: &str) -> f64 {
-        self.metric(&self.deliver.as_ref().expect("deliver runs").address, sample).await
+        self.metric(self.deliver.as_ref().expect("deliver runs").address(), sample).await
     }
 
     /// One sample of ingest's `/metrics`.
     pub async fn ingest_metric(&self, sample: &str) -> f64 {
-        self.metric(&self.ingest.address, sample).await
+        self.metric(self.ingest.address(), sample).await
     }
 
     async fn metric(&self, address: &str, sample: &str) -> f64 {

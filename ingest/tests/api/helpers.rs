@@ -5,6 +5,7 @@ use bridge_shared::settings::Settings;
 use bridge_tests::broker::TestBroker;
 use bridge_tests::config::{metric_sample, webhook_url, BridgeToml};
 use bridge_tests::fixtures::{integration, OTHER_WEBHOOK_TOKEN, WEBHOOK_TOKEN};
+use bridge_tests::running::Running;
 use bridge_tests::wait_for;
 use ingest::startup::Application;
 use serde_json::Value;
@@ -34,8 +35,7 @@ pub struct TestApp {
     pub broker: TestBroker,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-    handle: actix_web::dev::ServerHandle,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    ingest: Running,
 }
 
 #[derive(Default)]
@@ -74,11 +74,8 @@ pub async fn spawn_app(test: &str, options: Options) -> TestApp {
     if let Some(drain_on_stop) = options.drain_on_stop {
         settings.ingest.drain_on_stop = drain_on_stop;
     }
-    let app = Application::build(settings).await.expect("ingest starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    let task = tokio::spawn(app.run_until_stopped());
-    TestApp { address, broker, http: reqwest::Client::new(), dir, handle, task }
+    let ingest = Running::start(Application::build(settings).await.expect("ingest starts"));
+    TestApp { address: ingest.address().to_owned(), broker, http: reqwest::Client::new(), dir, ingest }
 }
 
 impl TestApp {
@@ -127,8 +124,7 @@ impl TestApp {
 
     /// Stops ingest as SIGTERM does, and hands back the test's broker and directory to look at.
     pub async fn shut_down(self) -> (TestBroker, tempfile::TempDir) {
-        self.handle.stop(true).await;
-        self.task.await.unwrap().unwrap();
+        self.ingest.stop().await;
         (self.broker, self.dir)
     }
 }

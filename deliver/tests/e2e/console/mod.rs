@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bridge_shared::settings::Settings;
 use bridge_tests::config::BridgeToml;
+use bridge_tests::running::Running;
 use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig};
 use deliver::console::{AdminTokens, Console};
 use serde_json::{json, Value};
@@ -20,18 +21,16 @@ pub const COMAGIC_TOKEN: &str = "ct-acme-0123456789";
 pub struct ConsoleClient {
     pub url: String,
     pub http: reqwest::Client,
-    handle: actix_web::dev::ServerHandle,
+    console: Running,
 }
 
 impl ConsoleClient {
     pub async fn start(mut settings: Settings) -> Self {
         settings.console.listen = "127.0.0.1:0".parse().unwrap();
-        let console = Console::build(settings, AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap()).await.unwrap();
-        let url = format!("http://127.0.0.1:{}", console.port());
-        let handle = console.handle();
-        tokio::spawn(console.run_until_stopped());
+        let tokens = AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap();
+        let console = Running::start(Console::build(settings, tokens).await.expect("the console starts"));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        ConsoleClient { url, http, handle }
+        ConsoleClient { url: console.address().to_owned(), http, console }
     }
 
     /// An admin request: status and JSON body.
@@ -45,8 +44,8 @@ impl ConsoleClient {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn stop(&self) {
-        self.handle.stop(true).await;
+    pub async fn stop(self) {
+        self.console.stop().await;
     }
 }
 
