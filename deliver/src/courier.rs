@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
-use bridge_shared::comagic::{ComagicClient, Failure, Success};
+use bridge_shared::comagic::{ComagicClient, Failure, Success, Uploaded};
 use bridge_shared::event::EventKind;
 use bridge_shared::integrations::Integration;
 use bridge_shared::mapping::Item;
 use bridge_shared::redact::for_operators;
 use bridge_shared::reload::IntegrationsHandle;
-use bridge_shared::retry_policy::short_retries;
+use bridge_shared::retry_policy::{short_retries, Delays};
+use bridge_shared::secret::Secret;
 use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
@@ -64,6 +65,26 @@ const RENEW_AFTER: Duration = Duration::from_secs(CLAIM_FOR.as_secs() / 3);
 /// How long a copy of an event waits when another copy is being sent.
 const HELD_COPY_WAIT: Duration = Duration::from_secs(10);
 
+/// What one call of [`Courier::send`] did: asked CoMagic's report about events in doubt, or
+/// uploaded.
+enum Step {
+    Asked(Uploaded),
+    Sent(Success),
+}
+
+/// A report that failed like this will not answer on a retry either (the account lacks the
+/// report, or the request does not suit it); the events are then sent without asking. A refusal
+/// of the account itself (token, IP, inactive) would refuse the upload too, and pauses as usual.
+fn cannot_ask(failure: &Failure) -> bool {
+    match failure {
+        Failure::Request { .. } | Failure::Item { .. } | Failure::Duplicate { .. } => true,
+        Failure::Tenant { mnemonic, .. } => {
+            ["forbidden", "method_component_disabled", "parameter_component_disabled"].contains(mnemonic)
+        }
+        Failure::Transient { .. } | Failure::Quota { .. } => false,
+    }
+}
+
 impl Courier {
     /// Claims the batch's events in the ledger, sends what it claimed, and releases the claims of
     /// whatever was not delivered (a retry, a park, a dead letter), so a copy may then be sent.
@@ -80,11 +101,20 @@ impl Courier {
         let ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
         let claims = self.outlet.ledger.claim(&ids).await;
         let (mut mine, mut held) = (Vec::with_capacity(batch.len()), Vec::new());
-        for (p, claim) in batch.into_iter().zip(claims) {
+        for (mut p, claim) in batch.into_iter().zip(claims) {
             match claim {
                 Claim::Mine => mine.push(p),
+                Claim::TakenOver => {
+                    p.in_doubt = true;
+                    mine.push(p);
+                }
                 Claim::Delivered => self.outlet.done(&p.delivery, kind.as_str(), "duplicate").await,
-                Claim::Held => held.push(p),
+                Claim::Held => {
+                    // The copy in flight may reach CoMagic and its holder die before the ledger
+                    // hears of it: this one asks before it is sent.
+                    p.in_doubt = true;
+                    held.push(p);
+                }
             }
         }
         self.park_all(held, HELD_COPY_WAIT).await;
@@ -95,6 +125,7 @@ impl Courier {
         let tenant = self.tenants.get(integration_id);
         let mut work = VecDeque::from([batch]);
         let mut claimed_at = Instant::now();
+        let mut delays = short_retries(SHORT_RETRY_FOR);
         while let Some(mut batch) = work.pop_front() {
             if batch.is_empty() {
                 continue;
@@ -122,29 +153,57 @@ impl Courier {
                 }
                 None => {}
             }
-            // References, not copies: a batch of large dialogs is megabytes.
-            let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
             if claimed_at.elapsed() > RENEW_AFTER {
                 let in_hand = batch.iter().chain(work.iter().flatten());
                 let ids: Vec<&str> = in_hand.map(|p| p.item.ext_id()).collect();
                 self.outlet.ledger.renew(&ids).await;
                 claimed_at = Instant::now();
             }
+            let asking = batch.iter().any(|p| p.in_doubt);
             let outcome = {
                 let Ok(_slot) = self.calls.acquire().await else { return };
-                self.call(&integration, kind, &items).await
+                // References, not copies: a batch of large dialogs is megabytes.
+                let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
+                let (api, token) = (&integration.comagic_api, &integration.comagic_token);
+                if asking {
+                    self.client.uploaded(api, token, kind, &items).await.map(Step::Asked)
+                } else {
+                    self.call(api, token, kind, &items, &mut delays).await.map(Step::Sent)
+                }
             };
             if outcome.is_err() {
                 tenant.call_failed();
             }
             match outcome {
-                Ok(success) => {
+                Ok(Step::Asked(uploaded)) => {
+                    tenant.succeeded(uploaded.limits);
+                    work.push_front(self.settle_found(&integration.id, kind, batch, &uploaded).await);
+                }
+                Err(failure) if asking && cannot_ask(&failure) => {
+                    self.count_in_doubt(kind, "unverifiable", batch.len());
+                    tracing::warn!(integration = %integration.id, kind = kind.as_str(), error = failure.label(), "CoMagic's report cannot say whether events in doubt are there; sending them (a copy is possible)");
+                    batch.iter_mut().for_each(|p| p.in_doubt = false);
+                    work.push_front(batch);
+                }
+                Ok(Step::Sent(success)) => {
                     tenant.succeeded(success.limits);
+                    delays = short_retries(SHORT_RETRY_FOR);
                     self.trace_sent(&batch, &success).await;
                     self.outlet.delivered(batch, false).await;
                 }
-                Err(Failure::Transient { reason, .. }) => {
-                    join_all(batch.into_iter().map(|p| self.outlet.retry(p, &reason))).await;
+                Err(ref failure @ Failure::Transient { ref reason, .. }) => {
+                    if failure.may_have_arrived() {
+                        batch.iter_mut().for_each(|p| p.in_doubt = true);
+                    }
+                    match delays.next_delay() {
+                        Some(delay) => {
+                            tokio::time::sleep(delay).await;
+                            work.push_front(batch);
+                        }
+                        None => {
+                            join_all(batch.into_iter().map(|p| self.outlet.retry(p, reason))).await;
+                        }
+                    }
                 }
                 Err(Failure::Request { mnemonic, message }) => {
                     let error = format!("{mnemonic}: {message} (the request as a whole)");
@@ -235,15 +294,52 @@ impl Courier {
         join_all(batch.into_iter().map(|p| self.outlet.park_paused(p, wait))).await;
     }
 
-    /// One upload with short in-process retries of transient failures.
-    async fn call(&self, integration: &Integration, kind: EventKind, items: &[&Item]) -> Result<Success, Failure> {
-        let mut delays = short_retries(SHORT_RETRY_FOR);
+    /// One upload, tried again at once while the connection cannot even be made (nothing reached
+    /// CoMagic). Any other transient failure goes back to [`Self::send`], which asks CoMagic
+    /// before it uploads the batch again.
+    async fn call(
+        &self,
+        api: &str,
+        token: &Secret,
+        kind: EventKind,
+        items: &[&Item],
+        delays: &mut Delays,
+    ) -> Result<Success, Failure> {
         loop {
-            let outcome = self.client.upload(&integration.comagic_api, &integration.comagic_token, kind, items).await;
-            match (&outcome, delays.next_delay()) {
-                (Err(Failure::Transient { .. }), Some(delay)) => tokio::time::sleep(delay).await,
+            let outcome = self.client.upload(api, token, kind, items).await;
+            match &outcome {
+                Err(f @ Failure::Transient { .. }) if !f.may_have_arrived() => match delays.next_delay() {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => return outcome,
+                },
                 _ => return outcome,
             }
         }
+    }
+
+    /// Acks the events of `batch` that CoMagic's report lists (as duplicates: CoMagic has them)
+    /// and returns the others, no longer in doubt, to be sent.
+    async fn settle_found(
+        &self,
+        integration_id: &str,
+        kind: EventKind,
+        batch: Vec<Pending>,
+        uploaded: &Uploaded,
+    ) -> Vec<Pending> {
+        let (found, mut absent): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|p| uploaded.ext_ids.contains(p.item.ext_id()));
+        let asked_absent = absent.iter().filter(|p| p.in_doubt).count();
+        self.count_in_doubt(kind, "found", found.len());
+        self.count_in_doubt(kind, "absent", asked_absent);
+        if !found.is_empty() {
+            tracing::info!(integration = %integration_id, kind = kind.as_str(), found = found.len(), absent = asked_absent, "events in doubt found in CoMagic's report: acked, not sent again");
+        }
+        self.outlet.delivered(found, true).await;
+        absent.iter_mut().for_each(|p| p.in_doubt = false);
+        absent
+    }
+
+    fn count_in_doubt(&self, kind: EventKind, outcome: &str, n: usize) {
+        self.outlet.metrics.in_doubt.with_label_values(&[kind.as_str(), outcome]).inc_by(n as u64);
     }
 }

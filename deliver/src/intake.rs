@@ -27,7 +27,7 @@ use prometheus::IntCounter;
 
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
-use crate::pending::{previous_deliveries, Pending};
+use crate::pending::{in_doubt, previous_deliveries, Pending};
 
 pub struct Intake {
     /// Which integration an envelope names, and its settings.
@@ -129,7 +129,8 @@ impl Intake {
                 let test = bridge_shared::trace::is_test(&event);
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
-                self.lanes.submit(Pending { delivery, envelope, event, item, rule, test })
+                let in_doubt = in_doubt(&delivery);
+                self.lanes.submit(Pending { delivery, envelope, event, item, rule, test, in_doubt })
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {

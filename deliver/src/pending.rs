@@ -1,6 +1,6 @@
 //! One consumed event on its way to CoMagic: the broker delivery (to ack) and the mapped item.
 
-use bridge_shared::amqp::headers::{self, DELIVERY_COUNT};
+use bridge_shared::amqp::headers::{self, DELIVERY_COUNT, IN_DOUBT};
 use bridge_shared::attribution::{self, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::integrations::Integration;
@@ -19,11 +19,18 @@ pub struct Pending {
     pub rule: Rule,
     /// A console's test chat: what becomes of it is published to the traces exchange.
     pub test: bool,
+    /// CoMagic may already have it (see [`in_doubt`]): asked before it is sent.
+    pub in_doubt: bool,
 }
 
 impl Pending {
+    /// The headers it is moved on with; a doubt travels with it.
     pub fn headers(&self) -> FieldTable {
-        headers_of(&self.delivery)
+        let mut h = headers_of(&self.delivery);
+        if self.in_doubt {
+            headers::set_u64(&mut h, IN_DOUBT, 1);
+        }
+        h
     }
 
     pub fn kind(&self) -> EventKind {
@@ -67,4 +74,12 @@ pub fn headers_of(delivery: &Delivery) -> FieldTable {
 pub fn previous_deliveries(delivery: &Delivery) -> u64 {
     let h = delivery.properties.headers().clone().unwrap_or_default();
     headers::get_u64(&h, DELIVERY_COUNT).unwrap_or(0)
+}
+
+/// Whether an upload of this message may already have reached CoMagic: the broker delivered it
+/// before (the consumer that had it died or stopped, maybe after CoMagic answered and before the
+/// ack), or an earlier holder marked it [`IN_DOUBT`].
+pub fn in_doubt(delivery: &Delivery) -> bool {
+    let h = delivery.properties.headers().clone().unwrap_or_default();
+    delivery.redelivered || previous_deliveries(delivery) > 0 || headers::get_u64(&h, IN_DOUBT).is_some()
 }

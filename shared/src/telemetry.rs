@@ -37,6 +37,8 @@ pub const INGEST_OUTCOMES: [&str; 8] =
     ["accepted", "spooled", "ignored", "invalid", "unauthorized", "not_found", "too_large", "unavailable"];
 /// `bridge_deliver_events_total{outcome}` values.
 pub const DELIVER_OUTCOMES: [&str; 5] = ["delivered", "duplicate", "skipped", "retried", "dead_lettered"];
+/// The `outcome` label of `bridge_deliver_in_doubt_total`.
+pub const IN_DOUBT_OUTCOMES: [&str; 3] = ["found", "absent", "unverifiable"];
 
 /// Creates a counter's series for every known label pair at 0. A series that first appears with
 /// the value 1 has no increase Prometheus can see: `increase(...) > 0` would miss the first dead
@@ -200,6 +202,8 @@ pub struct DeliverMetrics {
     pub integration_last_delivery: IntGaugeVec,
     pub amqp: AmqpMetrics,
     pub redeliveries: IntCounterVec,
+    /// Events asked about in CoMagic's report before sending, by what it said.
+    pub in_doubt: IntCounterVec,
     pub panics: IntCounterVec,
     pub move_failures: IntCounter,
 }
@@ -259,6 +263,12 @@ impl DeliverMetrics {
                 "Messages the broker delivered again (after a nack, a lost channel or a restart), by kind",
                 &["kind"],
             ),
+            in_doubt: counter(
+                registry,
+                "bridge_deliver_in_doubt_total",
+                "Events that may already have been in CoMagic, by what its report said: found (acked, not sent again), absent (sent), unverifiable (sent without asking)",
+                &["kind", "outcome"],
+            ),
             panics: counter(
                 registry,
                 "bridge_deliver_panics_total",
@@ -273,6 +283,7 @@ impl DeliverMetrics {
         };
         let kinds = crate::event::EventKind::ALL.map(crate::event::EventKind::as_str);
         at_zero(&metrics.events, &kinds, &DELIVER_OUTCOMES);
+        at_zero(&metrics.in_doubt, &kinds, &IN_DOUBT_OUTCOMES);
         // An unreadable message is dead-lettered with kind `unknown`.
         at_zero(&metrics.events, &["unknown"], &["dead_lettered"]);
         metrics
@@ -303,6 +314,7 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &d.integration_delivered,
         &d.integration_last_delivery,
         &d.redeliveries,
+        &d.in_doubt,
         &d.panics,
         &d.move_failures,
         &c.requests,

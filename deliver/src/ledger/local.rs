@@ -2,6 +2,7 @@
 //! sends). An entry is fsynced before the message is acked, so a kill -9 between CoMagic's answer
 //! and the ack costs no duplicate.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,12 +53,18 @@ impl LocalLedger {
             .iter()
             .map(|id| {
                 if self.contains(id) {
-                    Claim::Delivered
-                } else if claims.get(*id).is_some_and(|until| *until > now) {
-                    Claim::Held
-                } else {
-                    claims.insert((*id).to_owned(), now + claim_for);
-                    Claim::Mine
+                    return Claim::Delivered;
+                }
+                match claims.entry((*id).to_owned()) {
+                    Entry::Occupied(held) if *held.get() > now => Claim::Held,
+                    Entry::Occupied(mut lapsed) => {
+                        lapsed.insert(now + claim_for);
+                        Claim::TakenOver
+                    }
+                    Entry::Vacant(free) => {
+                        free.insert(now + claim_for);
+                        Claim::Mine
+                    }
                 }
             })
             .collect()
@@ -194,7 +201,7 @@ mod tests {
         assert_eq!(ledger.claim(&["a"], long), vec![Claim::Held], "a second copy waits");
         ledger.release(&["a".to_owned()]);
         assert_eq!(ledger.claim(&["a"], Duration::ZERO), vec![Claim::Mine], "released");
-        assert_eq!(ledger.claim(&["a"], long), vec![Claim::Mine], "a lapsed claim is taken over");
+        assert_eq!(ledger.claim(&["a"], long), vec![Claim::TakenOver], "a lapsed claim is taken over");
         assert_eq!(ledger.claim(&["b"], Duration::ZERO), vec![Claim::Mine]);
         ledger.renew(&["b"], long);
         assert_eq!(ledger.claim(&["b"], long), vec![Claim::Held], "a renewed claim holds");

@@ -5,7 +5,8 @@
 //! after a lost confirm, or when the broker redelivers after a replica died. The ledger answers
 //! "was this delivered?" before a copy is sent, and a claim taken just before the call answers
 //! "is a copy of this being sent right now?": a copy that finds a claim waits in a retry queue and
-//! then meets the ledger. One process keeps both in sled and memory (the default); several
+//! then meets the ledger. A claim taken over from a holder that let it lapse is [`Claim::TakenOver`]:
+//! that holder may have died between CoMagic's answer and its ledger write. One process keeps both in sled and memory (the default); several
 //! replicas share them in PostgreSQL. Entries older than `ledger_keep` are pruned hourly.
 
 mod local;
@@ -30,6 +31,9 @@ pub const CLAIM_FOR: Duration = Duration::from_secs(90);
 pub enum Claim {
     /// Claimed for this batch: send it.
     Mine,
+    /// Claimed for this batch from a holder whose claim lapsed without a delivery or a release:
+    /// it may have died after CoMagic took the event, so ask CoMagic before sending.
+    TakenOver,
     /// Already delivered: ack the copy.
     Delivered,
     /// A copy is being sent (by this process or another): wait, then look again.

@@ -48,21 +48,24 @@ impl PgLedger {
         }
         let client = self.client().await?;
         let seconds = claim_for.as_secs_f64();
-        let mine: HashSet<String> = client
+        // `xmax` is non-zero on a row the upsert updated, i.e. a lapsed claim it took over.
+        let taken: Vec<(String, bool)> = client
             .query(
                 "INSERT INTO bridge_ledger (scope, ext_id, claimed_by, claimed_until)
                  SELECT $1, id, $2, now() + make_interval(secs => $4) FROM unnest($3::text[]) AS id
                  ON CONFLICT (scope, ext_id) DO UPDATE
                    SET claimed_by = EXCLUDED.claimed_by, claimed_until = EXCLUDED.claimed_until
                    WHERE bridge_ledger.delivered_at IS NULL AND bridge_ledger.claimed_until < now()
-                 RETURNING ext_id",
+                 RETURNING ext_id, xmax::text <> '0'",
                 &[&self.scope, &self.owner, &unique, &seconds],
             )
             .await?
             .iter()
-            .map(|row| row.get(0))
+            .map(|row| (row.get(0), row.get(1)))
             .collect();
-        let others: Vec<&str> = unique.iter().copied().filter(|id| !mine.contains(*id)).collect();
+        let mine: HashSet<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
+        let taken_over: HashSet<&str> = taken.iter().filter(|(_, over)| *over).map(|(id, _)| id.as_str()).collect();
+        let others: Vec<&str> = unique.iter().copied().filter(|id| !mine.contains(id)).collect();
         let delivered: HashSet<String> = if others.is_empty() {
             HashSet::new()
         } else {
@@ -84,7 +87,11 @@ impl PgLedger {
                 if delivered.contains(*id) {
                     Claim::Delivered
                 } else if mine.contains(*id) && first.insert(*id) {
-                    Claim::Mine
+                    if taken_over.contains(*id) {
+                        Claim::TakenOver
+                    } else {
+                        Claim::Mine
+                    }
                 } else {
                     Claim::Held
                 }
@@ -181,7 +188,7 @@ mod tests {
         b.renew(&["v"], Duration::ZERO).await.unwrap();
         assert_eq!(b.claim(&["v"], long).await.unwrap(), vec![Claim::Held], "only its holder renews it");
         assert_eq!(a.claim(&["w"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
-        assert_eq!(b.claim(&["w"], long).await.unwrap(), vec![Claim::Mine]);
+        assert_eq!(b.claim(&["w"], long).await.unwrap(), vec![Claim::TakenOver], "lapsed under its holder");
         let later = chrono::Utc::now() + chrono::Duration::seconds(1);
         assert!(a.prune_before(later).await.unwrap() >= 1, "the delivered x is pruned");
         assert_eq!(a.claim(&["x"], long).await.unwrap(), vec![Claim::Mine], "pruned: no longer known");

@@ -144,19 +144,11 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     let leader = cluster(&["leader", &p.broker.topology.deliver_queue()]);
     cluster(&["kill", &leader]);
     let killed_at = Instant::now();
-    // What each account holds shortly before and after the replica's SIGKILL: a call CoMagic
-    // answered while the replica died before recording it is sent again once its claims lapse, the
-    // one copy this design cannot rule out (nothing relies on CoMagic refusing a repeated ext_id).
-    let stored_counts = || -> HashMap<&str, usize> {
-        tenants.iter().map(|t| (t.id, p.sandbox.stored(t.id, Upload::Chats).len())).collect()
-    };
-    when_posted(&tally, 0.39).await;
-    let before_kill = stored_counts();
     when_posted(&tally, 0.40).await;
-    delivers[0].kill().unwrap(); // SIGKILL
+    // SIGKILL mid-stream: its calls in flight may be stored without the ledger hearing of them;
+    // those events come back in doubt, and CoMagic's report is asked before they are sent again.
+    delivers[0].kill().unwrap();
     delivers[0].wait().unwrap();
-    when_posted(&tally, 0.41).await;
-    let after_kill = stored_counts();
     when_posted(&tally, 0.50).await;
     delivers[0] = start_deliver_binary_with(&p, 3, &env);
     when_posted(&tally, 0.60).await;
@@ -184,29 +176,17 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     let t = p.broker.topology.clone();
 
     let mut stored: HashMap<String, usize> = HashMap::new();
-    // A copy is the kill's when its first was stored within a second of the SIGKILL (the killed
-    // replica's calls in flight) and its second after that; any other copy is a defect.
-    let mut unexplained = 0;
     for tenant in &tenants {
-        let mut first_at: HashMap<String, usize> = HashMap::new();
-        for (i, id) in ext_ids(&p.sandbox.stored(tenant.id, Upload::Chats)).into_iter().enumerate() {
-            *stored.entry(id.clone()).or_default() += 1;
-            match first_at.get(&id) {
-                None => {
-                    first_at.insert(id, i);
-                }
-                Some(&first) => {
-                    let around_kill = (before_kill[tenant.id]..after_kill[tenant.id]).contains(&first);
-                    unexplained += usize::from(!(around_kill && i >= after_kill[tenant.id]));
-                }
-            }
+        for id in ext_ids(&p.sandbox.stored(tenant.id, Upload::Chats)) {
+            *stored.entry(id).or_default() += 1;
         }
     }
     let twice = stored.values().filter(|n| **n > 1).count();
     let missing = answered.iter().filter(|id| !stored.contains_key(*id)).count();
+    let reports = p.sandbox.calls().iter().filter(|c| c.method == "get.chats_report").count();
     let dead = p.broker.depth(&t.dead_queue()).await;
     println!(
-        "cluster drill: {} answered 200, {} stored, {twice} stored twice ({unexplained} not from the SIGKILLed replica's calls in flight), {missing} missing, {dead} dead-lettered, \
+        "cluster drill: {} answered 200, {} stored, {twice} stored twice, {reports} reports asked, {missing} missing, {dead} dead-lettered, \
          longest gap in deliveries after the node kill {:.1} s, {} other answers",
         answered.len(),
         stored.len(),
@@ -214,8 +194,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
         tally.other_answers.load(Ordering::SeqCst)
     );
     assert_eq!(missing, 0, "every webhook answered 200 is stored");
-    assert_eq!(unexplained, 0, "no copy is stored twice but those of the SIGKILLed replica's calls in flight");
-    assert!(twice <= 50, "{twice} stored twice: more than a batch");
+    assert_eq!(twice, 0, "no webhook is stored twice");
     assert_eq!(dead, 0, "none is dead-lettered");
     assert_eq!(tally.other_answers.load(Ordering::SeqCst), 0, "every webhook was answered 200");
     p.stop().await;

@@ -30,7 +30,7 @@ async fn post_each_twice_at_once(p: &Arc<Pipeline>) -> HashSet<String> {
 }
 
 /// Waits until every chat is stored and no copy waits anywhere, then checks each was stored once.
-async fn assert_each_stored_once_when_settled(p: &Pipeline, posted: &HashSet<String>) {
+pub async fn assert_each_stored_once_when_settled(p: &Pipeline, posted: &HashSet<String>) {
     wait_for("every chat stored and every copy settled", Duration::from_secs(90), || async {
         let stored = p.sandbox.stored("shop", Upload::Chats).len() >= posted.len();
         (stored && p.broker.waiting().await == 0).then_some(())
@@ -38,17 +38,12 @@ async fn assert_each_stored_once_when_settled(p: &Pipeline, posted: &HashSet<Str
     .await;
     let stored = ext_ids(&p.sandbox.stored("shop", Upload::Chats));
     let unique: HashSet<String> = stored.iter().cloned().collect();
-    println!(
-        "copies: {} posted twice, {} stored, {} stored twice",
-        posted.len(),
-        stored.len(),
-        stored.len() - unique.len()
-    );
+    println!("{} webhooks, {} stored, {} stored twice", posted.len(), stored.len(), stored.len() - unique.len());
     assert_eq!(stored.len(), unique.len(), "no chat stored twice");
     assert_eq!(&unique, posted);
 }
 
-async fn pipeline_storing_repeats(test: &str, options: Options) -> Arc<Pipeline> {
+pub async fn pipeline_storing_repeats(test: &str, options: Options) -> Arc<Pipeline> {
     let p = Pipeline::start(test, &[SHOP], options).await;
     p.sandbox.update_account("shop", |a| a.refuses_repeated_ext_id = false);
     Arc::new(p)

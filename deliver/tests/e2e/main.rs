@@ -7,6 +7,7 @@ mod console;
 mod copies;
 mod crashes;
 mod dlq;
+mod doubt;
 mod faults;
 mod helpers;
 mod isolation;

@@ -17,6 +17,10 @@ pub const REPLAYED_AT: &str = "x-bridge-replayed-at";
 /// When deliver first parked the event for a paused integration (RFC 3339): after
 /// `[deliver] park_for` it is dead-lettered as `tenant_paused` instead of parked again.
 pub const PARKED_SINCE: &str = "x-bridge-parked-since";
+/// Set (to 1) on an event that may already be in CoMagic although no answer said so (an upload
+/// whose answer was lost, a copy that met another copy in flight): before it is sent again,
+/// deliver asks CoMagic's report whether its ext_id is there.
+pub const IN_DOUBT: &str = "x-bridge-in-doubt";
 /// Set by quorum queues: how often the message was delivered before.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 

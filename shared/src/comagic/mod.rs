@@ -4,6 +4,7 @@
 pub mod fixes;
 pub mod limits;
 pub mod outcome;
+pub mod report;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 pub use limits::Limits;
 pub use outcome::{classify, Failure, QuotaWindow, Success};
+pub use report::Uploaded;
 
 use crate::event::EventKind;
 use crate::mapping::Item;
@@ -96,7 +98,7 @@ impl ComagicClient {
 
     async fn send(&self, endpoint: &str, body: &Value, items_key: Option<&str>) -> Result<Success, Failure> {
         let transport = |e: reqwest::Error| Failure::Transient {
-            label: "transport",
+            label: if e.is_connect() { outcome::CONNECT_FAILED } else { "transport" },
             // without_url: the URL is config, not a secret, but keep errors short and uniform.
             reason: e.without_url().to_string(),
         };

@@ -21,7 +21,8 @@ pub enum QuotaWindow {
 /// What went wrong, by what the caller does next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
-    /// Transport error, timeout, HTTP 5xx, `internal_error`, an unreadable body: try again later.
+    /// Transport error, timeout, HTTP 5xx, `internal_error`, an unreadable body: try again later
+    /// (see [`Failure::may_have_arrived`]).
     Transient { label: &'static str, reason: String },
     /// `limit_exceeded`: wait for the window to reset (known from the last `metadata.limits`);
     /// not the events' fault.
@@ -50,7 +51,17 @@ impl Failure {
             Failure::Duplicate { .. } => "duplicate_entity",
         }
     }
+
+    /// Whether CoMagic may have taken the call although no answer said so: a timeout, a dropped
+    /// connection, a 5xx or an `internal_error` leave the upload in doubt; a refused connection
+    /// and every answer that names an error do not (CoMagic takes a request all or nothing).
+    pub fn may_have_arrived(&self) -> bool {
+        matches!(self, Failure::Transient { label, .. } if *label != CONNECT_FAILED)
+    }
 }
+
+/// The `result` label of a call whose connection was never made (nothing reached CoMagic).
+pub const CONNECT_FAILED: &str = "connect";
 
 pub(crate) const TENANT: &[&str] = &[
     "access_token_expired",

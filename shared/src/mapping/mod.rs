@@ -119,6 +119,14 @@ impl Item {
             Item::Offline(o) => &o.ext_id,
         }
     }
+
+    /// When it happened, `YYYY-MM-DD hh:mm:ss` in the account's time zone (what reports filter by).
+    pub fn date_time(&self) -> &str {
+        match self {
+            Item::Chat(c) => &c.start_date_time,
+            Item::Offline(o) => &o.date_time,
+        }
+    }
 }
 
 /// What the mapping needs besides the event itself.

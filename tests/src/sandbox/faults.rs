@@ -17,7 +17,8 @@ pub struct Fault {
     pub account: Option<String>,
     pub kind: FaultKind,
     pub calls: Option<u64>,
-    /// For `latency`: the added delay.
+    /// For `latency`: the added delay; for `answer_lost`: how long the answer is held before it
+    /// is lost.
     #[serde(default)]
     pub latency_ms: u64,
     /// For `error`: the mnemonic to answer with (its documented code is used), the field, and the
@@ -39,6 +40,9 @@ pub enum FaultKind {
     Hang,
     Error,
     Body,
+    /// The call is carried out (an upload is stored), then its answer is lost: HTTP 502 after
+    /// `latency_ms`, as a gateway that timed out waiting for CoMagic would answer.
+    AnswerLost,
 }
 
 /// What the handler does after the faults were consulted.
@@ -46,6 +50,8 @@ pub(super) enum Faulted {
     None,
     Respond(HttpResponse, &'static str),
     Error(RpcError),
+    /// Carry the call out, then answer 502 after this long.
+    LoseAnswer(Duration),
 }
 
 /// Consumes one call of each matching fault; latency faults add up, the first other fault wins.
@@ -66,6 +72,7 @@ pub(super) fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, F
             FaultKind::Http500 => {
                 faulted = Faulted::Respond(HttpResponse::InternalServerError().body("injected 500"), "http_500")
             }
+            FaultKind::AnswerLost => faulted = Faulted::LoseAnswer(Duration::from_millis(fault.latency_ms)),
             FaultKind::Hang => faulted = Faulted::Respond(HttpResponse::Ok().finish(), "hang"),
             FaultKind::Body => {
                 let body = fault.body.clone().unwrap_or(Value::Null);

@@ -5,6 +5,7 @@
 mod admin;
 pub mod config;
 mod faults;
+mod report;
 pub mod rpc;
 pub mod validate;
 
@@ -31,7 +32,7 @@ pub struct CallRecord {
     pub method: String,
     pub account: Option<String>,
     pub items: usize,
-    /// `ok`, the error mnemonic, `http_500` or `hang`.
+    /// `ok`, the error mnemonic, `http_500`, `hang` or `answer_lost` (carried out, answer lost).
     pub result: String,
 }
 
@@ -233,17 +234,15 @@ async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpRespons
             return response;
         }
         Faulted::Error(e) => Err(e),
+        Faulted::LoseAnswer(after) => {
+            let outcome = well_formed(request, &id, &method)
+                .and_then(|()| handle_call(&mut state.lock().unwrap(), &method, &params));
+            record(if outcome.is_ok() { "answer_lost" } else { "answer_lost_error" });
+            tokio::time::sleep(after).await;
+            return HttpResponse::BadGateway().body("injected: the answer was lost");
+        }
         Faulted::None => {
-            if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0")
-                || method.is_empty()
-                || request.get("params").is_some_and(|p| !p.is_object())
-            {
-                Err(RpcError::new(-32600, "invalid_request", "Not a JSON-RPC 2.0 request"))
-            } else if id.is_null() {
-                Err(RpcError::new(-32099, "notifications_not_supported", "Notifications are not supported"))
-            } else {
-                handle_call(&mut state.lock().unwrap(), &method, &params)
-            }
+            well_formed(request, &id, &method).and_then(|()| handle_call(&mut state.lock().unwrap(), &method, &params))
         }
     };
     match outcome {
@@ -255,6 +254,20 @@ async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpRespons
             record(e.mnemonic);
             HttpResponse::Ok().json(e.to_json(&id))
         }
+    }
+}
+
+/// The JSON-RPC envelope's own rules, before the method's.
+fn well_formed(request: &Map<String, Value>, id: &Value, method: &str) -> Result<(), RpcError> {
+    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0")
+        || method.is_empty()
+        || request.get("params").is_some_and(|p| !p.is_object())
+    {
+        Err(RpcError::new(-32600, "invalid_request", "Not a JSON-RPC 2.0 request"))
+    } else if id.is_null() {
+        Err(RpcError::new(-32099, "notifications_not_supported", "Notifications are not supported"))
+    } else {
+        Ok(())
     }
 }
 
@@ -287,6 +300,8 @@ fn handle_call(state: &mut State, method: &str, params: &Map<String, Value>) -> 
         "upload.offline_messages" => {
             upload(account, Upload::OfflineMessages, "upload_offline_messages", params, now_local, next_item_id)?
         }
+        "get.chats_report" => report::report(account, Upload::Chats, params)?,
+        "get.offline_messages_report" => report::report(account, Upload::OfflineMessages, params)?,
         "get.account" => json!([{"app_id": 1, "name": account.config.name, "timezone": account.config.timezone}]),
         "get.employees" => json!(account
             .config

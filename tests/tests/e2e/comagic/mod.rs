@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::helpers::comagic_client;
 
 mod outcomes;
+mod reports;
 mod rules;
 
 pub(super) const TOKEN: &str = "sandbox-token-acme";

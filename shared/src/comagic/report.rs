@@ -1,0 +1,104 @@
+//! Asking CoMagic which of some items it already has: `get.chats_report` and
+//! `get.offline_messages_report` list uploaded items with their `ext_id`.
+//!
+//! deliver asks before it sends an event whose earlier upload is in doubt (an answer lost after
+//! the request went out, a replica killed between CoMagic's answer and its ledger write): the doubt
+//! then costs one report call instead of a second copy of the chat in the tenant's analytics.
+//! How the reports are filtered is our reading of the public documentation (docs/foreign-apis.md):
+//! `date_from` and `date_till` are required, and `filter` takes `{field, operator, value}`
+//! conditions joined by `condition`.
+
+use std::collections::HashSet;
+
+use chrono::{NaiveDateTime, TimeDelta};
+use serde_json::{json, Map, Value};
+
+use super::{ComagicClient, Failure, Limits};
+use crate::event::EventKind;
+use crate::mapping::Item;
+use crate::secret::Secret;
+
+/// The format of CoMagic's date-times.
+const DATE_TIME: &str = "%Y-%m-%d %H:%M:%S";
+
+pub fn report_method(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Chat => "get.chats_report",
+        EventKind::Offline => "get.offline_messages_report",
+    }
+}
+
+/// What a report said: the asked-for ext_ids CoMagic has, and the quota it left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uploaded {
+    pub ext_ids: HashSet<String>,
+    pub limits: Option<Limits>,
+}
+
+impl ComagicClient {
+    /// Which of `items` (one kind, at most a batch) CoMagic already has, by `ext_id`.
+    pub async fn uploaded(
+        &self,
+        endpoint: &str,
+        token: &Secret,
+        kind: EventKind,
+        items: &[&Item],
+    ) -> Result<Uploaded, Failure> {
+        let (from, till) = report_window(items);
+        let conditions: Vec<Value> =
+            items.iter().map(|i| json!({"field": "ext_id", "operator": "=", "value": i.ext_id()})).collect();
+        let mut params = Map::new();
+        params.insert("date_from".into(), from.into());
+        params.insert("date_till".into(), till.into());
+        params.insert("fields".into(), json!(["id", "ext_id"]));
+        params.insert("filter".into(), json!({"filters": conditions, "condition": "or"}));
+        params.insert("limit".into(), json!(10_000));
+        let success = self.call(endpoint, token, report_method(kind), params, None).await?;
+        let Some(rows) = success.result.get("data").and_then(Value::as_array) else {
+            return Err(Failure::Transient { label: "bad_response", reason: "a report without `data`".into() });
+        };
+        let asked: HashSet<&str> = items.iter().map(|i| i.ext_id()).collect();
+        let ext_ids = rows
+            .iter()
+            .filter_map(|row| row.get("ext_id").and_then(Value::as_str))
+            .filter(|id| asked.contains(id))
+            .map(str::to_owned)
+            .collect();
+        Ok(Uploaded { ext_ids, limits: success.limits })
+    }
+}
+
+/// The dates a report is asked for: the items' own, widened by a day either way, because the
+/// account's clock and zone may place an item hours away from the time we gave it.
+fn report_window(items: &[&Item]) -> (String, String) {
+    let dates: Vec<NaiveDateTime> =
+        items.iter().filter_map(|i| NaiveDateTime::parse_from_str(i.date_time(), DATE_TIME).ok()).collect();
+    let now = chrono::Utc::now().naive_utc();
+    let earliest = dates.iter().min().copied().unwrap_or(now);
+    let latest = dates.iter().max().copied().unwrap_or(now);
+    let day = TimeDelta::days(1);
+    ((earliest - day).format(DATE_TIME).to_string(), (latest + day).format(DATE_TIME).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{AttributionFields, Contact, OfflineItem};
+
+    fn offline(ext_id: &str, date_time: &str) -> Item {
+        Item::Offline(OfflineItem {
+            ext_id: ext_id.into(),
+            date_time: date_time.into(),
+            contact: Contact { name: None, phone: None, email: Some("a@example.com".into()) },
+            message: None,
+            form_name: "Verbox",
+            attribution: AttributionFields::default(),
+        })
+    }
+
+    #[test]
+    fn the_window_spans_the_items_and_a_day_either_side() {
+        let (a, b) = (offline("a", "2026-11-20 10:00:00"), offline("b", "2026-11-02 23:30:00"));
+        assert_eq!(report_window(&[&a, &b]), ("2026-11-01 23:30:00".into(), "2026-11-21 10:00:00".into()));
+    }
+}
