@@ -91,8 +91,10 @@ impl Courier {
     pub async fn deliver(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
         let batch = self.claimed(kind, batch).await;
         let claimed: Vec<String> = batch.iter().map(|p| p.item.ext_id().to_owned()).collect();
-        self.send(integration_id, kind, batch).await;
-        self.outlet.ledger.release(&claimed).await;
+        // Recording a delivery clears its claim: a batch delivered whole costs no release.
+        if self.send(integration_id, kind, batch).await < claimed.len() {
+            self.outlet.ledger.release(&claimed).await;
+        }
     }
 
     /// The events of `batch` this process may send now: a copy of a delivered event is acked as a
@@ -121,11 +123,14 @@ impl Courier {
         mine
     }
 
-    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
+    /// Sends `batch`, split as CoMagic's answers require; returns how many of its events ended
+    /// delivered (recorded in the ledger).
+    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) -> usize {
         let tenant = self.tenants.get(integration_id);
         let mut work = VecDeque::from([batch]);
         let mut claimed_at = Instant::now();
         let mut delays = short_retries(SHORT_RETRY_FOR);
+        let mut delivered = 0;
         while let Some(mut batch) = work.pop_front() {
             if batch.is_empty() {
                 continue;
@@ -161,7 +166,7 @@ impl Courier {
             }
             let asking = batch.iter().any(|p| p.in_doubt);
             let outcome = {
-                let Ok(_slot) = self.calls.acquire().await else { return };
+                let Ok(_slot) = self.calls.acquire().await else { return delivered };
                 // References, not copies: a batch of large dialogs is megabytes.
                 let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
                 let (api, token) = (&integration.comagic_api, &integration.comagic_token);
@@ -177,7 +182,10 @@ impl Courier {
             match outcome {
                 Ok(Step::Asked(uploaded)) => {
                     tenant.succeeded(uploaded.limits);
-                    work.push_front(self.settle_found(&integration.id, kind, batch, &uploaded).await);
+                    let asked = batch.len();
+                    let absent = self.settle_found(&integration.id, kind, batch, &uploaded).await;
+                    delivered += asked - absent.len();
+                    work.push_front(absent);
                 }
                 Err(failure) if asking && cannot_ask(&failure) => {
                     self.count_in_doubt(kind, "unverifiable", batch.len());
@@ -189,6 +197,7 @@ impl Courier {
                     tenant.succeeded(success.limits);
                     delays = short_retries(SHORT_RETRY_FOR);
                     self.trace_sent(&batch, &success).await;
+                    delivered += batch.len();
                     self.outlet.delivered(batch, false).await;
                 }
                 Err(ref failure @ Failure::Transient { ref reason, .. }) => {
@@ -248,14 +257,19 @@ impl Courier {
                 },
                 Err(Failure::Duplicate { index }) => match index.filter(|i| *i < batch.len()) {
                     Some(i) => {
+                        delivered += 1;
                         self.outlet.delivered(vec![batch.remove(i)], true).await;
                         work.push_front(batch);
                     }
                     None if batch.len() > 1 => bisect(&mut work, batch),
-                    None => self.outlet.delivered(batch, true).await,
+                    None => {
+                        delivered += batch.len();
+                        self.outlet.delivered(batch, true).await;
+                    }
                 },
             }
         }
+        delivered
     }
 
     /// The test chats of a batch CoMagic took, each with the id CoMagic gave it (`result.data`

@@ -82,6 +82,7 @@ impl Intake {
     }
 
     async fn settle(&self, delivery: Delivery) {
+        let taken = std::time::Instant::now();
         let envelope = Envelope::from_bytes(&delivery.data);
         let deliveries = previous_deliveries(&delivery) + 1;
         if deliveries >= DELIVERY_LIMIT as u64 {
@@ -103,9 +104,13 @@ impl Intake {
         };
         let kind = envelope.kind.as_str();
         let raw = Raw { integration: Some(&envelope.integration), kind: Some(kind) };
-        let integrations = self.integrations.current();
+        let mut integrations = self.integrations.current();
+        if integrations.get(&envelope.integration).is_none() {
+            // Created a moment ago, perhaps: ingest's watcher may have read the store before ours.
+            integrations = self.integrations.current_after(taken).await;
+        }
         let Some(integration) = integrations.get(&envelope.integration) else {
-            let error = format!("no integration `{}` in integrations.toml", envelope.integration);
+            let error = format!("no integration `{}` in the integrations store", envelope.integration);
             return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
         };
         let event = match verbox::parse(envelope.payload.get().as_bytes()) {

@@ -2,7 +2,6 @@
 //! the consumer, the lanes, and the integrations watcher, wired in one place so `main` and the tests
 //! start the same thing.
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +9,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::amqp::{BrokerLink, Topology};
 use bridge_shared::comagic::ComagicClient;
-use bridge_shared::integrations::store::{Location, StoreError};
+use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
-use bridge_shared::service::{Served, Service};
-use bridge_shared::settings::{ConfigError, Settings};
+use bridge_shared::service::{bind, Served, Service, StartError};
+use bridge_shared::settings::Settings;
 use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
 use prometheus::Registry;
 use serde_json::json;
@@ -24,22 +23,12 @@ use tokio::task::JoinHandle;
 use crate::courier::Courier;
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::Ledger;
 use crate::outlet::Outlet;
 use crate::tenants::Tenants;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("integrations: {0}")]
-    Integrations(#[from] StoreError),
-    #[error("deliver ledger (ledger_dir or ledger_postgres): {0}")]
-    Ledger(#[from] LedgerError),
-    #[error("deliver.listen: {0}")]
-    Bind(#[from] std::io::Error),
-}
-
+/// The setting `listen` is read from, as errors name it.
+const LISTEN: &str = "deliver.listen";
 /// A CoMagic call that takes longer than this is a transient failure.
 const COMAGIC_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lane further behind than this parks its arrivals so it cannot hold up the other tenants.
@@ -84,9 +73,11 @@ impl Application {
         let metrics = DeliverMetrics::new(&registry);
         let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
         let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {
-            Ledger::open(&settings.deliver.ledger_dir)?
+            Ledger::open(&settings.deliver.ledger_dir).map_err(|e| StartError::state("deliver.ledger_dir", e))?
         } else {
-            Ledger::connect(&settings.deliver.ledger_postgres, &settings.amqp.topology_prefix, &replica_name()).await?
+            Ledger::connect(&settings.deliver.ledger_postgres, &settings.amqp.topology_prefix, &replica_name())
+                .await
+                .map_err(|e| StartError::state("deliver.ledger_postgres", e))?
         });
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
@@ -138,8 +129,7 @@ impl Application {
             liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
 
         let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone() });
-        let listener = TcpListener::bind(d.listen)?;
-        let port = listener.local_addr()?.port();
+        let (listener, port) = bind(LISTEN, d.listen)?;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -149,7 +139,8 @@ impl Application {
         })
         .workers(1)
         .shutdown_timeout(5)
-        .listen(listener)?
+        .listen(listener)
+        .map_err(StartError::bind(LISTEN))?
         .run();
         tracing::info!(port, "deliver listening");
         Ok(Application { served: Served::new(port, server), stopper, consumer, watcher, pruner, lanes, link })

@@ -1,17 +1,16 @@
 //! Building and running the ingest service: `build` binds before anything runs, so tests ask for
 //! port 0 and read the port back, and `main` stays a few lines.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
-use bridge_shared::integrations::store::{Location, StoreError};
+use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::{Liveness, Stopper};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
-use bridge_shared::service::{Served, Service};
-use bridge_shared::settings::{ConfigError, Settings};
+use bridge_shared::service::{bind, Served, Service, StartError};
+use bridge_shared::settings::Settings;
 use bridge_shared::telemetry::IngestMetrics;
 use prometheus::Registry;
 use tokio::task::JoinHandle;
@@ -19,20 +18,8 @@ use tokio::task::JoinHandle;
 use crate::refusals::RefusalLog;
 use crate::routes;
 use crate::sink::EventSink;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::Spool;
 use crate::state::AppState;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("integrations: {0}")]
-    Integrations(#[from] StoreError),
-    #[error("ingest.spool_dir: {0}")]
-    Spool(#[from] SpoolError),
-    #[error("ingest.listen: {0}")]
-    Bind(#[from] std::io::Error),
-}
 
 pub struct Application {
     served: Served,
@@ -48,6 +35,9 @@ pub struct Application {
 /// Time the HTTP server gives in-flight requests at shutdown; then the spool gets `[ingest]
 /// drain_on_stop` to reach the broker, and the background tasks what is left.
 const HTTP_SHUTDOWN: Duration = Duration::from_secs(10);
+/// The setting `listen` is read from, as errors name it.
+const LISTEN: &str = "ingest.listen";
+
 const TASK_SHUTDOWN: Duration = Duration::from_secs(5);
 
 impl Application {
@@ -55,8 +45,9 @@ impl Application {
         let registry = Registry::new();
         let metrics = IngestMetrics::new(&registry);
         let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
-        let spool =
-            Arc::new(Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())?);
+        let spool = Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())
+            .map_err(|e| StartError::state("ingest.spool_dir", e))?;
+        let spool = Arc::new(spool);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let stopper = Stopper::default();
@@ -88,8 +79,7 @@ impl Application {
             liveness,
             refusals: RefusalLog::default(),
         });
-        let listener = TcpListener::bind(settings.ingest.listen)?;
-        let port = listener.local_addr()?.port();
+        let (listener, port) = bind(LISTEN, settings.ingest.listen)?;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -103,7 +93,7 @@ impl Application {
         if settings.ingest.workers > 0 {
             server = server.workers(settings.ingest.workers);
         }
-        let server = server.listen(listener)?.run();
+        let server = server.listen(listener).map_err(StartError::bind(LISTEN))?.run();
         tracing::info!(port, spooled = spool.len(), "ingest listening");
         Ok(Application {
             served: Served::new(port, server),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
@@ -54,6 +54,8 @@ pub struct IntegrationsHandle {
     current: Arc<RwLock<Arc<Integrations>>>,
     store: Arc<Store>,
     metrics: ReloadMetrics,
+    /// When the last read asked for by [`Self::current_after`] began; one such read at a time.
+    read_on_demand: Arc<tokio::sync::Mutex<Instant>>,
 }
 
 fn environment() -> HashMap<String, String> {
@@ -68,11 +70,31 @@ impl IntegrationsHandle {
         let set = store.integrations(&environment()).await?;
         metrics.integrations.set(set.len() as i64);
         metrics.store_up.set(1);
-        Ok(IntegrationsHandle { current: Arc::new(RwLock::new(Arc::new(set))), store: Arc::new(store), metrics })
+        Ok(IntegrationsHandle {
+            current: Arc::new(RwLock::new(Arc::new(set))),
+            store: Arc::new(store),
+            metrics,
+            read_on_demand: Arc::new(tokio::sync::Mutex::new(Instant::now())),
+        })
     }
 
     pub fn current(&self) -> Arc<Integrations> {
         self.current.read().expect("never poisoned: writers do not panic").clone()
+    }
+
+    /// The set as the store holds it at or after `since`: re-read now, unless a read that began
+    /// after `since` already happened. For a message naming an integration this process does not
+    /// know: it may have been created a moment ago, and another process's watcher read the store
+    /// first (ingest accepts a webhook only for an integration it knows). Misses that come together
+    /// share one read.
+    pub async fn current_after(&self, since: Instant) -> Arc<Integrations> {
+        let mut last_read = self.read_on_demand.lock().await;
+        if *last_read <= since {
+            let started = Instant::now();
+            self.reload().await;
+            *last_read = started;
+        }
+        self.current()
     }
 
     /// Re-reads the store; on error the last good set stays in force.
@@ -155,5 +177,30 @@ impl IntegrationsHandle {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrations::store::tests::form;
+
+    #[tokio::test]
+    async fn a_miss_re_reads_the_store_once_for_everything_that_came_before_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::File(dir.path().join("integrations.toml"));
+        let console = Store::open(&location).await.unwrap();
+        let env = HashMap::new();
+        console.create(form("acme", 1), &env).await.unwrap();
+        let handle = IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new())).await.unwrap();
+
+        let before = Instant::now();
+        console.create(form("beta", 2), &env).await.unwrap();
+        assert!(handle.current().get("beta").is_none(), "no watcher runs here");
+        assert!(handle.current_after(before).await.get("beta").is_some(), "re-read for a miss");
+        console.create(form("gamma", 3), &env).await.unwrap();
+        let same = handle.current_after(before).await;
+        assert!(same.get("gamma").is_none(), "a read that began after `before` already answers it");
+        assert!(handle.current_after(Instant::now()).await.get("gamma").is_some());
     }
 }

@@ -4,11 +4,44 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use actix_web::dev::{Server, ServerHandle};
 
+use crate::integrations::store::StoreError;
 use crate::lifecycle::invalid_configuration;
+
+/// Why a service could not start; each message begins with the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("integrations: {0}")]
+    Integrations(#[from] StoreError),
+    /// The service's own state (ingest's spool, deliver's ledger) could not be opened.
+    #[error("{setting}: {message}")]
+    State { setting: &'static str, message: String },
+    /// Its `listen` address could not be bound.
+    #[error("{setting}: {error}")]
+    Bind { setting: &'static str, error: std::io::Error },
+}
+
+impl StartError {
+    pub fn state(setting: &'static str, error: impl Display) -> Self {
+        StartError::State { setting, message: error.to_string() }
+    }
+
+    pub fn bind(setting: &'static str) -> impl Fn(std::io::Error) -> Self {
+        move |error| StartError::Bind { setting, error }
+    }
+}
+
+/// Binds the `listen` address named `setting` before anything runs, so a test can ask for port 0
+/// and read the port back.
+pub fn bind(setting: &'static str, address: SocketAddr) -> Result<(TcpListener, u16), StartError> {
+    let listener = TcpListener::bind(address).map_err(StartError::bind(setting))?;
+    let port = listener.local_addr().map_err(StartError::bind(setting))?.port();
+    Ok((listener, port))
+}
 
 /// A bound, running HTTP server and the port it got.
 pub struct Served {

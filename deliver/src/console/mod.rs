@@ -15,14 +15,13 @@ mod test_chat;
 mod views;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::comagic::ComagicClient;
-use bridge_shared::integrations::store::{Location, Store, StoreError};
+use bridge_shared::integrations::store::{Location, Store};
 use bridge_shared::lifecycle::Stopper;
-use bridge_shared::service::{Served, Service};
+use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
 
 use self::state::Sampler;
@@ -30,20 +29,12 @@ use self::test_chat::TestChats;
 
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConsoleError {
-    #[error(transparent)]
-    Tokens(#[from] TokensError),
-    #[error("integrations: {0}")]
-    Store(#[from] StoreError),
-    #[error("console.listen: {0}")]
-    Bind(#[from] std::io::Error),
-}
-
-/// What every handler reads.
+/// The setting `listen` is read from, as errors name it.
+const LISTEN: &str = "console.listen";
 /// How long ingest may take to answer a test chat.
 const TEST_CHAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What every handler reads.
 pub struct ConsoleState {
     pub settings: Settings,
     pub store: Store,
@@ -65,10 +56,9 @@ pub struct Console {
 
 impl Console {
     /// Opens the store and binds `[console] listen` (port 0 in tests).
-    pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, ConsoleError> {
+    pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, StartError> {
         let store = Store::open(&Location::of(&settings)).await?;
-        let listener = TcpListener::bind(settings.console.listen)?;
-        let port = listener.local_addr()?.port();
+        let (listener, port) = bind(LISTEN, settings.console.listen)?;
         let test_chats = Arc::new(TestChats::default());
         let sampler = Arc::new(Sampler::default());
         let stopper = Stopper::default();
@@ -88,7 +78,8 @@ impl Console {
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             .workers(2)
-            .listen(listener)?
+            .listen(listener)
+            .map_err(StartError::bind(LISTEN))?
             .run();
         tracing::info!(port, "console listening");
         Ok(Console { served: Served::new(port, server), stopper })

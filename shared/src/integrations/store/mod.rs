@@ -152,4 +152,4 @@ fn validate(form: &IntegrationForm, env: &HashMap<String, String>) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,8 @@ use super::*;
 use crate::integrations::TargetForm;
 use crate::secret::Secret;
 
-fn form(id: &str, campaign: i64) -> IntegrationForm {
+/// A form that validates (also used by the reload tests).
+pub(crate) fn form(id: &str, campaign: i64) -> IntegrationForm {
     IntegrationForm {
         id: id.into(),
         active: true,
