@@ -348,6 +348,9 @@ impl Courier {
         if !found.is_empty() {
             tracing::info!(integration = %integration_id, kind = kind.as_str(), found = found.len(), absent = asked_absent, "events in doubt found in CoMagic's report: acked, not sent again");
         }
+        for p in &found {
+            self.outlet.trace(p, "delivered", |t| t).await;
+        }
         self.outlet.delivered(found, true).await;
         absent.iter_mut().for_each(|p| p.in_doubt = false);
         absent
