@@ -360,3 +360,29 @@ impl Courier {
         self.outlet.metrics.in_doubt.with_label_values(&[kind.as_str(), outcome]).inc_by(n as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_given_up_on_only_when_a_retry_cannot_help() {
+        let tenant = |mnemonic| Failure::Tenant { mnemonic, message: String::new() };
+        for unanswerable in [
+            tenant("method_component_disabled"),
+            tenant("forbidden"),
+            Failure::Request { mnemonic: "method_not_found", message: String::new() },
+            Failure::Item { mnemonic: "invalid_parameter_value", message: String::new(), index: None, field: None },
+        ] {
+            assert!(cannot_ask(&unanswerable), "{unanswerable:?}");
+        }
+        for retried_or_paused in [
+            tenant("access_token_invalid"),
+            tenant("ip_not_whitelisted"),
+            Failure::Quota { window: bridge_shared::comagic::QuotaWindow::Minute },
+            Failure::Transient { label: "http_5xx", reason: String::new() },
+        ] {
+            assert!(!cannot_ask(&retried_or_paused), "{retried_or_paused:?}");
+        }
+    }
+}
