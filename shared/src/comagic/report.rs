@@ -15,11 +15,8 @@ use serde_json::{json, Map, Value};
 
 use super::{ComagicClient, Failure, Limits};
 use crate::event::EventKind;
-use crate::mapping::Item;
+use crate::mapping::{Item, DATE_TIME};
 use crate::secret::Secret;
-
-/// The format of CoMagic's date-times.
-const DATE_TIME: &str = "%Y-%m-%d %H:%M:%S";
 
 pub fn report_method(kind: EventKind) -> &'static str {
     match kind {

@@ -4,6 +4,9 @@
 pub mod contact;
 mod time;
 
+/// CoMagic's date-time format: `YYYY-MM-DD hh:mm:ss`, in the account's zone.
+pub use time::FORMAT as DATE_TIME;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 

@@ -7,10 +7,9 @@ use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
 use super::rpc::RpcError;
-use super::validate::Upload;
+use super::validate::{Upload, DATE_FORMAT as DATE_TIME};
 use super::AccountState;
 
-const DATE_TIME: &str = "%Y-%m-%d %H:%M:%S";
 const PARAMS: [&str; 8] = ["access_token", "user_id", "date_from", "date_till", "fields", "filter", "limit", "offset"];
 
 fn date(params: &Map<String, Value>, key: &str) -> Result<NaiveDateTime, RpcError> {

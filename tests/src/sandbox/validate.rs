@@ -8,7 +8,7 @@ use super::config::Account;
 use super::rpc::RpcError;
 
 pub const MAX_ITEMS: usize = 50;
-const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+pub(super) const DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 const SESSION_MAX_AGE_DAYS: i64 = 180;
 
 const CHAT_FIELDS: &[&str] = &[
