@@ -72,14 +72,17 @@ pub fn headers_of(delivery: &Delivery) -> FieldTable {
 
 /// How often the broker delivered this message before (quorum queues count it).
 pub fn previous_deliveries(delivery: &Delivery) -> u64 {
-    let h = delivery.properties.headers().clone().unwrap_or_default();
-    headers::get_u64(&h, DELIVERY_COUNT).unwrap_or(0)
+    header(delivery, DELIVERY_COUNT).unwrap_or(0)
+}
+
+/// A numeric header of the message, read in place (this runs for every message).
+fn header(delivery: &Delivery, key: &str) -> Option<u64> {
+    delivery.properties.headers().as_ref().and_then(|h| headers::get_u64(h, key))
 }
 
 /// Whether an upload of this message may already have reached CoMagic: the broker delivered it
 /// before (the consumer that had it died or stopped, maybe after CoMagic answered and before the
 /// ack), or an earlier holder marked it [`IN_DOUBT`].
 pub fn in_doubt(delivery: &Delivery) -> bool {
-    let h = delivery.properties.headers().clone().unwrap_or_default();
-    delivery.redelivered || previous_deliveries(delivery) > 0 || headers::get_u64(&h, IN_DOUBT).is_some()
+    delivery.redelivered || previous_deliveries(delivery) > 0 || header(delivery, IN_DOUBT).is_some()
 }
