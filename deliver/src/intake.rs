@@ -27,7 +27,7 @@ use prometheus::IntCounter;
 
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
-use crate::pending::{in_doubt, previous_deliveries, Pending};
+use crate::pending::{delivered_before, in_doubt, previous_deliveries, Pending};
 
 pub struct Intake {
     /// Which integration an envelope names, and its settings.
@@ -71,7 +71,7 @@ impl Intake {
     /// every tenant: it is caught, and the message is handed back to the broker, which counts the
     /// delivery, so a message that panics every time becomes `poison` after the delivery limit.
     pub async fn take(&self, delivery: Delivery) {
-        if delivery.redelivered || previous_deliveries(&delivery) > 0 {
+        if delivered_before(&delivery) {
             let kind = kind_from_routing_key(&delivery).unwrap_or("unknown");
             self.outlet.metrics.redeliveries.with_label_values(&[kind]).inc();
         }

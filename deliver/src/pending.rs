@@ -84,5 +84,10 @@ fn header(delivery: &Delivery, key: &str) -> Option<u64> {
 /// before (the consumer that had it died or stopped, maybe after CoMagic answered and before the
 /// ack), or an earlier holder marked it [`IN_DOUBT`].
 pub fn in_doubt(delivery: &Delivery) -> bool {
-    delivery.redelivered || previous_deliveries(delivery) > 0 || header(delivery, IN_DOUBT).is_some()
+    delivered_before(delivery) || header(delivery, IN_DOUBT).is_some()
+}
+
+/// Whether the broker delivered this message before (a nack, a lost channel, a consumer that died).
+pub fn delivered_before(delivery: &Delivery) -> bool {
+    delivery.redelivered || previous_deliveries(delivery) > 0
 }

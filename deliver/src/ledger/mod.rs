@@ -5,9 +5,10 @@
 //! after a lost confirm, or when the broker redelivers after a replica died. The ledger answers
 //! "was this delivered?" before a copy is sent, and a claim taken just before the call answers
 //! "is a copy of this being sent right now?": a copy that finds a claim waits in a retry queue and
-//! then meets the ledger. A claim taken over from a holder that let it lapse is [`Claim::TakenOver`]:
-//! that holder may have died between CoMagic's answer and its ledger write. One process keeps both in sled and memory (the default); several
-//! replicas share them in PostgreSQL. Entries older than `ledger_keep` are pruned hourly.
+//! then meets the ledger. A claim taken over from a holder that let it lapse is
+//! [`Claim::TakenOver`]: that holder may have died between CoMagic's answer and its ledger write.
+//! One process keeps both in sled and memory (the default); several replicas share them in
+//! PostgreSQL. Entries older than `ledger_keep` are pruned hourly.
 
 mod local;
 mod postgres;

@@ -5,7 +5,7 @@
 //! never delivered, so two replicas holding copies of one event never both send it. Delivering
 //! sets `delivered_at`; a failed send deletes the claim. The connection is re-made when it drops.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +49,8 @@ impl PgLedger {
         let client = self.client().await?;
         let seconds = claim_for.as_secs_f64();
         // `xmax` is non-zero on a row the upsert updated, i.e. a lapsed claim it took over.
-        let taken: Vec<(String, bool)> = client
+        // ext_id → whether it was taken over.
+        let taken: HashMap<String, bool> = client
             .query(
                 "INSERT INTO bridge_ledger (scope, ext_id, claimed_by, claimed_until)
                  SELECT $1, id, $2, now() + make_interval(secs => $4) FROM unnest($3::text[]) AS id
@@ -63,9 +64,7 @@ impl PgLedger {
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
-        let mine: HashSet<&str> = taken.iter().map(|(id, _)| id.as_str()).collect();
-        let taken_over: HashSet<&str> = taken.iter().filter(|(_, over)| *over).map(|(id, _)| id.as_str()).collect();
-        let others: Vec<&str> = unique.iter().copied().filter(|id| !mine.contains(id)).collect();
+        let others: Vec<&str> = unique.iter().copied().filter(|id| !taken.contains_key(*id)).collect();
         let delivered: HashSet<String> = if others.is_empty() {
             HashSet::new()
         } else {
@@ -86,8 +85,8 @@ impl PgLedger {
             .map(|id| {
                 if delivered.contains(*id) {
                     Claim::Delivered
-                } else if mine.contains(*id) && first.insert(*id) {
-                    if taken_over.contains(*id) {
+                } else if taken.contains_key(*id) && first.insert(*id) {
+                    if taken[*id] {
                         Claim::TakenOver
                     } else {
                         Claim::Mine
