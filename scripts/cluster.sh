@@ -13,6 +13,7 @@
 #   scripts/cluster.sh urls          the nodes' AMQP URLs, comma-separated (for [amqp] urls)
 #   scripts/cluster.sh leader QUEUE  the node (1-3) that leads a quorum queue
 #   scripts/cluster.sh status        the cluster as node 1 sees it
+#   scripts/cluster.sh pids          the running nodes' VM process ids (for the benchmark's CPU figures)
 set -euo pipefail
 
 BASE=/var/lib/rabbitmq/verbox-cluster
@@ -151,6 +152,9 @@ case "${1:-}" in
     for _ in $(seq 1 50); do answers "$2" || break; sleep 0.1; done
     ! answers "$2" || { echo "cluster: node $2 still answers after SIGKILL" >&2; exit 1; }
     echo "cluster: node $2 killed"
+    ;;
+  pids)
+    for n in "${NODES[@]}"; do vm_of "$n"; done
     ;;
   start-node)
     start_node "${2:?node 1-3}"

@@ -110,7 +110,7 @@ impl Courier {
                     p.in_doubt = true;
                     mine.push(p);
                 }
-                Claim::Delivered => self.outlet.done(&p.delivery, kind.as_str(), "duplicate").await,
+                Claim::Delivered => self.outlet.done(&p.message.ticket, kind.as_str(), "duplicate").await,
                 Claim::Held => {
                     // The copy in flight may reach CoMagic and its holder die before the ledger
                     // hears of it: this one asks before it is sent.

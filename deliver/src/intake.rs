@@ -24,7 +24,9 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use prometheus::IntCounter;
+use tokio::task::JoinSet;
 
+use crate::acks::Message;
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
 use crate::pending::{delivered_before, in_doubt, previous_deliveries, Pending};
@@ -43,6 +45,9 @@ pub struct Intake {
 fn kind_from_routing_key(delivery: &Delivery) -> Option<&'static str> {
     kind_of_route(delivery.routing_key.as_str()).map(EventKind::as_str)
 }
+
+/// How long a stopping consumer may take what the broker sent before the cancel.
+const TAKE_THE_REST_FOR: Duration = Duration::from_secs(10);
 
 /// Consumer tags of the two event queues.
 const CONSUMER_TAG: &str = "verbox-bridge-deliver";
@@ -70,36 +75,37 @@ impl Intake {
     /// Settles one message. A panic while doing so (a bug) must not end the consumer, which serves
     /// every tenant: it is caught, and the message is handed back to the broker, which counts the
     /// delivery, so a message that panics every time becomes `poison` after the delivery limit.
-    pub async fn take(&self, delivery: Delivery) {
-        if delivered_before(&delivery) {
-            let kind = kind_from_routing_key(&delivery).unwrap_or("unknown");
+    pub async fn take(&self, message: Message) {
+        if delivered_before(&message.delivery) {
+            let kind = kind_from_routing_key(&message.delivery).unwrap_or("unknown");
             self.outlet.metrics.redeliveries.with_label_values(&[kind]).inc();
         }
-        let acker = delivery.acker.clone();
-        if let Err(panic) = AssertUnwindSafe(self.settle(delivery)).catch_unwind().await {
-            self.outlet.hand_back_after_panic("intake", &[acker], panic_message(&*panic)).await;
+        let ticket = message.ticket.clone();
+        if let Err(panic) = AssertUnwindSafe(self.settle(message)).catch_unwind().await {
+            self.outlet.hand_back_after_panic("intake", &[ticket], panic_message(&*panic)).await;
         }
     }
 
-    async fn settle(&self, delivery: Delivery) {
+    async fn settle(&self, message: Message) {
         let taken = std::time::Instant::now();
+        let delivery = &message.delivery;
         let envelope = Envelope::from_bytes(&delivery.data);
-        let deliveries = previous_deliveries(&delivery) + 1;
+        let deliveries = previous_deliveries(delivery) + 1;
         if deliveries >= DELIVERY_LIMIT as u64 {
             // Before the broker's own limit drops it into the dead queue without our headers.
             let raw = match &envelope {
                 Ok(e) => Raw { integration: Some(&e.integration), kind: Some(e.kind.as_str()) },
-                Err(_) => Raw { integration: None, kind: kind_from_routing_key(&delivery) },
+                Err(_) => Raw { integration: None, kind: kind_from_routing_key(delivery) },
             };
             let error = format!("delivered {deliveries} times without an outcome");
-            return self.outlet.dead_raw(&delivery, raw, DeadClass::Poison, &error).await;
+            return self.outlet.dead_raw(&message, raw, DeadClass::Poison, &error).await;
         }
         let envelope = match envelope {
             Ok(e) => e,
             Err(e) => {
-                let raw = Raw { integration: None, kind: kind_from_routing_key(&delivery) };
+                let raw = Raw { integration: None, kind: kind_from_routing_key(delivery) };
                 let error = format!("not an event envelope: {e}");
-                return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
+                return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &error).await;
             }
         };
         let kind = envelope.kind.as_str();
@@ -111,11 +117,11 @@ impl Intake {
         }
         let Some(integration) = integrations.get(&envelope.integration) else {
             let error = format!("no integration `{}` in the integrations store", envelope.integration);
-            return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &error).await;
+            return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &error).await;
         };
         let event = match verbox::parse(envelope.payload.get().as_bytes()) {
             Ok(event) => event,
-            Err(e) => return self.outlet.dead_raw(&delivery, raw, DeadClass::InvalidEvent, &e.to_string()).await,
+            Err(e) => return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &e.to_string()).await,
         };
         let attribution = attribute(integration, &event);
         let cx = MappingContext {
@@ -134,14 +140,14 @@ impl Intake {
                 let test = bridge_shared::trace::is_test(&event);
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
-                let in_doubt = in_doubt(&delivery);
-                self.lanes.submit(Pending { delivery, envelope, event, item, rule, test, in_doubt })
+                let in_doubt = in_doubt(delivery);
+                self.lanes.submit(Pending { message, envelope, event, item, rule, test, in_doubt })
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {
                     tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, reason = skip.as_str(), "skipped: CoMagic cannot take this event");
                 }
-                self.outlet.done(&delivery, kind, "skipped").await;
+                self.outlet.done(&message.ticket, kind, "skipped").await;
             }
         }
     }
@@ -208,20 +214,24 @@ async fn consume(
     connect_failures: &IntCounter,
 ) -> Ended {
     let started = session::within("start consuming", async {
-        let channel = connection.create_channel().await?;
+        let mut channels = Vec::new();
         let mut consumers = Vec::new();
-        // A consumer's prefetch is the channel's qos when it starts: set before each.
+        // A channel for each queue, with its own prefetch and its own ack window: coalesced acks
+        // rely on a channel's delivery tags reaching the window in order, from one consumer.
         for (queue, tag, window) in queues {
+            let channel = connection.create_channel().await?;
             channel.basic_qos(*window, BasicQosOptions::default()).await?;
             let options = BasicConsumeOptions::default();
-            consumers.push(
-                channel.basic_consume(queue.as_str().into(), (*tag).into(), options, FieldTable::default()).await?,
-            );
+            let consumer =
+                channel.basic_consume(queue.as_str().into(), (*tag).into(), options, FieldTable::default()).await?;
+            let acks = intake.outlet.acks.open(channel.clone(), *window);
+            consumers.push(consumer.map(move |delivery| delivery.map(|d| acks.track(d))).boxed());
+            channels.push((channel, *tag));
         }
-        Ok((channel, futures_util::stream::select_all(consumers)))
+        Ok((channels, futures_util::stream::select_all(consumers)))
     })
     .await;
-    let (channel, mut consumer) = match started {
+    let (channels, mut consumer) = match started {
         Ok(c) => c,
         Err(error) => {
             tracing::warn!(%error, "could not start consuming; reconnecting");
@@ -235,28 +245,49 @@ async fn consume(
     let _ready = ReadyWhileConsuming::set(ready);
     let windows: Vec<u16> = queues.iter().map(|(_, _, window)| *window).collect();
     tracing::info!(?windows, "consuming");
+    let mut taking = JoinSet::new();
     loop {
         tokio::select! {
             next = consumer.next() => match next {
                 // Each message on its own task: a move that waits out a publish outage (or one
                 // tenant's trouble) must not hold up the consumer. The prefetch window bounds how
                 // many are in hand.
-                Some(Ok(delivery)) => {
+                Some(Ok(message)) => {
                     let intake = intake.clone();
-                    tokio::spawn(async move { intake.take(delivery).await });
+                    taking.spawn(async move { intake.take(message).await });
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consumer ended; reconnecting");
+                    taking.detach_all();
                     return Ended::Lost;
                 }
-                None => return Ended::Lost,
+                None => {
+                    taking.detach_all();
+                    return Ended::Lost;
+                }
             },
+            Some(_) = taking.join_next(), if !taking.is_empty() => {}
             _ = shutdown.stopped() => break,
         }
     }
-    for (_, tag, _) in queues {
+    for (channel, tag) in &channels {
         let cancel = channel.basic_cancel((*tag).into(), BasicCancelOptions::default());
         let _ = session::within("cancel", cancel).await;
+    }
+    // What the broker sent before the cancel is taken like the rest, and handed to the lanes
+    // before they close: left to come back with the connection's close, it would be redelivered,
+    // in doubt, and cost its next holder a report call per batch.
+    let take_the_rest = async {
+        while let Some(Ok(message)) = consumer.next().await {
+            let intake = intake.clone();
+            taking.spawn(async move { intake.take(message).await });
+        }
+        while taking.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(TAKE_THE_REST_FOR, take_the_rest).await.is_err() {
+        tracing::warn!(
+            "messages received before the consumers were cancelled are still being taken; the broker redelivers them"
+        );
     }
     Ended::Stopping
 }

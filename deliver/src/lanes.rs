@@ -22,11 +22,11 @@ use std::time::Duration;
 use bridge_shared::event::EventKind;
 use bridge_shared::lifecycle::panic_message;
 use futures_util::FutureExt;
-use lapin::Acker;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::acks::Ticket;
 use crate::courier::Courier;
 use crate::pending::Pending;
 
@@ -112,7 +112,8 @@ impl Lanes {
         Lane { tx, in_hand, lag_ms, task: tokio::spawn(lane.run(rx)) }
     }
 
-    /// Flushes every lane and waits for the batches in flight (call once nothing is submitted).
+    /// Flushes every lane, waits for the batches in flight and sends the acks still waiting to be
+    /// coalesced (call once nothing is submitted).
     pub async fn close(&self) {
         let lanes: Vec<Lane> =
             self.lanes.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, lane)| lane).collect();
@@ -126,6 +127,7 @@ impl Lanes {
         for allowance in allowances {
             let _ = allowance.acquire_many(per_tenant_limit(self.concurrency) as u32).await;
         }
+        self.courier.outlet.acks.drain().await;
     }
 }
 
@@ -154,7 +156,7 @@ impl LaneTask {
         let limits = self.limits;
         while let Some((queued_at, first)) = rx.recv().await {
             let mut flush_at = Instant::now() + limits.linger;
-            let mut bytes = first.delivery.data.len();
+            let mut bytes = first.message.delivery.data.len();
             let mut batch = vec![first];
             while batch.len() < limits.batch_max && bytes < MAX_BATCH_BYTES {
                 let next = match rx.try_recv() {
@@ -177,7 +179,7 @@ impl LaneTask {
                         }
                     },
                 };
-                bytes += next.delivery.data.len();
+                bytes += next.message.delivery.data.len();
                 batch.push(next);
             }
             let Ok(allowed) = self.allowance.clone().acquire_owned().await else { return };
@@ -186,10 +188,10 @@ impl LaneTask {
                 (self.courier.clone(), self.in_hand.clone(), self.integration.clone(), self.kind);
             tokio::spawn(async move {
                 let n = batch.len();
-                let ackers: Vec<Acker> = batch.iter().map(|p| p.delivery.acker.clone()).collect();
+                let tickets: Vec<Ticket> = batch.iter().map(|p| p.message.ticket.clone()).collect();
                 // A panic must not strand the batch unacked nor leave the lane counting it in hand.
                 if let Err(panic) = AssertUnwindSafe(courier.deliver(&integration, kind, batch)).catch_unwind().await {
-                    courier.outlet.hand_back_after_panic("lane", &ackers, panic_message(&*panic)).await;
+                    courier.outlet.hand_back_after_panic("lane", &tickets, panic_message(&*panic)).await;
                 }
                 in_hand.fetch_sub(n, Ordering::Relaxed);
                 drop(allowed);

@@ -2,6 +2,7 @@
 //! per-tenant batches with retries, pauses and dead letters (docs/delivery.md); and the operator
 //! commands that come with it (`dlq`, `check`).
 
+pub mod acks;
 pub mod check;
 pub mod cli;
 pub mod console;

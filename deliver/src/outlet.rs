@@ -17,12 +17,10 @@ use bridge_shared::redact::for_operators;
 use bridge_shared::retry_policy::{move_retries, park_tier, retry_tier};
 use bridge_shared::telemetry::DeliverMetrics;
 use bridge_shared::trace::Trace;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
-use lapin::Acker;
 use tokio::sync::watch;
 
+use crate::acks::{Acks, Message, Ticket};
 use crate::ledger::Ledger;
 
 /// How long a message is held while its move to a retry or dead queue keeps failing.
@@ -43,6 +41,8 @@ pub struct Outlet {
     /// Written before a delivered message is acked; claims are released through it.
     pub ledger: Arc<Ledger>,
     pub metrics: DeliverMetrics,
+    /// Settles what the consumers took, coalescing acks per channel.
+    pub acks: Acks,
     pub retry_for: Duration,
     /// How long a paused integration's event is parked before it is dead-lettered.
     pub park_for: Duration,
@@ -99,14 +99,14 @@ impl Outlet {
             self.metrics.attribution.with_label_values(&[kind, p.rule.as_str()]).inc();
             self.count(kind, if duplicate { "duplicate" } else { "delivered" }, 1);
             tracing::info!(integration = %p.envelope.integration, kind, event_id = %p.envelope.event_id, rule = p.rule.as_str(), duplicate, latency_ms = latency.as_millis() as u64, "delivered");
-            ack(&p.delivery).await;
         }
+        Ticket::ack_all(batch.iter().map(|p| &p.message.ticket)).await;
     }
 
     /// Acks a message that needs nothing more (a skip, or one the ledger knows).
-    pub async fn done(&self, delivery: &Delivery, kind: &str, outcome: &str) {
+    pub async fn done(&self, ticket: &Ticket, kind: &str, outcome: &str) {
         self.count(kind, outcome, 1);
-        ack(delivery).await;
+        ticket.ack().await;
     }
 
     /// Holds the message in a retry queue for about `wait` without counting an attempt (a saturated
@@ -123,7 +123,7 @@ impl Outlet {
         match since(&h, headers::PARKED_SINCE) {
             Some(first) if age(first) >= self.park_for => {
                 let error = format!("its integration stayed paused for {}s", age(first).as_secs());
-                return self.dead_with(&p.delivery, h, DeadClass::TenantPaused, &error, p.raw()).await;
+                return self.dead_with(&p.message, h, DeadClass::TenantPaused, &error, p.raw()).await;
             }
             Some(_) => {}
             None => headers::set_str(&mut h, headers::PARKED_SINCE, &chrono::Utc::now().to_rfc3339()),
@@ -133,7 +133,7 @@ impl Outlet {
 
     async fn park_with(&self, p: &Pending, wait: Duration, h: FieldTable) {
         let kind = p.kind().as_str();
-        if self.republish_to_tier(&p.delivery, kind, park_tier(wait), h).await {
+        if self.republish_to_tier(&p.message, kind, park_tier(wait), h).await {
             self.count(kind, "retried", 1);
         }
     }
@@ -174,7 +174,7 @@ impl Outlet {
                 ..t.with_error(&error)
             })
             .await;
-            return self.dead_with(&p.delivery, h, DeadClass::RetriesExhausted, &error, p.raw()).await;
+            return self.dead_with(&p.message, h, DeadClass::RetriesExhausted, &error, p.raw()).await;
         }
         self.trace(&p, "retrying", |t| t.with_error(error)).await;
         let retries = headers::get_u64(&h, headers::RETRIES).unwrap_or(0);
@@ -182,7 +182,7 @@ impl Outlet {
         let kind = p.kind().as_str();
         let tier = retry_tier(retries as u32);
         tracing::warn!(integration = %p.envelope.integration, kind, event_id = %p.envelope.event_id, attempts, tier, error = %short(error), "delivery failed; retrying later");
-        if self.republish_to_tier(&p.delivery, kind, tier, h).await {
+        if self.republish_to_tier(&p.message, kind, tier, h).await {
             self.count(kind, "retried", 1);
         }
     }
@@ -192,14 +192,14 @@ impl Outlet {
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
         headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
         self.trace(&p, "dead_lettered", |t| Trace { class: Some(class.as_str().into()), ..t.with_error(error) }).await;
-        self.dead_with(&p.delivery, h, class, error, p.raw()).await
+        self.dead_with(&p.message, h, class, error, p.raw()).await
     }
 
-    pub async fn dead_raw(&self, delivery: &Delivery, raw: Raw<'_>, class: DeadClass, error: &str) {
-        self.dead_with(delivery, headers_of(delivery), class, error, raw).await
+    pub async fn dead_raw(&self, message: &Message, raw: Raw<'_>, class: DeadClass, error: &str) {
+        self.dead_with(message, headers_of(&message.delivery), class, error, raw).await
     }
 
-    async fn dead_with(&self, delivery: &Delivery, mut h: FieldTable, class: DeadClass, error: &str, raw: Raw<'_>) {
+    async fn dead_with(&self, message: &Message, mut h: FieldTable, class: DeadClass, error: &str, raw: Raw<'_>) {
         let error = short(error);
         headers::set_str(&mut h, headers::ERROR_CLASS, class.as_str());
         headers::set_str(&mut h, headers::ERROR, &error);
@@ -212,40 +212,41 @@ impl Outlet {
         let kind = raw.kind.unwrap_or("unknown");
         tracing::warn!(integration = raw.integration.unwrap_or(""), kind, class = class.as_str(), %error, "dead-lettered");
         let exchange = self.topology.dead_exchange();
-        if self.publish_then_ack(delivery, &exchange, raw.kind.unwrap_or(""), h).await {
+        if self.publish_then_ack(message, &exchange, raw.kind.unwrap_or(""), h).await {
             self.count(kind, "dead_lettered", 1);
         }
     }
 
     /// A panic (a bug) interrupted the handling of these messages: each one not yet settled goes
     /// back to the broker, which redelivers it and counts the delivery (poison after the limit).
-    pub async fn hand_back_after_panic(&self, stage: &str, ackers: &[Acker], reason: String) {
+    pub async fn hand_back_after_panic(&self, stage: &str, tickets: &[Ticket], reason: String) {
         self.metrics.panics.with_label_values(&[stage]).inc();
         let reason = short(&reason);
-        tracing::error!(stage, %reason, messages = ackers.len(), "handling messages panicked; handing them back to the broker");
-        for acker in ackers.iter().filter(|a| a.usable()) {
-            let _ = acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        tracing::error!(stage, %reason, messages = tickets.len(), "handling messages panicked; handing them back to the broker");
+        for ticket in tickets {
+            ticket.hand_back().await;
         }
     }
 
-    async fn republish_to_tier(&self, delivery: &Delivery, kind: &str, tier: &str, mut h: FieldTable) -> bool {
+    async fn republish_to_tier(&self, message: &Message, kind: &str, tier: &str, mut h: FieldTable) -> bool {
         headers::set_str(&mut h, RETRY_TIER_HEADER, tier);
         let exchange = self.topology.retry_exchange();
         // The routing key stays the message's own (`chat`, `offline.large`, ...): the retry queue
         // dead-letters it back to the events exchange with it, and so to the queue it came from.
-        let key = if delivery.routing_key.as_str().is_empty() { kind } else { delivery.routing_key.as_str() };
-        self.publish_then_ack(delivery, &exchange, key, h).await
+        let key = message.delivery.routing_key.as_str();
+        let key = if key.is_empty() { kind } else { key };
+        self.publish_then_ack(message, &exchange, key, h).await
     }
 
-    async fn publish_then_ack(&self, delivery: &Delivery, exchange: &str, key: &str, h: FieldTable) -> bool {
+    async fn publish_then_ack(&self, message: &Message, exchange: &str, key: &str, h: FieldTable) -> bool {
         let mut delays = move_retries(MOVE_RETRY_FOR);
         loop {
             let publisher = self.publisher.borrow().clone();
             // No broker, or a message from a connection that is gone: the broker redelivers it.
-            let Some(publisher) = publisher.filter(|_| delivery.acker.usable()) else { return false };
-            let error = match publisher.publish(exchange, key, &delivery.data, h.clone()).await {
+            let Some(publisher) = publisher.filter(|_| message.ticket.unsettled()) else { return false };
+            let error = match publisher.publish(exchange, key, &message.delivery.data, h.clone()).await {
                 Ok(()) => {
-                    ack(delivery).await;
+                    message.ticket.ack().await;
                     return true;
                 }
                 Err(error) => error,
@@ -258,7 +259,7 @@ impl Outlet {
                 }
                 None => {
                     tracing::warn!(%error, %exchange, "could not move a message; handing it back to the broker");
-                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    message.ticket.hand_back().await;
                     return false;
                 }
             }
@@ -269,12 +270,5 @@ impl Outlet {
 impl Pending {
     fn raw(&self) -> Raw<'_> {
         Raw { integration: Some(&self.envelope.integration), kind: Some(self.kind().as_str()) }
-    }
-}
-
-/// Acks; a failure means the channel is gone and the broker redelivers (the ledger then skips it).
-async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::debug!(%error, "ack failed; the broker will redeliver");
     }
 }

@@ -7,10 +7,12 @@ use bridge_shared::integrations::Integration;
 use bridge_shared::mapping::{self, Item, MappingContext};
 use bridge_shared::verbox::VerboxEvent;
 use lapin::message::Delivery;
+
+use crate::acks::Message;
 use lapin::types::FieldTable;
 
 pub struct Pending {
-    pub delivery: Delivery,
+    pub message: Message,
     pub envelope: Envelope,
     /// The parsed webhook, kept only while a fallback from a refused session may need to map it
     /// again (rule `session`): it is as large as the dialog.
@@ -26,7 +28,7 @@ pub struct Pending {
 impl Pending {
     /// The headers it is moved on with; a doubt travels with it.
     pub fn headers(&self) -> FieldTable {
-        let mut h = headers_of(&self.delivery);
+        let mut h = headers_of(&self.message.delivery);
         if self.in_doubt {
             headers::set_u64(&mut h, IN_DOUBT, 1);
         }

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::acks::Acks;
 use crate::courier::Courier;
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
@@ -86,6 +87,7 @@ impl Application {
             topology: topology.clone(),
             ledger: ledger.clone(),
             metrics: metrics.clone(),
+            acks: Acks::new(metrics.ack_frames.clone()),
             retry_for: settings.deliver.retry_for,
             park_for: settings.deliver.park_for,
         });

@@ -206,6 +206,9 @@ pub struct DeliverMetrics {
     pub in_doubt: IntCounterVec,
     pub panics: IntCounterVec,
     pub move_failures: IntCounter,
+    /// `basic.ack` / `basic.nack` frames sent, by kind: with the events handled, how well acks
+    /// coalesce.
+    pub ack_frames: IntCounterVec,
 }
 
 impl DeliverMetrics {
@@ -280,6 +283,12 @@ impl DeliverMetrics {
                 "bridge_deliver_move_failures_total",
                 "Failed publishes of a message to a retry or dead queue (each is tried again)",
             ),
+            ack_frames: counter(
+                registry,
+                "bridge_deliver_ack_frames_total",
+                "Acknowledgement frames sent to the broker: ack_multiple (a coalesced run), ack, nack",
+                &["frame"],
+            ),
         };
         let kinds = crate::event::EventKind::ALL.map(crate::event::EventKind::as_str);
         at_zero(&metrics.events, &kinds, &DELIVER_OUTCOMES);
@@ -317,6 +326,7 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &d.in_doubt,
         &d.panics,
         &d.move_failures,
+        &d.ack_frames,
         &c.requests,
         &r.failures,
         &r.integrations,

@@ -218,10 +218,15 @@ impl Pipeline {
         .await
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the in-process deliver as SIGTERM would: it settles what it holds first.
+    pub async fn stop_deliver(&mut self) {
         if let Some(running) = self.deliver.take() {
             running.stop().await;
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_deliver().await;
         self.ingest.stop().await;
         self.sandbox.stop().await;
         self.broker.cleanup().await;

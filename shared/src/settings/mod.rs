@@ -83,8 +83,9 @@ pub struct IngestSettings {
 pub struct DeliverSettings {
     pub listen: SocketAddr,
     pub prefetch: u16,
-    /// Bytes of event messages deliver may hold unacked: half for small events (up to
-    /// `prefetch` of them), half for large ones (as many as fit at `[ingest] max_body_bytes`).
+    /// Bytes of event messages deliver may hold in hand: half for small events (up to `prefetch`
+    /// of them), half for large ones (as many as fit at `[ingest] max_body_bytes`). Each share is
+    /// its queue's prefetch, which acks waiting to be coalesced (`deliver::acks`) also occupy.
     pub prefetch_bytes: u64,
     pub batch_max: usize,
     pub batch_linger_ms: u64,
@@ -214,7 +215,7 @@ impl Default for DeliverSettings {
         DeliverSettings {
             listen: "0.0.0.0:9091".parse().expect("literal address"),
             prefetch: 2000,
-            prefetch_bytes: 48 << 20,
+            prefetch_bytes: 64 << 20,
             batch_max: 50,
             batch_linger_ms: 200,
             ledger_dir: PathBuf::from("var/ledger"),

@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::deliver::{delivered, envelope, preload};
-use super::print_table;
+use super::{cpu_seconds, print_table};
 use crate::broker::TestBroker;
-use crate::config::BridgeToml;
+use crate::config::{metric_sample, BridgeToml};
 use crate::fixtures::{integration, WEBHOOK_TOKEN};
 use crate::sandbox::{Account, Fault, FaultKind, Sandbox, SandboxConfig};
 
@@ -79,23 +79,31 @@ impl Stage {
         Stage { broker, sandbox, dir }
     }
 
-    fn start_replicas(&self, bench: &ScaleBench, n: usize) -> Vec<Child> {
-        (0..n)
-            .map(|_| {
-                Command::new(&bench.deliver_bin)
+    fn start_replicas(&self, bench: &ScaleBench, n: usize) -> Vec<Replica> {
+        // Every port picked before any is let go, so that two replicas are never given the same.
+        let picked: Vec<std::net::TcpListener> =
+            (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let ports: Vec<std::net::SocketAddr> = picked.iter().map(|l| l.local_addr().unwrap()).collect();
+        drop(picked);
+        ports
+            .into_iter()
+            .map(|listen| {
+                let child = Command::new(&bench.deliver_bin)
                     .args(["--config", self.dir.path().join("bridge.toml").to_str().unwrap()])
                     .env("RUST_LOG", "warn")
+                    .env("BRIDGE__DELIVER__LISTEN", listen.to_string())
                     .stdout(Stdio::null())
                     .spawn()
-                    .expect("the deliver binary starts")
+                    .expect("the deliver binary starts");
+                Replica { child, address: format!("http://{listen}") }
             })
             .collect()
     }
 
-    async fn tear_down(mut self, mut replicas: Vec<Child>) {
-        for child in &mut replicas {
-            let _ = child.kill();
-            let _ = child.wait();
+    async fn tear_down(mut self, mut replicas: Vec<Replica>) {
+        for replica in &mut replicas {
+            let _ = replica.child.kill();
+            let _ = replica.child.wait();
         }
         self.sandbox.stop().await;
         // The node this connection was on may have been killed and restarted meanwhile.
@@ -104,10 +112,43 @@ impl Stage {
     }
 }
 
-/// Events/s from the first delivery to the last, and items per call, with `replicas` replicas.
-async fn drain_rate(bench: &ScaleBench, replicas: usize) -> (f64, f64) {
+struct Replica {
+    child: Child,
+    /// Its `/metrics`.
+    address: String,
+}
+
+impl Replica {
+    /// Acknowledgement frames it has sent, of every kind.
+    async fn ack_frames(&self) -> f64 {
+        let page = reqwest::get(format!("{}/metrics", self.address)).await.unwrap().text().await.unwrap();
+        ["ack_multiple", "ack", "nack"]
+            .iter()
+            .map(|frame| metric_sample(&page, &format!("bridge_deliver_ack_frames_total{{frame=\"{frame}\"}}")))
+            .sum()
+    }
+}
+
+/// What one drain measured.
+struct Drain {
+    /// From the first delivery to the last.
+    events_per_second: f64,
+    items_per_call: f64,
+    /// The three nodes' CPU time over the drain, per event.
+    broker_cpu_us_per_event: f64,
+    events_per_ack_frame: f64,
+}
+
+/// CPU seconds the cluster's nodes have used so far.
+fn broker_cpu_seconds(bench: &ScaleBench) -> f64 {
+    cluster(bench, &["pids"]).lines().filter_map(|pid| pid.trim().parse().ok()).map(cpu_seconds).sum()
+}
+
+/// The backlog drained by `replicas` replicas.
+async fn drain(bench: &ScaleBench, replicas: usize) -> Drain {
     let stage = Stage::set_up(bench, bench.events).await;
     let children = stage.start_replicas(bench, replicas);
+    let cpu_before = broker_cpu_seconds(bench);
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(900);
     let (items, calls) = loop {
@@ -121,9 +162,19 @@ async fn drain_rate(bench: &ScaleBench, replicas: usize) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (started, at_start) = first.expect("deliveries began");
-    let rate = (items - at_start) as f64 / started.elapsed().as_secs_f64();
+    let events_per_second = (items - at_start) as f64 / started.elapsed().as_secs_f64();
+    let broker_cpu = broker_cpu_seconds(bench) - cpu_before;
+    let mut frames = 0.0;
+    for replica in &children {
+        frames += replica.ack_frames().await;
+    }
     stage.tear_down(children).await;
-    (rate, items as f64 / calls.max(1) as f64)
+    Drain {
+        events_per_second,
+        items_per_call: items as f64 / calls.max(1) as f64,
+        broker_cpu_us_per_event: broker_cpu * 1e6 / items.max(1) as f64,
+        events_per_ack_frame: items as f64 / frames.max(1.0),
+    }
 }
 
 fn cluster(bench: &ScaleBench, args: &[&str]) -> String {
@@ -164,13 +215,16 @@ pub async fn run(bench: ScaleBench) {
     let mut rows = Vec::new();
     let mut base = None;
     for replicas in bench.replicas.clone() {
-        let (rate, per_call) = drain_rate(&bench, replicas).await;
+        let drain = drain(&bench, replicas).await;
+        let rate = drain.events_per_second;
         let base = *base.get_or_insert(rate);
         rows.push(vec![
             replicas.to_string(),
             format!("{rate:.0}"),
             format!("{:.2}×", rate / base),
-            format!("{per_call:.1}"),
+            format!("{:.1}", drain.items_per_call),
+            format!("{:.0}", drain.broker_cpu_us_per_event),
+            format!("{:.1}", drain.events_per_ack_frame),
         ]);
     }
     println!(
@@ -178,7 +232,15 @@ pub async fn run(bench: ScaleBench) {
          [deliver] concurrency {} per replica, PostgreSQL ledger\n",
         bench.events, bench.tenants, bench.latency_ms, bench.concurrency
     );
-    print_table(&["deliver replicas", "events/s delivered", "ratio to one", "items per call"], &rows);
+    let header = [
+        "deliver replicas",
+        "events/s delivered",
+        "ratio to one",
+        "items per call",
+        "broker CPU µs per event",
+        "events per ack frame",
+    ];
+    print_table(&header, &rows);
     if bench.kills == 0 {
         return;
     }
