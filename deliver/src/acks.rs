@@ -15,9 +15,10 @@
 //! own tag the broker already settled would close the channel.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bridge_shared::amqp::session::within;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
@@ -179,7 +180,10 @@ impl AckWindow {
 
 /// Every consuming channel's window, so that shutdown can send what waits in any of them.
 pub struct Acks {
-    windows: Mutex<Vec<Weak<AckWindow>>>,
+    /// Held here, not only by their messages: a window's channel must be closed by [`Acks::close`]
+    /// before the connection is, not by lapin when the last message is dropped, which would race
+    /// with the connection's close.
+    windows: Mutex<Vec<Arc<AckWindow>>>,
     frames_sent: IntCounterVec,
 }
 
@@ -190,7 +194,7 @@ impl Acks {
     }
 
     /// A window for a new consuming channel whose prefetch is `prefetch`, with a task that sends its
-    /// overdue acks while the window is in use.
+    /// overdue acks while the channel is open.
     pub fn open(&self, channel: Channel, prefetch: u16) -> Arc<AckWindow> {
         let window = Arc::new(AckWindow {
             channel,
@@ -199,30 +203,29 @@ impl Acks {
             frames_sent: self.frames_sent.clone(),
         });
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        windows.retain(|w| w.strong_count() > 0);
-        windows.push(Arc::downgrade(&window));
+        // Those of an earlier session: their channels died with it.
+        windows.retain(|w| w.channel.status().connected());
+        windows.push(window.clone());
         let weak = Arc::downgrade(&window);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(LINGER / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                // Gone once its session's messages are all settled or dropped.
-                let Some(window) = weak.upgrade() else { return };
+                let Some(window) = weak.upgrade().filter(|w| w.channel.status().connected()) else { return };
                 window.flush(LINGER).await;
             }
         });
         window
     }
 
-    /// Sends every ack still waiting, on every channel (at shutdown, before the connection closes).
-    pub async fn drain(&self) {
-        let windows: Vec<Arc<AckWindow>> = {
-            let windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-            windows.iter().filter_map(Weak::upgrade).collect()
-        };
+    /// At shutdown, once nothing more is settled: sends every ack still waiting, on every channel,
+    /// and closes the channels.
+    pub async fn close(&self) {
+        let windows = std::mem::take(&mut *self.windows.lock().unwrap_or_else(PoisonError::into_inner));
         for window in windows {
             window.flush(Duration::ZERO).await;
+            let _ = within("close a consuming channel", window.channel.close(200, "stopping".into())).await;
         }
     }
 }

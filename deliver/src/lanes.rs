@@ -112,8 +112,8 @@ impl Lanes {
         Lane { tx, in_hand, lag_ms, task: tokio::spawn(lane.run(rx)) }
     }
 
-    /// Flushes every lane, waits for the batches in flight and sends the acks still waiting to be
-    /// coalesced (call once nothing is submitted).
+    /// Flushes every lane, waits for the batches in flight, sends the acks still waiting to be
+    /// coalesced and closes the consuming channels (call once nothing is submitted).
     pub async fn close(&self) {
         let lanes: Vec<Lane> =
             self.lanes.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, lane)| lane).collect();
@@ -127,7 +127,7 @@ impl Lanes {
         for allowance in allowances {
             let _ = allowance.acquire_many(per_tenant_limit(self.concurrency) as u32).await;
         }
-        self.courier.outlet.acks.drain().await;
+        self.courier.outlet.acks.close().await;
     }
 }
 

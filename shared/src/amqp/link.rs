@@ -90,7 +90,8 @@ impl BrokerLink {
         }
     }
 
-    fn set(&self, session: Option<(Publisher, String)>) {
+    /// Publishes the new session (or none); returns the publisher it replaces.
+    fn set(&self, session: Option<(Publisher, String)>) -> Option<Arc<Publisher>> {
         let (publisher, node) = session.map_or((None, None), |(p, n)| (Some(Arc::new(p)), Some(n)));
         self.nodes.reset();
         if let Some(node) = &node {
@@ -98,7 +99,7 @@ impl BrokerLink {
         }
         self.connected.set(node.is_some().into());
         *self.node.lock().unwrap_or_else(PoisonError::into_inner) = node;
-        self.publisher.send_replace(publisher);
+        self.publisher.send_replace(publisher)
     }
 
     /// Keeps a session up until `serve` says the process is stopping, and returns its connection
@@ -144,7 +145,9 @@ impl BrokerLink {
 
     /// Ends the session [`Self::supervise`] returned at shutdown.
     pub async fn close(&self, connection: &Connection) {
-        self.set(None);
+        if let Some(publisher) = self.set(None) {
+            publisher.close().await;
+        }
         session::close(connection, "shutdown").await;
     }
 }
