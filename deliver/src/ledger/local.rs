@@ -144,6 +144,21 @@ impl LocalLedger {
 mod tests {
     use super::*;
 
+    /// Opens the ledger a dropped one left. sled's background threads let go of the directory's
+    /// lock a moment after the drop, so the open is tried again until it takes the lock.
+    async fn reopen(dir: &Path) -> LocalLedger {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match LocalLedger::open(dir) {
+                Ok(ledger) => return ledger,
+                Err(e) if Instant::now() < deadline && e.to_string().contains("could not acquire lock") => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("the ledger reopens: {e}"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn recorded_ids_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -153,7 +168,7 @@ mod tests {
             ledger.record(&["vb-1", "vb-2"]).await.unwrap();
             assert!(ledger.contains("vb-1"));
         }
-        let reopened = LocalLedger::open(dir.path()).unwrap();
+        let reopened = reopen(dir.path()).await;
         assert!(reopened.contains("vb-2") && !reopened.contains("vb-3"));
     }
 
@@ -187,7 +202,7 @@ mod tests {
             }
             assert!(ledger.flushed.load(Ordering::SeqCst) >= 32, "every ticket was covered by a flush");
         }
-        let reopened = LocalLedger::open(dir.path()).unwrap();
+        let reopened = reopen(dir.path()).await;
         assert!((0..32).all(|i| reopened.contains(&format!("vb-{i}"))));
     }
 
