@@ -249,13 +249,7 @@ async fn consume(
     loop {
         tokio::select! {
             next = consumer.next() => match next {
-                // Each message on its own task: a move that waits out a publish outage (or one
-                // tenant's trouble) must not hold up the consumer. The prefetch window bounds how
-                // many are in hand.
-                Some(Ok(message)) => {
-                    let intake = intake.clone();
-                    taking.spawn(async move { intake.take(message).await });
-                }
+                Some(Ok(message)) => take_on_its_own_task(&mut taking, &intake, message),
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consumer ended; reconnecting");
                     taking.detach_all();
@@ -279,8 +273,7 @@ async fn consume(
     // in doubt, and cost its next holder a report call per batch.
     let take_the_rest = async {
         while let Some(Ok(message)) = consumer.next().await {
-            let intake = intake.clone();
-            taking.spawn(async move { intake.take(message).await });
+            take_on_its_own_task(&mut taking, &intake, message);
         }
         while taking.join_next().await.is_some() {}
     };
@@ -290,6 +283,13 @@ async fn consume(
         );
     }
     Ended::Stopping
+}
+
+/// Each message on its own task: a move that waits out a publish outage (or one tenant's trouble)
+/// must not hold up the consumer. The prefetch window bounds how many are in hand.
+fn take_on_its_own_task(taking: &mut JoinSet<()>, intake: &Arc<Intake>, message: Message) {
+    let intake = intake.clone();
+    taking.spawn(async move { intake.take(message).await });
 }
 
 #[cfg(test)]
