@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bridge_shared::amqp::session::within;
+use bridge_shared::amqp::session;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
@@ -225,7 +225,7 @@ impl Acks {
         let windows = std::mem::take(&mut *self.windows.lock().unwrap_or_else(PoisonError::into_inner));
         for window in windows {
             window.flush(Duration::ZERO).await;
-            let _ = within("close a consuming channel", window.channel.close(200, "stopping".into())).await;
+            session::close_channel(&window.channel, "shutdown").await;
         }
     }
 }

@@ -7,9 +7,9 @@ use bridge_shared::integrations::Integration;
 use bridge_shared::mapping::{self, Item, MappingContext};
 use bridge_shared::verbox::VerboxEvent;
 use lapin::message::Delivery;
+use lapin::types::FieldTable;
 
 use crate::acks::Message;
-use lapin::types::FieldTable;
 
 pub struct Pending {
     pub message: Message,

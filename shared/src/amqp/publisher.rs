@@ -41,11 +41,10 @@ impl Publisher {
         Ok(Publisher { channels: pool, next: AtomicUsize::new(0), timeout })
     }
 
-    /// Closes the channels, at shutdown before the connection: a channel lapin closes when its last
-    /// handle is dropped races with the connection's close and logs a connection error.
+    /// Closes the channels (at shutdown, before the connection).
     pub async fn close(&self) {
         for channel in &self.channels {
-            let _ = super::session::within("close a publishing channel", channel.close(200, "shutdown".into())).await;
+            super::session::close_channel(channel, "shutdown").await;
         }
     }
 

@@ -56,6 +56,13 @@ pub async fn close(connection: &lapin::Connection, reason: &str) {
     let _ = within("close", connection.close(200, reason.into())).await;
 }
 
+/// Closes a channel the same way. At shutdown every channel is closed so, before its connection: one
+/// left for lapin to close when its last handle is dropped races with the connection's close and
+/// logs a connection error.
+pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
+    let _ = within("close a channel", channel.close(200, reason.into())).await;
+}
+
 /// Connects to the first of `urls` that answers, each given [`BROKER_TIMEOUT`]: for the operators'
 /// one-shot commands, which report an error rather than wait for a node to come back.
 pub async fn connect_first(urls: &[String], name: &str) -> Result<lapin::Connection, SessionError> {
