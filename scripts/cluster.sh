@@ -6,7 +6,7 @@
 #
 #   scripts/cluster.sh start         start the three nodes and join them (idempotent)
 #   scripts/cluster.sh stop          stop them (their data stays)
-#   scripts/cluster.sh reset         stop them and delete their data
+#   scripts/cluster.sh reset         stop them and delete their data (the next start makes a new cluster)
 #   scripts/cluster.sh kill N        SIGKILL node N (1-3), as a machine that dies
 #   scripts/cluster.sh start-node N  start node N again after a kill or stop
 #   scripts/cluster.sh stop-node N   stop node N cleanly
@@ -27,9 +27,9 @@ dist_port() { echo $((25680 + $1)); }
 metrics_port() { echo $((15680 + $1)); }
 
 as_rabbitmq() { $SUDO runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq "$@"; }
-ctl() { # node, rabbitmqctl args...
+ctl() { # node, rabbitmqctl args... (given up after CTL_TIMEOUT seconds, 600 unless set)
   local n=$1; shift
-  as_rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$(node_name "$n")" "$@"
+  as_rabbitmq timeout "${CTL_TIMEOUT:-600}" /usr/lib/rabbitmq/bin/rabbitmqctl -q -n "$(node_name "$n")" "$@"
 }
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$(amqp_port "$1")") 2>/dev/null; }
 
@@ -63,6 +63,16 @@ launch() { # node: starts its VM, detached, unless it runs already
     sleep 0.1
   done
   [ -n "$(vm_of "$n")" ] && return 0
+  # No VM of this node runs, so whatever holds one of its ports is something else, and the node
+  # would die at boot where nobody sees it.
+  local port
+  for port in "$(amqp_port "$n")" "$(dist_port "$n")" "$(metrics_port "$n")"; do
+    if [ -n "$($SUDO ss -ltnH "sport = :$port" 2>/dev/null)" ]; then
+      echo "cluster: port $port, which node $n needs, is taken:" >&2
+      $SUDO ss -ltnpH "sport = :$port" >&2
+      return 1
+    fi
+  done
   prepare "$n"
   as_rabbitmq env \
     RABBITMQ_NODENAME="$(node_name "$n")" \
@@ -82,7 +92,21 @@ await_node() { # node
     sleep 0.5
   done
   echo "cluster: node $1 did not start within 120 s (logs in $BASE/node-$1/log)" >&2
+  explain "$1"
   return 1
+}
+
+# Why a node is not serving, on stderr: whether its VM runs, what holds its ports, and the end of its
+# log (a CI run shows only what the script printed).
+explain() { # node
+  local n=$1 port vm
+  vm=$(vm_of "$n")
+  echo "cluster: node $n's VM: ${vm:-none}" >&2
+  for port in "$(amqp_port "$n")" "$(dist_port "$n")" "$(metrics_port "$n")"; do
+    $SUDO ss -ltnpH "sport = :$port" 2>/dev/null | sed "s/^/cluster: listening on $port: /" >&2 || true
+  done
+  echo "cluster: the end of $(node_name "$n")'s log:" >&2
+  $SUDO tail -n 40 "$BASE/node-$n/log/$(node_name "$n").log" 2>/dev/null | sed 's/^/  /' >&2 || true
 }
 
 start_node() { # node
@@ -97,16 +121,31 @@ vm_of() {
   for pid in $(pgrep -u rabbitmq beam.smp || true); do
     # A zombie (killed, not yet reaped) is gone already.
     [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = "Z" ] && continue
-    if $SUDO tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(node_name "$1")"; then
+    if $SUDO tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qx "RABBITMQ_NODENAME=$(node_name "$1")"; then
       echo "$pid"
     fi
   done
 }
 
-gone() { # node: waits until its VM has exited
+gone() { # node: waits until its VM has exited; one that has not after 30 s is killed
   for _ in $(seq 1 300); do [ -z "$(vm_of "$1")" ] && return 0; sleep 0.1; done
-  echo "cluster: node $1's VM is still running after 30 s" >&2
+  echo "cluster: node $1's VM is still running 30 s after its stop: killing it" >&2
+  local pid
+  for pid in $(vm_of "$1"); do $SUDO kill -9 "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do [ -z "$(vm_of "$1")" ] && return 0; sleep 0.1; done
+  echo "cluster: node $1's VM survived SIGKILL" >&2
   return 1
+}
+
+halt() { # node: stops a serving node cleanly; one still booting is killed
+  # `rabbitmqctl stop` on a node that waits for its peers' tables blocks until that wait gives up,
+  # up to five minutes; such a node serves nothing and its data is crash-safe.
+  if answers "$1"; then
+    CTL_TIMEOUT=60 ctl "$1" stop >/dev/null 2>&1 || true
+  else
+    local pid
+    for pid in $(vm_of "$1"); do $SUDO kill -9 "$pid" 2>/dev/null || true; done
+  fi
 }
 
 joined() { # node: whether node 1 lists it as a running member
@@ -136,7 +175,7 @@ case "${1:-}" in
     echo "cluster: up, $($0 urls)"
     ;;
   stop)
-    for n in "${NODES[@]}"; do ctl "$n" stop >/dev/null 2>&1 || true; done
+    for n in "${NODES[@]}"; do halt "$n"; done
     for n in "${NODES[@]}"; do gone "$n"; done
     echo "cluster: stopped"
     ;;
@@ -161,7 +200,7 @@ case "${1:-}" in
     echo "cluster: node $2 running"
     ;;
   stop-node)
-    ctl "${2:?node 1-3}" stop
+    halt "${2:?node 1-3}"
     gone "$2"
     echo "cluster: node $2 stopped"
     ;;

@@ -46,7 +46,9 @@ case "${1:-}" in
       if answers; then echo "rabbitmq 4: $(in_root rabbitmqctl version) on 127.0.0.1:$port"; exit 0; fi
       sleep 1
     done
-    echo "rabbitmq 4 did not start; see /tmp/verbox-rabbitmq4.log" >&2; exit 1 ;;
+    echo "rabbitmq 4 did not start; the end of /tmp/verbox-rabbitmq4.log:" >&2
+    tail -n 40 /tmp/verbox-rabbitmq4.log | sed 's/^/  /' >&2
+    exit 1 ;;
   url) echo "amqp://guest:guest@127.0.0.1:$port/%2f" ;;
   ctl) shift; in_root rabbitmqctl -n "$node" "$@" ;;
   stop) answers && in_root rabbitmqctl -n "$node" stop >/dev/null 2>&1 || true ;;

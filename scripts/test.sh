@@ -48,7 +48,9 @@ fi
 # it takes the database from every other test; started again whatever happens).
 cargo test -p deliver --test e2e -- --ignored --exact store::with_the_postgres_store_four_processes_ride_out_a_database_restart
 # The cluster fault drill: a 3-node cluster beside the default broker (scripts/cluster.sh), a node,
-# a deliver and an ingest lost under load. Run alone: it loads the machine.
+# a deliver and an ingest lost under load. Run alone: it loads the machine. It starts from a new
+# cluster, whatever an earlier run or benchmark left in the nodes' data.
+scripts/cluster.sh reset
 scripts/cluster.sh start
 cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
   cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing 2>&1 | grep -v '^{"timestamp'
