@@ -14,7 +14,7 @@ use bridge_shared::integrations::{IntegrationForm, IntegrationsFile};
 use super::deliver::{delivered, envelope, preload};
 use super::http::KeepAliveClient;
 use super::ingest::{closed_loop, take_median, webhook_of_size, Run};
-use super::print_table;
+use super::{free_addresses, print_table};
 use crate::broker::TestBroker;
 use crate::config::{metric_sample, BridgeToml};
 use crate::fixtures::integration;
@@ -98,9 +98,10 @@ impl Stage {
             }
         }
         let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
-        config.ingest_listen = format!("127.0.0.1:{}", free_port());
+        let listen = free_addresses(2);
+        config.ingest_listen = listen[0].to_string();
         config.ingest = "workers = 0".into();
-        config.deliver_listen = format!("127.0.0.1:{}", free_port());
+        config.deliver_listen = listen[1].to_string();
         let config = config.write(dir.path());
         if kind == Kind::Postgres {
             let text = std::fs::read_to_string(&config).unwrap();
@@ -123,10 +124,6 @@ impl Stage {
         let listen = if section == "ingest" { settings.ingest.listen } else { settings.deliver.listen };
         format!("http://{listen}")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn metric(http: &reqwest::Client, address: &str, sample: &str) -> Option<f64> {

@@ -52,6 +52,14 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `n` distinct free loopback addresses for processes the benchmark starts: every port is picked
+/// before any is let go, as the kernel may hand a port it was just given back again.
+pub fn free_addresses(n: usize) -> Vec<std::net::SocketAddr> {
+    let picked: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port")).collect();
+    picked.iter().map(|l| l.local_addr().expect("a bound address")).collect()
+}
+
 /// A plain-text table: a header row and rows of cells, columns padded to fit (in characters, as
 /// `format!` pads: a header may hold a µ).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::deliver::{delivered, envelope, preload};
-use super::{cpu_seconds, print_table};
+use super::{cpu_seconds, free_addresses, print_table};
 use crate::broker::TestBroker;
 use crate::config::{metric_sample, BridgeToml};
 use crate::fixtures::{integration, WEBHOOK_TOKEN};
@@ -80,12 +80,7 @@ impl Stage {
     }
 
     fn start_replicas(&self, bench: &ScaleBench, n: usize) -> Vec<Replica> {
-        // Every port picked before any is let go, so that two replicas are never given the same.
-        let picked: Vec<std::net::TcpListener> =
-            (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        let ports: Vec<std::net::SocketAddr> = picked.iter().map(|l| l.local_addr().unwrap()).collect();
-        drop(picked);
-        ports
+        free_addresses(n)
             .into_iter()
             .map(|listen| {
                 let child = Command::new(&bench.deliver_bin)
