@@ -25,6 +25,7 @@ node_name() { echo "bridge-$1@localhost"; }
 amqp_port() { echo $((5680 + $1)); }
 dist_port() { echo $((25680 + $1)); }
 metrics_port() { echo $((15680 + $1)); }
+ports_of() { echo "$(amqp_port "$1") $(dist_port "$1") $(metrics_port "$1")"; }
 
 as_rabbitmq() { $SUDO runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq "$@"; }
 ctl() { # node, rabbitmqctl args... (given up after CTL_TIMEOUT seconds, 600 unless set)
@@ -66,7 +67,7 @@ launch() { # node: starts its VM, detached, unless it runs already
   # No VM of this node runs, so whatever holds one of its ports is something else, and the node
   # would die at boot where nobody sees it.
   local port
-  for port in "$(amqp_port "$n")" "$(dist_port "$n")" "$(metrics_port "$n")"; do
+  for port in $(ports_of "$n"); do
     if [ -n "$($SUDO ss -ltnH "sport = :$port" 2>/dev/null)" ]; then
       echo "cluster: port $port, which node $n needs, is taken:" >&2
       $SUDO ss -ltnpH "sport = :$port" >&2
@@ -102,7 +103,7 @@ explain() { # node
   local n=$1 port vm
   vm=$(vm_of "$n")
   echo "cluster: node $n's VM: ${vm:-none}" >&2
-  for port in "$(amqp_port "$n")" "$(dist_port "$n")" "$(metrics_port "$n")"; do
+  for port in $(ports_of "$n"); do
     $SUDO ss -ltnpH "sport = :$port" 2>/dev/null | sed "s/^/cluster: listening on $port: /" >&2 || true
   done
   echo "cluster: the end of $(node_name "$n")'s log:" >&2
@@ -130,8 +131,7 @@ vm_of() {
 gone() { # node: waits until its VM has exited; one that has not after 30 s is killed
   for _ in $(seq 1 300); do [ -z "$(vm_of "$1")" ] && return 0; sleep 0.1; done
   echo "cluster: node $1's VM is still running 30 s after its stop: killing it" >&2
-  local pid
-  for pid in $(vm_of "$1"); do $SUDO kill -9 "$pid" 2>/dev/null || true; done
+  kill_vm "$1"
   for _ in $(seq 1 50); do [ -z "$(vm_of "$1")" ] && return 0; sleep 0.1; done
   echo "cluster: node $1's VM survived SIGKILL" >&2
   return 1
@@ -143,9 +143,13 @@ halt() { # node: stops a serving node cleanly; one still booting is killed
   if answers "$1"; then
     CTL_TIMEOUT=60 ctl "$1" stop >/dev/null 2>&1 || true
   else
-    local pid
-    for pid in $(vm_of "$1"); do $SUDO kill -9 "$pid" 2>/dev/null || true; done
+    kill_vm "$1"
   fi
+}
+
+kill_vm() { # node: SIGKILL to its VM, as a machine that dies
+  local pid
+  for pid in $(vm_of "$1"); do $SUDO kill -9 "$pid" 2>/dev/null || true; done
 }
 
 joined() { # node: whether node 1 lists it as a running member
@@ -185,9 +189,8 @@ case "${1:-}" in
     echo "cluster: data deleted"
     ;;
   kill)
-    pid=$(vm_of "${2:?node 1-3}")
-    [ -n "$pid" ] || { echo "cluster: node $2 is not running" >&2; exit 1; }
-    $SUDO kill -9 "$pid"
+    [ -n "$(vm_of "${2:?node 1-3}")" ] || { echo "cluster: node $2 is not running" >&2; exit 1; }
+    kill_vm "$2"
     for _ in $(seq 1 50); do answers "$2" || break; sleep 0.1; done
     ! answers "$2" || { echo "cluster: node $2 still answers after SIGKILL" >&2; exit 1; }
     echo "cluster: node $2 killed"
