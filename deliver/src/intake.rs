@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::acks::Message;
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
-use crate::pending::{delivered_before, in_doubt, previous_deliveries, Pending};
+use crate::pending::{delivered_before, doubt_of, previous_deliveries, quota_waited, Pending};
 
 pub struct Intake {
     /// Which integration an envelope names, and its settings.
@@ -140,8 +140,8 @@ impl Intake {
                 let test = bridge_shared::trace::is_test(&event);
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
-                let in_doubt = in_doubt(delivery);
-                self.lanes.submit(Pending { message, envelope, event, item, rule, test, in_doubt })
+                let (doubt, quota_waited) = (doubt_of(delivery, chrono::Utc::now()), quota_waited(delivery));
+                self.lanes.submit(Pending { message, envelope, event, item, rule, test, doubt, quota_waited })
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {

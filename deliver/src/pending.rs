@@ -1,11 +1,14 @@
 //! One consumed event on its way to CoMagic: the broker delivery (to ack) and the mapped item.
 
-use bridge_shared::amqp::headers::{self, DELIVERY_COUNT, IN_DOUBT};
+use std::time::Duration;
+
+use bridge_shared::amqp::headers::{self, DELIVERY_COUNT, IN_DOUBT, QUOTA_WAITED};
 use bridge_shared::attribution::{self, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::integrations::Integration;
 use bridge_shared::mapping::{self, Item, MappingContext};
 use bridge_shared::verbox::VerboxEvent;
+use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
 
@@ -21,18 +24,41 @@ pub struct Pending {
     pub rule: Rule,
     /// A console's test chat: what becomes of it is published to the traces exchange.
     pub test: bool,
-    /// CoMagic may already have it (see [`in_doubt`]): asked before it is sent.
-    pub in_doubt: bool,
+    /// Since when CoMagic may already have it (see [`doubt_of`]): its report is asked before it
+    /// is sent, once no earlier call can still land.
+    pub doubt: Option<DateTime<Utc>>,
+    /// It waited for its account's quota window to reset (see [`QUOTA_WAITED`]).
+    pub quota_waited: bool,
 }
 
 impl Pending {
-    /// The headers it is moved on with; a doubt travels with it.
+    /// The headers it is moved on with; a doubt and a quota wait travel with it.
     pub fn headers(&self) -> FieldTable {
-        let mut h = headers_of(&self.message.delivery);
-        if self.in_doubt {
-            headers::set_u64(&mut h, IN_DOUBT, 1);
+        let mut h = headers_without(&self.message.delivery, &[DELIVERY_COUNT, IN_DOUBT, QUOTA_WAITED]);
+        if let Some(since) = self.doubt {
+            headers::set_u64(&mut h, IN_DOUBT, u64::try_from(since.timestamp_millis()).unwrap_or(1));
+        }
+        if self.quota_waited {
+            headers::set_u64(&mut h, QUOTA_WAITED, 1);
         }
         h
+    }
+
+    pub fn in_doubt(&self) -> bool {
+        self.doubt.is_some()
+    }
+
+    /// CoMagic may have it from now on (a doubt that arose earlier keeps its start).
+    pub fn doubt_arises(&mut self) {
+        self.doubt.get_or_insert_with(Utc::now);
+    }
+
+    /// How long until CoMagic's report may be asked about it: zero when it is not in doubt or has
+    /// waited `grace` since the doubt arose.
+    pub fn doubt_wait(&self, grace: Duration, now: DateTime<Utc>) -> Duration {
+        let Some(since) = self.doubt else { return Duration::ZERO };
+        let waited = (now - since).to_std().unwrap_or_default();
+        grace.saturating_sub(waited)
     }
 
     pub fn kind(&self) -> EventKind {
@@ -67,8 +93,14 @@ impl Pending {
 /// The headers a message is moved on with. The broker's own delivery count stays behind: it counts
 /// deliveries from one queue, and a copy that kept it would look like poison when it comes back.
 pub fn headers_of(delivery: &Delivery) -> FieldTable {
-    let mut h = delivery.properties.headers().clone().unwrap_or_default().inner().clone();
-    h.remove(DELIVERY_COUNT);
+    headers_without(delivery, &[DELIVERY_COUNT])
+}
+
+fn headers_without(delivery: &Delivery, keys: &[&str]) -> FieldTable {
+    let mut h = delivery.properties.headers().as_ref().map(|h| h.inner().clone()).unwrap_or_default();
+    for key in keys {
+        h.remove(*key);
+    }
     FieldTable::from(h)
 }
 
@@ -82,11 +114,25 @@ fn header(delivery: &Delivery, key: &str) -> Option<u64> {
     delivery.properties.headers().as_ref().and_then(|h| headers::get_u64(h, key))
 }
 
-/// Whether an upload of this message may already have reached CoMagic: the broker delivered it
-/// before (the consumer that had it died or stopped, maybe after CoMagic answered and before the
-/// ack), or an earlier holder marked it [`IN_DOUBT`].
-pub fn in_doubt(delivery: &Delivery) -> bool {
-    delivered_before(delivery) || header(delivery, IN_DOUBT).is_some()
+/// Since when an upload of this message may already have reached CoMagic: as an earlier holder
+/// marked it [`IN_DOUBT`], or `now` when the broker delivered it before (the consumer that had it
+/// died or stopped, maybe after CoMagic answered and before the ack) or the mark names no time.
+/// A time from a header is taken only between 2000 and `now`.
+pub fn doubt_of(delivery: &Delivery, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let marked = header(delivery, IN_DOUBT).map(|ms| {
+        let floor = DateTime::from_timestamp(946_684_800, 0).unwrap_or(now);
+        i64::try_from(ms).ok().and_then(DateTime::from_timestamp_millis).filter(|t| *t >= floor && *t <= now)
+    });
+    match marked {
+        Some(since) => Some(since.unwrap_or(now)),
+        None if delivered_before(delivery) => Some(now),
+        None => None,
+    }
+}
+
+/// Whether it was parked until its account's quota window reset.
+pub fn quota_waited(delivery: &Delivery) -> bool {
+    header(delivery, QUOTA_WAITED).is_some()
 }
 
 /// Whether the broker delivered this message before (a nack, a lost channel, a consumer that died).

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::acks::Acks;
-use crate::courier::Courier;
+use crate::courier::{Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::Ledger;
@@ -30,8 +30,6 @@ use crate::tenants::Tenants;
 
 /// The setting `listen` is read from, as errors name it.
 const LISTEN: &str = "deliver.listen";
-/// A CoMagic call that takes longer than this is a transient failure.
-const COMAGIC_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lane further behind than this parks its arrivals so it cannot hold up the other tenants.
 const MAX_LANE_LAG: Duration = Duration::from_secs(5);
 /// How often delivered ext_ids older than `ledger_keep` are pruned from the ledger.
@@ -92,11 +90,13 @@ impl Application {
             park_for: settings.deliver.park_for,
         });
         let courier = Arc::new(Courier {
-            client: ComagicClient::new(COMAGIC_TIMEOUT, ComagicMetrics::new(&registry)),
+            client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(&registry)),
             calls: Semaphore::new(settings.deliver.concurrency),
             integrations: integrations.clone(),
             tenants: Tenants::new((settings.deliver.pause_initial, settings.deliver.pause_max), metrics.clone()),
             outlet: outlet.clone(),
+            doubt_grace: settings.deliver.doubt_grace(),
+            panics: Panics::default(),
         });
         let d = &settings.deliver;
         let limits = LaneLimits {

@@ -6,6 +6,8 @@ pub mod amqp;
 pub mod attribution;
 pub mod comagic;
 pub mod event;
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 pub mod integrations;
 pub mod lifecycle;
 pub mod mapping;

@@ -63,3 +63,46 @@ async fn deliver_killed_while_comagic_holds_its_answer_sends_nothing_twice() {
     assert!(asked >= 1, "the restarted deliver asked the report about the redelivered batch");
     std::sync::Arc::into_inner(p).unwrap().stop().await;
 }
+
+/// Posts 50 chats to `shop`; once CoMagic's report found the batch in doubt, requires each chat
+/// stored exactly once when everything settled.
+async fn fifty_chats_found_in_doubt_and_each_stored_once(p: &std::sync::Arc<crate::helpers::Pipeline>) {
+    let posted =
+        post_from_clients(p, 4, 0..50, |p, i| async move { p.post("shop", "chat", &chat(i, json!({}))).await }).await;
+    wait_for("the batch in doubt found in the report", Duration::from_secs(60), || async {
+        let found = p.deliver_metric(r#"bridge_deliver_in_doubt_total{kind="chat",outcome="found"}"#).await;
+        (found >= 1.0).then_some(())
+    })
+    .await;
+    assert_each_stored_once_when_settled(p, &posted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_carried_out_after_deliver_gave_up_on_it_is_not_sent_again() {
+    // CoMagic hangs 15 s, well past deliver's 2 s timeout (and past the first retry tier, 10 s),
+    // then stores the batch anyway; the grace (2 s + 15 s) outlasts the hang.
+    let options = Options { deliver_extra: "comagic_timeout = \"2s\"\ndoubt_margin = \"15s\"", ..Default::default() };
+    let p = pipeline_storing_repeats("stored-late", options).await;
+    p.sandbox.add_fault(Fault {
+        account: Some("shop".into()),
+        kind: FaultKind::StoredLate,
+        calls: Some(1),
+        latency_ms: 15_000,
+        ..Default::default()
+    });
+    fifty_chats_found_in_doubt_and_each_stored_once(&p).await;
+    assert_eq!(p.sandbox.calls().iter().filter(|c| c.result == "stored_late").count(), 1, "the fault was used");
+    std::sync::Arc::into_inner(p).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_lists_uploads_late_is_asked_only_after_the_grace() {
+    // The report lists an upload 12 s after it is stored, later than the first retry tier (10 s)
+    // brings the batch back; the grace (2 s + 13 s) covers it.
+    let options = Options { deliver_extra: "comagic_timeout = \"2s\"\ndoubt_margin = \"13s\"", ..Default::default() };
+    let p = pipeline_storing_repeats("report-lag", options).await;
+    p.sandbox.update_account("shop", |a| a.report_lag_ms = 12_000);
+    p.sandbox.add_fault(lose_answers(1, 0));
+    fifty_chats_found_in_doubt_and_each_stored_once(&p).await;
+    std::sync::Arc::into_inner(p).unwrap().stop().await;
+}

@@ -64,6 +64,39 @@ async fn a_spent_minute_quota_is_waited_for_not_hammered() {
     p.stop().await;
 }
 
+/// A quota that does not come back after its window's reset is a failure like any other: the event
+/// counts attempts, goes through the retry queues and, after `retry_for`, the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_exceeded_past_the_window_reset_ends_in_the_retry_queues() {
+    let p =
+        Pipeline::start("quota-stuck", &[SHOP], Options { deliver_extra: "retry_for = \"12s\"", ..Default::default() })
+            .await;
+    p.sandbox.set_windows(Windows { minute: Duration::from_secs(2), day: Duration::from_secs(86_400) });
+    post_chats(&p, "shop", 1, 1).await;
+    p.wait_stored("shop", Upload::Chats, 1, Duration::from_secs(10)).await; // the window is known now
+    let refuse = Fault {
+        account: Some("shop".into()),
+        kind: FaultKind::Error,
+        mnemonic: Some("limit_exceeded".into()),
+        ..Default::default()
+    };
+    p.sandbox.add_fault(refuse);
+    let stuck = p.post("shop", "chat", &chat(2, json!({}))).await;
+    let dead_queue = p.broker.topology.dead_queue();
+    wait_for("the stuck chat dead-lettered", Duration::from_secs(45), || async {
+        (p.broker.depth(&dead_queue).await == 1).then_some(())
+    })
+    .await;
+    let dead = p.broker.take_all(&dead_queue).await;
+    let h = &dead[0].headers;
+    assert_eq!(headers::get_str(h, headers::ERROR_CLASS).as_deref(), Some(DeadClass::RetriesExhausted.as_str()));
+    assert!(headers::get_str(h, headers::ERROR).unwrap_or_default().contains("limit_exceeded"));
+    assert!(headers::get_u64(h, headers::ATTEMPTS).unwrap_or(0) >= 2, "each failed call after the reset is an attempt");
+    let envelope = bridge_shared::event::Envelope::from_bytes(&dead[0].body).unwrap();
+    assert_eq!(envelope.event_id.as_str(), stuck);
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_tenant_pauses_while_another_flows_and_is_delivered_once_unblocked() {
     let p = Pipeline::start("paused", &[SHOP, OTHER], Options::default()).await;

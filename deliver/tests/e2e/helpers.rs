@@ -36,7 +36,10 @@ pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, de
         if deliver_extra.contains("pause_initial") { "" } else { "pause_initial = \"1s\"\npause_max = \"2s\"" };
     let mut config = BridgeToml::new(amqp_url, prefix);
     config.ingest = "workers = 1".into();
-    config.deliver = format!("batch_linger_ms = {linger_ms}\n{pauses}\n{deliver_extra}");
+    // Events in doubt wait out one first retry tier (10 s), not a minute, unless a test says.
+    let grace =
+        if deliver_extra.contains("comagic_timeout") { "" } else { "comagic_timeout = \"10s\"\ndoubt_margin = \"0s\"" };
+    config.deliver = format!("batch_linger_ms = {linger_ms}\n{pauses}\n{grace}\n{deliver_extra}");
     config.write(dir)
 }
 

@@ -14,5 +14,6 @@ mod isolation;
 mod lifecycle;
 mod live;
 mod nodes;
+mod panics;
 mod rolling;
 mod store;

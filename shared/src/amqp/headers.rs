@@ -17,10 +17,15 @@ pub const REPLAYED_AT: &str = "x-bridge-replayed-at";
 /// When deliver first parked the event for a paused integration (RFC 3339): after
 /// `[deliver] park_for` it is dead-lettered as `tenant_paused` instead of parked again.
 pub const PARKED_SINCE: &str = "x-bridge-parked-since";
-/// Set (to 1) on an event that may already be in CoMagic although no answer said so (an upload
-/// whose answer was lost, a copy that met another copy in flight): before it is sent again,
-/// deliver asks CoMagic's report whether its ext_id is there.
+/// Set on an event that may already be in CoMagic although no answer said so (an upload whose
+/// answer was lost, a copy that met another copy in flight), to when the doubt arose in Unix
+/// milliseconds (`1`, as earlier releases wrote it: unknown). Once `[deliver] comagic_timeout` and
+/// `doubt_margin` have passed since then, deliver asks CoMagic's report whether its ext_id is
+/// there before it is sent again.
 pub const IN_DOUBT: &str = "x-bridge-in-doubt";
+/// Set (to 1) on an event parked until its account's quota window reset: meeting
+/// `limit_exceeded` again after that is a failure like any other (an attempt, the retry tiers).
+pub const QUOTA_WAITED: &str = "x-bridge-quota-waited";
 /// Set by quorum queues: how often the message was delivered before.
 pub const DELIVERY_COUNT: &str = "x-delivery-count";
 

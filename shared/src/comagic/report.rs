@@ -41,6 +41,8 @@ impl ComagicClient {
         kind: EventKind,
         items: &[&Item],
     ) -> Result<Uploaded, Failure> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault_injection::panic_if_marked(items);
         let (from, till) = report_window(items);
         let conditions: Vec<Value> =
             items.iter().map(|i| json!({"field": "ext_id", "operator": "=", "value": i.ext_id()})).collect();

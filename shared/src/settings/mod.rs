@@ -111,6 +111,22 @@ pub struct DeliverSettings {
     /// dead-lettered as `tenant_paused` (replayable once the account is fixed).
     #[serde(with = "duration_text")]
     pub park_for: Duration,
+    /// The longest a CoMagic call may take, connection included; a call still unanswered then is
+    /// given up on, and its events are in doubt (CoMagic may still take it).
+    #[serde(with = "duration_text")]
+    pub comagic_timeout: Duration,
+    /// How long past `comagic_timeout` an event whose upload is in doubt waits before CoMagic's
+    /// report is asked whether it arrived: the report must not be asked while the earlier call can
+    /// still land, nor before the report lists what was stored (its lag is not documented).
+    #[serde(with = "duration_text")]
+    pub doubt_margin: Duration,
+}
+
+impl DeliverSettings {
+    /// How long an event in doubt waits, from when the doubt arose, before the report is asked.
+    pub fn doubt_grace(&self) -> Duration {
+        self.comagic_timeout + self.doubt_margin
+    }
 }
 
 /// `deliver console`: the admin API and the settings console. Its admin tokens come from the
@@ -226,6 +242,8 @@ impl Default for DeliverSettings {
             pause_initial: Duration::from_secs(300),
             pause_max: Duration::from_secs(3600),
             park_for: Duration::from_secs(7 * DAY),
+            comagic_timeout: Duration::from_secs(30),
+            doubt_margin: Duration::from_secs(30),
         }
     }
 }
@@ -314,6 +332,8 @@ impl Settings {
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
         within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
+        within("deliver.comagic_timeout", d.comagic_timeout, Duration::from_millis(100), s(600))?;
+        within("deliver.doubt_margin", d.doubt_margin, s(0), s(DAY))?;
         if !is_http(&self.ingest.public_url) {
             return Err(ConfigError::invalid("ingest.public_url", "must be an http:// or https:// URL"));
         }

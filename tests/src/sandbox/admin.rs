@@ -50,7 +50,7 @@ pub(super) async fn list_items(state: web::Data<Shared>, path: web::Path<(String
         .accounts
         .iter()
         .filter(|a| a.config.name == name)
-        .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, i)| i))
+        .flat_map(|a| a.stored.iter().filter(|(u, _, _)| *u == upload).map(|(_, _, i)| i))
         .collect();
     HttpResponse::Ok().json(items)
 }

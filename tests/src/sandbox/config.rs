@@ -43,6 +43,10 @@ pub struct Account {
     /// Visitor sessions the account knows; `started_at` in the account's zone.
     #[serde(default)]
     pub sessions: Vec<Session>,
+    /// How long after an upload is stored the reports list it (CoMagic does not document whether
+    /// they do at once).
+    #[serde(default)]
+    pub report_lag_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -129,6 +133,7 @@ impl Account {
             ],
             sources: vec![Source { id: 12, name: "Organic".into() }, Source { id: 13, name: "WhatsApp".into() }],
             sessions: vec![Session { id: 900_001, started_at: "2020-01-01 00:00:00".into() }],
+            report_lag_ms: 0,
         }
     }
 }

@@ -18,7 +18,7 @@ pub struct Fault {
     pub kind: FaultKind,
     pub calls: Option<u64>,
     /// For `latency`: the added delay; for `answer_lost`: how long the answer is held before it
-    /// is lost.
+    /// is lost; for `stored_late`: how long the call hangs before it is carried out.
     #[serde(default)]
     pub latency_ms: u64,
     /// For `error`: the mnemonic to answer with (its documented code is used), the field, and the
@@ -43,6 +43,9 @@ pub enum FaultKind {
     /// The call is carried out (an upload is stored), then its answer is lost: HTTP 502 after
     /// `latency_ms`, as a gateway that timed out waiting for CoMagic would answer.
     AnswerLost,
+    /// The call hangs for `latency_ms`, then is carried out (an upload is stored) whether or not
+    /// the client is still waiting, as CoMagic may finish a request its client gave up on.
+    StoredLate,
 }
 
 /// What the handler does after the faults were consulted.
@@ -52,6 +55,8 @@ pub(super) enum Faulted {
     Error(RpcError),
     /// Carry the call out, then answer 502 after this long.
     LoseAnswer(Duration),
+    /// Carry the call out after this long, the client gone or not.
+    StoreLate(Duration),
 }
 
 /// Consumes one call of each matching fault; latency faults add up, the first other fault wins.
@@ -73,6 +78,7 @@ pub(super) fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, F
                 faulted = Faulted::Respond(HttpResponse::InternalServerError().body("injected 500"), "http_500")
             }
             FaultKind::AnswerLost => faulted = Faulted::LoseAnswer(Duration::from_millis(fault.latency_ms)),
+            FaultKind::StoredLate => faulted = Faulted::StoreLate(Duration::from_millis(fault.latency_ms)),
             FaultKind::Hang => faulted = Faulted::Respond(HttpResponse::Ok().finish(), "hang"),
             FaultKind::Body => {
                 let body = fault.body.clone().unwrap_or(Value::Null);

@@ -56,7 +56,8 @@ struct AccountState {
     tz: Tz,
     minute: Window,
     day: Window,
-    stored: Vec<(Upload, Map<String, Value>)>,
+    /// What was stored, when, and the item.
+    stored: Vec<(Upload, Instant, Map<String, Value>)>,
     ext_ids: HashSet<(&'static str, String)>,
 }
 
@@ -148,7 +149,7 @@ impl Sandbox {
             .accounts
             .iter()
             .filter(|a| a.config.name == account)
-            .flat_map(|a| a.stored.iter().filter(|(u, _)| *u == upload).map(|(_, item)| item.clone()))
+            .flat_map(|a| a.stored.iter().filter(|(u, _, _)| *u == upload).map(|(_, _, item)| item.clone()))
             .collect()
     }
 
@@ -240,6 +241,18 @@ async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpRespons
             record(if outcome.is_ok() { "answer_lost" } else { "answer_lost_error" });
             tokio::time::sleep(after).await;
             return HttpResponse::BadGateway().body("injected: the answer was lost");
+        }
+        Faulted::StoreLate(after) => {
+            record("stored_late");
+            // On a task of its own: actix drops the handler when the client hangs up.
+            let (state, request, id, method) = (state.clone(), request.clone(), id.clone(), method.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = well_formed(&request, &id, &method)
+                    .and_then(|()| handle_call(&mut state.lock().unwrap(), &method, &params));
+            });
+            tokio::time::sleep(after).await;
+            return HttpResponse::GatewayTimeout().body("injected: the call was carried out late");
         }
         Faulted::None => {
             well_formed(request, &id, &method).and_then(|()| handle_call(&mut state.lock().unwrap(), &method, &params))
@@ -374,7 +387,7 @@ fn upload(
             account.ext_ids.insert((kind.key(), ext_id.to_owned()));
         }
         ids.push(json!({"id": *next_item_id}));
-        account.stored.push((kind, item));
+        account.stored.push((kind, Instant::now(), item));
     }
     Ok(Value::Array(ids))
 }

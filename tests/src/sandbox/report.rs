@@ -3,6 +3,8 @@
 //! conditions, alone or joined by `condition`). Strict, so a client that strays from that reading
 //! gets an error, not a silent empty report.
 
+use std::time::Duration;
+
 use chrono::NaiveDateTime;
 use serde_json::{json, Map, Value};
 
@@ -54,6 +56,8 @@ pub(super) fn report(account: &AccountState, kind: Upload, params: &Map<String, 
         return Err(RpcError::invalid_value("date_till", "date_till is before date_from"));
     }
     let wanted = wanted_ext_ids(params.get("filter"))?;
+    // A report may list an upload only some time after it was stored (`report_lag_ms`).
+    let lag = Duration::from_millis(account.config.report_lag_ms);
     let date_key = match kind {
         Upload::Chats => "start_date_time",
         Upload::OfflineMessages => "date_time",
@@ -61,19 +65,19 @@ pub(super) fn report(account: &AccountState, kind: Upload, params: &Map<String, 
     let rows = account
         .stored
         .iter()
-        .filter(|(k, _)| *k == kind)
-        .filter(|(_, item)| {
+        .filter(|(k, at, _)| *k == kind && at.elapsed() >= lag)
+        .filter(|(_, _, item)| {
             let at = item
                 .get(date_key)
                 .and_then(Value::as_str)
                 .and_then(|t| NaiveDateTime::parse_from_str(t, DATE_TIME).ok());
             at.is_some_and(|at| from <= at && at <= till)
         })
-        .filter(|(_, item)| {
+        .filter(|(_, _, item)| {
             let ext_id = item.get("ext_id").and_then(Value::as_str);
             wanted.as_ref().is_none_or(|w| ext_id.is_some_and(|id| w.iter().any(|x| x == id)))
         })
-        .map(|(_, item)| json!({"id": item["id"], "ext_id": item.get("ext_id"), date_key: item[date_key]}))
+        .map(|(_, _, item)| json!({"id": item["id"], "ext_id": item.get("ext_id"), date_key: item[date_key]}))
         .collect();
     Ok(Value::Array(rows))
 }
