@@ -38,6 +38,10 @@ pub struct Settings {
     /// Where the integrations are kept when several machines share them: `postgres://…`
     /// (`BRIDGE__INTEGRATIONS_STORE`). Empty keeps them in the file `integrations`.
     pub integrations_store: String,
+    /// How long any one PostgreSQL operation (connecting included) may take before the database
+    /// counts as not answering, for the ledger and the integrations store alike.
+    #[serde(with = "duration_text")]
+    pub postgres_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -151,6 +155,7 @@ impl Default for Settings {
             console: ConsoleSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
             integrations_store: String::new(),
+            postgres_timeout: crate::postgres::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -314,6 +319,7 @@ impl Settings {
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
         within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
+        within("postgres_timeout", self.postgres_timeout, Duration::from_millis(500), s(60))?;
         if !is_http(&self.ingest.public_url) {
             return Err(ConfigError::invalid("ingest.public_url", "must be an http:// or https:// URL"));
         }
