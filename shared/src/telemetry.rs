@@ -81,11 +81,12 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 /// answers within its deadline, 0 from the first statement that did not until one does
 /// (`crate::postgres`).
 pub fn postgres_up(registry: &Registry) -> IntGaugeVec {
-    let g = IntGaugeVec::new(
-        Opts::new("bridge_postgres_up", "1 while the PostgreSQL database of the role answers within postgres_timeout"),
-        &["role"],
-    )
-    .expect("valid metric");
+    let help = "1 while the PostgreSQL database of the role answers within postgres_timeout";
+    labelled_gauge(registry, "bridge_postgres_up", help, &["role"])
+}
+
+fn labelled_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry.register(Box::new(g.clone())).expect("registered once");
     g
 }
@@ -185,12 +186,8 @@ pub struct AmqpMetrics {
 
 impl AmqpMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let node = IntGaugeVec::new(
-            Opts::new("bridge_amqp_node", "1 for the broker node (host:port) the process is connected to"),
-            &["node"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(node.clone())).expect("registered once");
+        let help = "1 for the broker node (host:port) the process is connected to";
+        let node = labelled_gauge(registry, "bridge_amqp_node", help, &["node"]);
         AmqpMetrics {
             connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
             connect_failures: single_counter(
