@@ -11,6 +11,7 @@ use bridge_shared::amqp::{BrokerLink, Topology};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::{Liveness, Stopper};
+use bridge_shared::postgres::{Postgres, Role};
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
@@ -24,7 +25,7 @@ use crate::acks::Acks;
 use crate::courier::{Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerError};
 use crate::outlet::Outlet;
 use crate::tenants::Tenants;
 
@@ -54,6 +55,7 @@ struct HealthState {
     ready: Arc<AtomicBool>,
     liveness: Liveness,
     link: Arc<BrokerLink>,
+    postgres: Postgres,
 }
 
 pub struct Application {
@@ -70,13 +72,16 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let registry = Registry::new();
         let metrics = DeliverMetrics::new(&registry);
-        let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
+        let postgres = Postgres::reporting(settings.postgres_timeout, &registry);
+        let integrations =
+            IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry), &postgres).await?;
         let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {
             Ledger::open(&settings.deliver.ledger_dir).map_err(|e| StartError::state("deliver.ledger_dir", e))?
         } else {
-            Ledger::connect(&settings.deliver.ledger_postgres, &settings.amqp.topology_prefix, &replica_name())
-                .await
-                .map_err(|e| StartError::state("deliver.ledger_postgres", e))?
+            let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
+            let database = postgres.database(&settings.deliver.ledger_postgres, Role::Ledger);
+            let database = database.map_err(|e| shared(e.into()))?;
+            Ledger::connect(database, &settings.amqp.topology_prefix, &replica_name()).await.map_err(shared)?
         });
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
@@ -130,7 +135,7 @@ impl Application {
         let watcher =
             liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
 
-        let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone() });
+        let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone(), postgres });
         let (listener, port) = bind(LISTEN, d.listen)?;
         let server = HttpServer::new(move || {
             App::new()
@@ -181,11 +186,20 @@ async fn healthz(state: web::Data<HealthState>) -> HttpResponse {
     }
 }
 
+/// Not ready while not consuming, or while the ledger does not answer (nothing can be claimed,
+/// so nothing is sent). The integrations store does not count: deliver goes on with the last
+/// good set, and the body says the store is away.
 async fn readyz(state: web::Data<HealthState>) -> HttpResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        HttpResponse::Ok().json(json!({"status": "ready", "broker": state.link.node()}))
-    } else {
+    let down = state.postgres.down();
+    let away: Vec<String> = down.iter().map(|role| format!("the {} database does not answer", role.as_str())).collect();
+    if !state.ready.load(Ordering::Relaxed) {
         HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": "not consuming"}))
+    } else if down.contains(&Role::Ledger) {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable", "reason": away.join("; ")}))
+    } else if !away.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready", "broker": state.link.node(), "degraded": away}))
+    } else {
+        HttpResponse::Ok().json(json!({"status": "ready", "broker": state.link.node()}))
     }
 }
 

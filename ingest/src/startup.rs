@@ -8,6 +8,7 @@ use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
 use bridge_shared::integrations::store::Location;
 use bridge_shared::lifecycle::{Liveness, Stopper};
+use bridge_shared::postgres::Postgres;
 use bridge_shared::reload::{IntegrationsHandle, ReloadMetrics};
 use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
@@ -44,7 +45,11 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let registry = Registry::new();
         let metrics = IngestMetrics::new(&registry);
-        let integrations = IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry)).await?;
+        // Only the integrations store, if it is PostgreSQL: its outage leaves ingest on the last
+        // good set, so it shows in `bridge_postgres_up`, not in readiness.
+        let postgres = Postgres::reporting(settings.postgres_timeout, &registry);
+        let integrations =
+            IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry), &postgres).await?;
         let spool = Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())
             .map_err(|e| StartError::state("ingest.spool_dir", e))?;
         let spool = Arc::new(spool);

@@ -64,9 +64,14 @@ fn environment() -> HashMap<String, String> {
 
 impl IntegrationsHandle {
     /// Opens the store and reads it; at start-up a set that does not validate, or a store that
-    /// does not answer, is an error (the process refuses to start).
-    pub async fn open(location: &Location, metrics: ReloadMetrics) -> Result<Self, StoreError> {
-        let store = Store::open(location).await?;
+    /// does not answer, is an error (the process refuses to start). A PostgreSQL store reports
+    /// to `postgres`.
+    pub async fn open(
+        location: &Location,
+        metrics: ReloadMetrics,
+        postgres: &crate::postgres::Postgres,
+    ) -> Result<Self, StoreError> {
+        let store = Store::open_with(location, postgres).await?;
         let set = store.integrations(&environment()).await?;
         metrics.integrations.set(set.len() as i64);
         metrics.store_up.set(1);
@@ -192,7 +197,9 @@ mod tests {
         let console = Store::open(&location).await.unwrap();
         let env = HashMap::new();
         console.create(form("acme", 1), &env).await.unwrap();
-        let handle = IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new())).await.unwrap();
+        let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
+        let handle =
+            IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
 
         let before = Instant::now();
         console.create(form("beta", 2), &env).await.unwrap();

@@ -77,6 +77,20 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+/// `bridge_postgres_up{role}`: 1 while the database of that role (`ledger`, `integrations`)
+/// answers within its deadline, 0 from the first statement that did not until one does
+/// (`crate::postgres`).
+pub fn postgres_up(registry: &Registry) -> IntGaugeVec {
+    let help = "1 while the PostgreSQL database of the role answers within postgres_timeout";
+    labelled_gauge(registry, "bridge_postgres_up", help, &["role"])
+}
+
+fn labelled_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
 /// Recorded by the CoMagic client, whichever binary uses it.
 #[derive(Debug, Clone)]
 pub struct ComagicMetrics {
@@ -172,12 +186,8 @@ pub struct AmqpMetrics {
 
 impl AmqpMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let node = IntGaugeVec::new(
-            Opts::new("bridge_amqp_node", "1 for the broker node (host:port) the process is connected to"),
-            &["node"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(node.clone())).expect("registered once");
+        let help = "1 for the broker node (host:port) the process is connected to";
+        let node = labelled_gauge(registry, "bridge_amqp_node", help, &["node"]);
         AmqpMetrics {
             connected: gauge(registry, "bridge_amqp_connected", "1 while the broker connection is up"),
             connect_failures: single_counter(
@@ -308,6 +318,7 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
     let d = DeliverMetrics::new(&deliver);
     let c = ComagicMetrics::new(&comagic);
     let r = crate::reload::ReloadMetrics::new(&reload);
+    let postgres = postgres_up(&reload);
     let collectors: Vec<&dyn Collector> = vec![
         &i.requests,
         &i.spool_events,
@@ -331,6 +342,7 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &r.failures,
         &r.integrations,
         &r.store_up,
+        &postgres,
     ];
     let histograms: Vec<&dyn Collector> = vec![&i.request_duration, &d.end_to_end, &c.request_duration, &c.batch_items];
     let names = |list: &[&dyn Collector]| -> Vec<String> {

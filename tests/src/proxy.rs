@@ -1,7 +1,9 @@
-//! A TCP proxy in front of the broker that a test can cut and restore: the broker becomes
-//! unreachable for the process under test (connections reset, new ones refused) without stopping
-//! the RabbitMQ that other tests share. It can also play a black hole: connections are accepted
-//! and never answered, as a half-dead node or a wrong port behind a load balancer does.
+//! A TCP proxy in front of the broker (or PostgreSQL) that a test can cut and restore: the
+//! service becomes unreachable for the process under test (connections reset, new ones refused)
+//! without stopping what other tests share. It can also play a black hole: connections are
+//! accepted and never answered, as a half-dead node or a wrong port behind a load balancer does;
+//! and silence the line: the connections already open stay open and carry nothing, new ones are
+//! held, as when a network drops every packet (nothing is reset, so only a deadline notices).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -13,6 +15,7 @@ use tokio::sync::watch;
 const FORWARD: u8 = 0;
 const REFUSE: u8 = 1;
 const HOLD: u8 = 2;
+const SILENT: u8 = 3;
 
 pub struct TcpProxy {
     address: SocketAddr,
@@ -27,12 +30,13 @@ impl TcpProxy {
         let mode = Arc::new(AtomicU8::new(FORWARD));
         let (generation, _) = watch::channel(0u64);
         let (accept_mode, accept_generation) = (mode.clone(), generation.clone());
+        let forward_mode = mode.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mut cut = accept_generation.subscribe();
                 match accept_mode.load(Ordering::SeqCst) {
                     REFUSE => continue, // dropped: the connection is reset
-                    HOLD => {
+                    HOLD | SILENT => {
                         // Open, silent, until the mode changes.
                         tokio::spawn(async move {
                             let _ = cut.changed().await;
@@ -42,11 +46,16 @@ impl TcpProxy {
                     }
                     _ => {}
                 }
+                let mode = forward_mode.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
                         _ = cut.changed() => {}
+                    }
+                    if mode.load(Ordering::SeqCst) == SILENT {
+                        // Both ends open, nothing carried, until the next switch.
+                        let _ = cut.changed().await;
                     }
                 });
             }
@@ -71,6 +80,12 @@ impl TcpProxy {
     /// Resets every open connection; new ones are accepted and never answered.
     pub fn black_hole(&self) {
         self.switch(HOLD);
+    }
+
+    /// Open connections stay open and carry nothing more; new ones are accepted and never
+    /// answered. Nothing is reset: the peers only notice by their own deadlines.
+    pub fn silence(&self) {
+        self.switch(SILENT);
     }
 
     /// Forwards new connections to the broker again.

@@ -21,6 +21,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::{Location, Store};
 use bridge_shared::lifecycle::Stopper;
+use bridge_shared::postgres::Postgres;
 use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
 
@@ -57,7 +58,7 @@ pub struct Console {
 impl Console {
     /// Opens the store and binds `[console] listen` (port 0 in tests).
     pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, StartError> {
-        let store = Store::open(&Location::of(&settings)).await?;
+        let store = Store::open_with(&Location::of(&settings), &Postgres::new(settings.postgres_timeout)).await?;
         let (listener, port) = bind(LISTEN, settings.console.listen)?;
         let test_chats = Arc::new(TestChats::default());
         let sampler = Arc::new(Sampler::default());

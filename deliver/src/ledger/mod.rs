@@ -47,7 +47,7 @@ pub enum LedgerError {
     Local(#[from] sled::Error),
     /// The message says what failed, never the database URL (it may hold a password).
     #[error("ledger database: {0}")]
-    Shared(#[from] tokio_postgres::Error),
+    Shared(#[from] bridge_shared::postgres::DbError),
 }
 
 enum Store {
@@ -66,8 +66,12 @@ impl Ledger {
     }
 
     /// The ledger several replicas share, for the topology `scope`; claims are held as `owner`.
-    pub async fn connect(url: &str, scope: &str, owner: &str) -> Result<Self, LedgerError> {
-        Ok(Ledger { store: Store::Shared(PgLedger::connect(url, scope, owner).await?) })
+    pub async fn connect(
+        database: bridge_shared::postgres::Database,
+        scope: &str,
+        owner: &str,
+    ) -> Result<Self, LedgerError> {
+        Ok(Ledger { store: Store::Shared(PgLedger::connect(database, scope, owner).await?) })
     }
 
     /// One [`Claim`] per id, in order; a repeat within `ext_ids` is [`Claim::Held`]. A ledger that

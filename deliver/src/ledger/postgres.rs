@@ -6,11 +6,9 @@
 //! sets `delivered_at`; a failed send deletes the claim. The connection is re-made when it drops.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_shared::postgres::Database;
-use tokio_postgres::Client;
+use bridge_shared::postgres::{Database, DbError};
 
 use super::Claim;
 
@@ -27,17 +25,13 @@ pub struct PgLedger {
 
 impl PgLedger {
     /// Connects and applies the migration; fails when the database does not answer.
-    pub async fn connect(url: &str, scope: &str, owner: &str) -> Result<Self, tokio_postgres::Error> {
-        let ledger = PgLedger { database: Database::new(url), scope: scope.to_owned(), owner: owner.to_owned() };
+    pub async fn connect(database: Database, scope: &str, owner: &str) -> Result<Self, DbError> {
+        let ledger = PgLedger { database, scope: scope.to_owned(), owner: owner.to_owned() };
         ledger.database.migrate(MIGRATION_LOCK, MIGRATION).await?;
         Ok(ledger)
     }
 
-    async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
-        self.database.client().await
-    }
-
-    pub async fn claim(&self, ext_ids: &[&str], claim_for: Duration) -> Result<Vec<Claim>, tokio_postgres::Error> {
+    pub async fn claim(&self, ext_ids: &[&str], claim_for: Duration) -> Result<Vec<Claim>, DbError> {
         // One row per id in a statement: a repeat in the batch is a copy, held.
         let mut unique: Vec<&str> = Vec::new();
         let mut seen = HashSet::new();
@@ -46,7 +40,7 @@ impl PgLedger {
                 unique.push(id);
             }
         }
-        let client = self.client().await?;
+        let client = &self.database;
         let seconds = claim_for.as_secs_f64();
         // `xmax` is non-zero on a row the upsert updated, i.e. a lapsed claim it took over.
         // ext_id → whether it was taken over.
@@ -98,9 +92,8 @@ impl PgLedger {
             .collect())
     }
 
-    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), tokio_postgres::Error> {
-        self.client()
-            .await?
+    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), DbError> {
+        self.database
             .execute(
                 "INSERT INTO bridge_ledger (scope, ext_id, delivered_at) SELECT $1, id, now() FROM unnest($2::text[]) AS id
                  ON CONFLICT (scope, ext_id) DO UPDATE
@@ -112,9 +105,8 @@ impl PgLedger {
     }
 
     /// Extends this process's claims on `ext_ids` (not delivered ones only).
-    pub async fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> Result<(), tokio_postgres::Error> {
-        self.client()
-            .await?
+    pub async fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> Result<(), DbError> {
+        self.database
             .execute(
                 "UPDATE bridge_ledger SET claimed_until = now() + make_interval(secs => $4)
                  WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL",
@@ -125,9 +117,8 @@ impl PgLedger {
     }
 
     /// Gives up this process's claims on ids that were not delivered.
-    pub async fn release(&self, ext_ids: &[String]) -> Result<(), tokio_postgres::Error> {
-        self.client()
-            .await?
+    pub async fn release(&self, ext_ids: &[String]) -> Result<(), DbError> {
+        self.database
             .execute(
                 "DELETE FROM bridge_ledger
                  WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL",
@@ -138,10 +129,9 @@ impl PgLedger {
     }
 
     /// Removes what was delivered before `cutoff`, and claims that lapsed before it.
-    pub async fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, tokio_postgres::Error> {
+    pub async fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, DbError> {
         let cutoff = std::time::SystemTime::from(cutoff);
-        self.client()
-            .await?
+        self.database
             .execute(
                 "DELETE FROM bridge_ledger WHERE scope = $1
                    AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))",
@@ -153,10 +143,14 @@ impl PgLedger {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use bridge_shared::postgres::{Postgres, Role, DEFAULT_TIMEOUT};
+
     use super::*;
 
-    fn database() -> String {
-        bridge_tests::postgres_url()
+    fn database() -> Database {
+        Postgres::new(DEFAULT_TIMEOUT).database(&bridge_tests::postgres_url(), Role::Ledger).unwrap()
     }
 
     fn scope(test: &str) -> String {
@@ -167,8 +161,8 @@ mod tests {
     #[tokio::test]
     async fn two_replicas_never_both_hold_a_claim_and_a_delivered_id_is_never_claimed() {
         let scope = scope("pg-claims");
-        let a = PgLedger::connect(&database(), &scope, "replica-a").await.expect("PostgreSQL answers");
-        let b = PgLedger::connect(&database(), &scope, "replica-b").await.unwrap();
+        let a = PgLedger::connect(database(), &scope, "replica-a").await.expect("PostgreSQL answers");
+        let b = PgLedger::connect(database(), &scope, "replica-b").await.unwrap();
         let long = Duration::from_secs(600);
         assert_eq!(a.claim(&["x", "x", "y"], long).await.unwrap(), vec![Claim::Mine, Claim::Held, Claim::Mine]);
         assert_eq!(b.claim(&["x", "y", "z"], long).await.unwrap(), vec![Claim::Held, Claim::Held, Claim::Mine]);
@@ -199,7 +193,7 @@ mod tests {
         let ids: Vec<String> = (0..200).map(|i| format!("vb-{i}")).collect();
         let mut replicas = Vec::new();
         for r in 0..4 {
-            replicas.push(Arc::new(PgLedger::connect(&database(), &scope, &format!("r{r}")).await.unwrap()));
+            replicas.push(Arc::new(PgLedger::connect(database(), &scope, &format!("r{r}")).await.unwrap()));
         }
         let tasks: Vec<_> = replicas
             .iter()

@@ -1,6 +1,7 @@
 //! End-to-end: webhooks posted to ingest arrive at the CoMagic sandbox through RabbitMQ and deliver.
 
 mod attribution;
+mod blackhole;
 mod check;
 mod cluster;
 mod console;

@@ -38,6 +38,10 @@ pub struct Settings {
     /// Where the integrations are kept when several machines share them: `postgres://…`
     /// (`BRIDGE__INTEGRATIONS_STORE`). Empty keeps them in the file `integrations`.
     pub integrations_store: String,
+    /// How long any one PostgreSQL operation (connecting included) may take before the database
+    /// counts as not answering, for the ledger and the integrations store alike.
+    #[serde(with = "duration_text")]
+    pub postgres_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -167,6 +171,7 @@ impl Default for Settings {
             console: ConsoleSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
             integrations_store: String::new(),
+            postgres_timeout: crate::postgres::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -334,6 +339,7 @@ impl Settings {
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
         within("deliver.comagic_timeout", d.comagic_timeout, Duration::from_millis(100), s(600))?;
         within("deliver.doubt_margin", d.doubt_margin, s(0), s(DAY))?;
+        within("postgres_timeout", self.postgres_timeout, Duration::from_millis(500), s(60))?;
         if !is_http(&self.ingest.public_url) {
             return Err(ConfigError::invalid("ingest.public_url", "must be an http:// or https:// URL"));
         }

@@ -15,6 +15,7 @@ fn empty_file_gives_the_contract_defaults() {
     assert_eq!(s.deliver.retry_for, Duration::from_secs(86_400));
     assert_eq!(s.deliver.park_for, Duration::from_secs(7 * 86_400));
     assert_eq!(s.integrations, PathBuf::from("integrations.toml"));
+    assert_eq!(s.postgres_timeout, Duration::from_secs(5));
 }
 
 #[test]
@@ -112,11 +113,13 @@ fn every_duration_size_and_count_is_range_checked_naming_its_key() {
         "[deliver]\npause_max = \"1s\"",
         "[deliver]\npark_for = \"9s\"",
         "[deliver]\nledger_keep = \"99999999999999d\"",
+        "postgres_timeout = \"100ms\"",
+        "postgres_timeout = \"2m\"",
     ];
     for toml in cases {
-        let key = {
-            let (section, rest) = toml.trim_start_matches('[').split_once("]\n").unwrap();
-            format!("{section}.{}", rest.split(" =").next().unwrap())
+        let key = match toml.trim_start_matches('[').split_once("]\n") {
+            Some((section, rest)) => format!("{section}.{}", rest.split(" =").next().unwrap()),
+            None => toml.split(" =").next().unwrap().to_owned(),
         };
         let error = Settings::from_toml(toml, &env(&[])).unwrap_err().to_string();
         assert!(error.starts_with(&format!("{key}:")), "{toml} gave {error}");

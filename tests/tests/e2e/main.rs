@@ -3,4 +3,5 @@
 mod comagic;
 mod deploy;
 mod helpers;
+mod postgres;
 mod topology;

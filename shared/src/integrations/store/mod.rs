@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{IntegrationForm, Integrations};
+use crate::postgres::{Postgres, Role};
 use crate::settings::{ConfigError, Settings};
 
 pub use self::file::FileStore;
@@ -52,7 +53,7 @@ pub enum StoreError {
     File(String),
     /// The message says what failed, never the database URL (it may hold a password).
     #[error("integrations database: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    Database(#[from] crate::postgres::DbError),
 }
 
 pub enum Store {
@@ -96,11 +97,19 @@ impl Location {
 }
 
 impl Store {
-    /// Opens the store (for PostgreSQL: connects and applies its migration).
+    /// Opens the store (for PostgreSQL: connects and applies its migration), with the default
+    /// deadline and no metric: for commands and tests.
     pub async fn open(location: &Location) -> Result<Self, StoreError> {
+        Self::open_with(location, &Postgres::new(crate::postgres::DEFAULT_TIMEOUT)).await
+    }
+
+    /// Opens the store; a PostgreSQL one reports to `postgres` as [`Role::Integrations`].
+    pub async fn open_with(location: &Location, postgres: &Postgres) -> Result<Self, StoreError> {
         Ok(match location {
             Location::File(path) => Store::File(FileStore::new(path.clone())),
-            Location::Postgres { url, scope } => Store::Postgres(PgStore::connect(url, scope).await?),
+            Location::Postgres { url, scope } => {
+                Store::Postgres(PgStore::connect(postgres.database(url, Role::Integrations)?, scope).await?)
+            }
         })
     }
 

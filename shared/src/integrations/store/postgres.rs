@@ -5,7 +5,7 @@
 
 use super::{StoreError, Versioned};
 use crate::integrations::IntegrationForm;
-use crate::postgres::Database;
+use crate::postgres::{Database, Listener};
 
 const MIGRATION: &str = include_str!("../../../migrations/0001_integrations.sql");
 const MIGRATION_LOCK: i64 = 0x7665_7262_6f79;
@@ -15,9 +15,7 @@ const CHANGES_CHANNEL: &str = "bridge_integrations";
 
 /// Changes to one scope, as they are notified.
 pub struct Changes {
-    /// Kept: the connection LISTENs as long as its client lives.
-    _client: tokio_postgres::Client,
-    notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
+    notifications: Listener,
     scope: String,
 }
 
@@ -26,8 +24,8 @@ impl Changes {
     /// connection is gone.
     pub async fn next(&mut self) -> Option<()> {
         loop {
-            let mut ours = self.notifications.recv().await? == self.scope;
-            while let Ok(scope) = self.notifications.try_recv() {
+            let mut ours = self.notifications.next().await? == self.scope;
+            while let Some(scope) = self.notifications.try_next() {
                 ours |= scope == self.scope;
             }
             if ours {
@@ -47,24 +45,23 @@ fn parse(id: &str, doc: &str) -> Result<IntegrationForm, StoreError> {
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, scope: &str) -> Result<Self, StoreError> {
-        let store = PgStore { database: Database::new(url), scope: scope.to_owned() };
+    /// Applies the migration; fails when the database does not answer.
+    pub async fn connect(database: Database, scope: &str) -> Result<Self, StoreError> {
+        let store = PgStore { database, scope: scope.to_owned() };
         store.database.migrate(MIGRATION_LOCK, MIGRATION).await?;
         Ok(store)
     }
 
     /// Waits for the next change to this scope's integrations: `Some` on a change, `None` when
-    /// the listening connection ended (the caller reloads and listens again).
+    /// the listening connection ended or stopped answering (the caller reloads and listens again).
     pub async fn listen(&self) -> Result<Changes, StoreError> {
-        let (client, notifications) = self.database.listen(CHANGES_CHANNEL).await?;
-        Ok(Changes { _client: client, notifications, scope: self.scope.clone() })
+        let notifications = self.database.listen(CHANGES_CHANNEL).await?;
+        Ok(Changes { notifications, scope: self.scope.clone() })
     }
 
     pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
         let rows = self
             .database
-            .client()
-            .await?
             .query("SELECT id, doc, version FROM bridge_integrations WHERE scope = $1 ORDER BY id", &[&self.scope])
             .await?;
         rows.iter()
@@ -80,8 +77,6 @@ impl PgStore {
         let doc = serde_json::to_string(&saved.form).expect("a form serialises");
         let inserted = self
             .database
-            .client()
-            .await?
             .execute(
                 "INSERT INTO bridge_integrations (scope, id, doc, version) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (scope, id) DO NOTHING",
@@ -97,8 +92,8 @@ impl PgStore {
     pub async fn update(&self, form: IntegrationForm, version: &str) -> Result<Versioned, StoreError> {
         let saved = Versioned::new(form);
         let doc = serde_json::to_string(&saved.form).expect("a form serialises");
-        let client = self.database.client().await?;
-        let updated = client
+        let updated = self
+            .database
             .execute(
                 "UPDATE bridge_integrations SET doc = $3, version = $4, updated_at = now()
                  WHERE scope = $1 AND id = $2 AND version = $5",
@@ -108,7 +103,8 @@ impl PgStore {
         if updated == 1 {
             return Ok(saved);
         }
-        let current = client
+        let current = self
+            .database
             .query_opt(
                 "SELECT version FROM bridge_integrations WHERE scope = $1 AND id = $2",
                 &[&self.scope, &saved.form.id],
