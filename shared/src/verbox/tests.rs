@@ -1,4 +1,6 @@
+use super::time::{plain_date_time, timestamp};
 use super::*;
+use chrono::NaiveDateTime;
 use serde_json::json;
 
 fn parse_json(v: Value) -> VerboxEvent {
@@ -95,6 +97,22 @@ fn times_in_several_forms() {
 
 fn timestamp_of(v: &Value) -> Option<NaiveDateTime> {
     timestamp(&serde_json::from_str(&v.to_string()).unwrap())
+}
+
+/// Out-of-range times are named by where they were sent, in either envelope; the rest are kept.
+#[test]
+fn times_out_of_range_are_named_by_their_field() {
+    let now = DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().to_utc();
+    let body = json!({"client": {}, "message": {"dateTimeUTC": "1970-01-01 00:00:00", "dateTime": "2026-03-01 15:00:00"},
+                      "messages": [{"dateTime": "yesterday"}, {"dateTimeUTC": i64::MAX}, {"dateTimeUTC": "2026-03-02 12:00:00"}]});
+    let e = parse_at(body.to_string().as_bytes(), now).unwrap();
+    let named: Vec<String> = e.times_out_of_range.iter().map(ToString::to_string).collect();
+    assert_eq!(named, ["`message.dateTimeUTC` = 1970-01-01 00:00:00"], "i64::MAX seconds is no time chrono has");
+    assert_eq!(e.trigger.unwrap().local_time.map(|t| t.to_string()).as_deref(), Some("2026-03-01 15:00:00"));
+    assert_eq!(e.messages[2].utc_time.map(|t| t.to_string()).as_deref(), Some("2026-03-02 12:00:00"));
+    let far = json!({"client": {}, "messages": [{}, {"dateTimeUTC": 8_000_000_000_000i64}]});
+    let e = parse_at(far.to_string().as_bytes(), now).unwrap();
+    assert_eq!(e.times_out_of_range[0].field, "messages[1].dateTimeUTC");
 }
 
 #[test]
