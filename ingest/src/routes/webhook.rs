@@ -118,9 +118,10 @@ fn times_out_of_range(event: &verbox::VerboxEvent) -> Vec<String> {
 /// A sender's clock is broken: the event is delivered (its messages undated, so dated by the ones
 /// around them or the receipt), and the operator told, at most once per integration per minute.
 fn warn_times_out_of_range(state: &AppState, integration: &str, event_id: &EventId, times: &[String]) {
+    let Some(first) = times.first() else { return };
     if let Some(events) = state.times_out_of_range.due(integration, Instant::now()) {
         tracing::warn!(
-            integration, %event_id, first = %times[0], events,
+            integration, %event_id, %first, events,
             "webhook accepted with message times outside 2000-01-01 .. now + 1 day: those messages count as undated (at most one line per integration per minute; `events` counts them)"
         );
     }
