@@ -70,7 +70,7 @@ impl ComagicClient {
 /// account's clock and zone may place an item hours away from the time we gave it. Each date is
 /// brought into [`VerboxTime`]'s range first (mapping wrote it from one, but an item's text could say
 /// anything), and the day is added with saturating arithmetic: no item can make this panic.
-pub(crate) fn report_window(items: &[&Item], now: DateTime<Utc>) -> (String, String) {
+fn report_window(items: &[&Item], now: DateTime<Utc>) -> (String, String) {
     let horizon = Horizon::at(now);
     let dates: Vec<VerboxTime> = items
         .iter()
@@ -83,6 +83,9 @@ pub(crate) fn report_window(items: &[&Item], now: DateTime<Utc>) -> (String, Str
     let day = TimeDelta::days(1);
     (earliest.shifted(-day).format(DATE_TIME).to_string(), latest.shifted(day).format(DATE_TIME).to_string())
 }
+
+#[cfg(test)]
+mod bounds;
 
 #[cfg(test)]
 mod tests {

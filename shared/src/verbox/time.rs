@@ -179,6 +179,7 @@ pub(super) fn plain_date_time(s: &str) -> Option<NaiveDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().into()
@@ -222,6 +223,44 @@ mod tests {
             }
             assert_eq!(t.shifted(TimeDelta::days(-1)), t.get() - TimeDelta::days(1));
             assert_eq!(t.shifted(TimeDelta::days(1)), t.get() + TimeDelta::days(1));
+        }
+    }
+
+    #[test]
+    fn times_in_several_forms() {
+        for (raw, want) in [
+            (json!("2026-01-02 03:04:05"), "2026-01-02 03:04:05"),
+            (json!("2026-01-02T03:04:05"), "2026-01-02 03:04:05"),
+            (json!("2026-01-02T06:04:05+03:00"), "2026-01-02 03:04:05"),
+            (json!(1767323045), "2026-01-02 03:04:05"),
+            (json!("1767323045"), "2026-01-02 03:04:05"),
+        ] {
+            assert_eq!(timestamp_of(&raw).map(|t| t.to_string()).as_deref(), Some(want), "{raw}");
+        }
+        assert_eq!(timestamp_of(&json!("yesterday")), None);
+    }
+
+    fn timestamp_of(v: &Value) -> Option<NaiveDateTime> {
+        timestamp(&serde_json::from_str(&v.to_string()).unwrap())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_date_times_read_as_chrono_reads_them(
+            y in 0i32..10_000, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61, sec in 0u32..62, t in proptest::bool::ANY
+        ) {
+            let s = format!("{y:04}-{mo:02}-{d:02}{}{h:02}:{mi:02}:{sec:02}", if t { 'T' } else { ' ' });
+            let format = if t { "%Y-%m-%dT%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" };
+            match plain_date_time(&s) {
+                Some(read) => proptest::prop_assert_eq!(Some(read), NaiveDateTime::parse_from_str(&s, format).ok()),
+                // Only what chrono refuses too, or a leap second, which it keeps and we leave to it.
+                None => proptest::prop_assert!(sec == 60 || NaiveDateTime::parse_from_str(&s, format).is_err(), "{}", s),
+            }
+        }
+
+        #[test]
+        fn plain_date_time_never_panics(s in ".{0,24}") {
+            let _ = plain_date_time(&s);
         }
     }
 }

@@ -2,12 +2,17 @@
 //! report window deliver asks when an upload is in doubt. A time there once panicked in
 //! `report_window` (`NaiveDateTime - TimeDelta` overflowed) and stopped a tenant's deliveries.
 
-use chrono::{Datelike, NaiveDateTime};
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use proptest::prelude::*;
+use serde_json::{json, Value};
 
-use super::no_panic::any_message;
-use super::*;
-use crate::comagic::report::report_window;
+use super::report_window;
+use crate::attribution::attribute;
+use crate::event::{EventId, EventKind};
+use crate::integrations::Integration;
+use crate::mapping::tests::no_panic::any_message;
+use crate::mapping::tests::{acme, map_at, msg, now};
+use crate::mapping::{map_event, Item, MappingContext, Skip, DATE_TIME};
 use crate::verbox::{parse_at, Horizon, VerboxEvent, EARLIEST};
 
 /// Maps `event` as `integration` would, received at `received_at`, at `now`.
