@@ -24,6 +24,26 @@ node --check deliver/src/console/assets/console.js
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/lib/module-cycles.py shared ingest deliver tests
 cargo test --workspace
+# Runs one test named with `--exact`, streaming its output without deliver's JSON log lines. cargo
+# exits 0 when the name matches nothing (a renamed test), which would silently drop the test from
+# CI: the "test result: ok. N passed" lines are summed, and a run that passed no test fails.
+run_named() {
+  local log status passed
+  log=$(mktemp)
+  set +e
+  "$@" 2>&1 | grep --line-buffered -v '^{"timestamp' | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  passed=$(grep -oE '^test result: ok\. [0-9]+ passed' "$log" | awk '{ n += $4 } END { print n + 0 }')
+  rm -f "$log"
+  if [ "$status" -ne 0 ]; then
+    return "$status"
+  fi
+  if [ "$passed" -eq 0 ]; then
+    echo "run_named: no test ran (renamed or removed?): $*" >&2
+    return 1
+  fi
+}
 # The real broker stopped and started under load (rabbitmqctl stop_app/start_app): run alone, one
 # after the other, as they take the shared broker away from every other test; the broker is started
 # again whatever happens.
@@ -36,24 +56,24 @@ cleanup() {
 }
 trap cleanup EXIT
 if rabbitmqctl -q status >/dev/null 2>&1; then
-  cargo test -p ingest --test api -- --ignored --exact outage::broker_stopped_mid_load_loses_no_accepted_event
-  cargo test -p deliver --test e2e -- --ignored --exact crashes::broker_restarted_under_load_loses_nothing
+  run_named cargo test -p ingest --test api -- --ignored --exact outage::broker_stopped_mid_load_loses_no_accepted_event
+  run_named cargo test -p deliver --test e2e -- --ignored --exact crashes::broker_restarted_under_load_loses_nothing
   # Needs the plugin's port on the local node, enabled above.
-  cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
-    live::every_panel_shows_live_data_and_breaking_things_raises_the_matching_alert 2>&1 | grep -v '^{"timestamp'
+  run_named cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
+    live::every_panel_shows_live_data_and_breaking_things_raises_the_matching_alert
 else
   echo "rabbitmqctl cannot reach the local node: the broker-restart test is skipped"
 fi
 # The machine's PostgreSQL stopped and started under the integrations store's four processes (alone:
 # it takes the database from every other test; started again whatever happens).
-cargo test -p deliver --test e2e -- --ignored --exact store::with_the_postgres_store_four_processes_ride_out_a_database_restart
+run_named cargo test -p deliver --test e2e -- --ignored --exact store::with_the_postgres_store_four_processes_ride_out_a_database_restart
 # The cluster fault drill: a 3-node cluster beside the default broker (scripts/cluster.sh), a node,
 # a deliver and an ingest lost under load. Run alone: it loads the machine. It starts from a new
 # cluster, whatever an earlier run or benchmark left in the nodes' data.
 scripts/cluster.sh reset
 scripts/cluster.sh start
-cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
-  cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing 2>&1 | grep -v '^{"timestamp'
+run_named cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
+  cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing
 # RabbitMQ 4.x, the line the compose file and the Cluster Operator run (Debian 13's, in a chroot:
 # scripts/rabbitmq4.sh): the topology, and the paths through the retry and dead-letter queues.
 scripts/rabbitmq4.sh start

@@ -119,7 +119,7 @@ impl Intake {
             let error = format!("no integration `{}` in the integrations store", envelope.integration);
             return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &error).await;
         };
-        let event = match verbox::parse(envelope.payload.get().as_bytes()) {
+        let event = match verbox::parse_at(envelope.payload.get().as_bytes(), envelope.received_at) {
             Ok(event) => event,
             Err(e) => return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &e.to_string()).await,
         };

@@ -21,8 +21,31 @@ pub struct Drained {
     pub left: usize,
 }
 
-/// Drains `dir` to the broker of `settings`, giving up after `deadline`.
-pub async fn drain_spool(settings: &Settings, dir: &Path, deadline: Duration) -> Result<Drained, SpoolError> {
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// Refused before anything is opened: opening creates a spool, and a mistyped path would be
+    /// drained as an empty one ("published 0", exit 0) while the real spool waits elsewhere.
+    #[error("no spool here: {0}; check --spool-dir (or `[ingest] spool_dir`)")]
+    NoSpool(&'static str),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Whether `dir` holds a spool: sled's two files, which a replica's spool always has.
+fn holds_a_spool(dir: &Path) -> Result<(), DrainError> {
+    if !dir.is_dir() {
+        return Err(DrainError::NoSpool(if dir.exists() { "not a directory" } else { "the directory does not exist" }));
+    }
+    if !(dir.join("conf").is_file() && dir.join("db").is_file()) {
+        return Err(DrainError::NoSpool("the directory holds no spool (no sled `conf` and `db` files)"));
+    }
+    Ok(())
+}
+
+/// Drains the spool in `dir` to the broker of `settings`, giving up after `deadline`. A directory
+/// that holds no spool is refused, never created.
+pub async fn drain_spool(settings: &Settings, dir: &Path, deadline: Duration) -> Result<Drained, DrainError> {
+    holds_a_spool(dir)?;
     let metrics = IngestMetrics::new(&Registry::new());
     // No cap: the spool only shrinks here.
     let spool = Arc::new(Spool::open(dir, u64::MAX, metrics.clone())?);

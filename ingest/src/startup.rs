@@ -83,6 +83,7 @@ impl Application {
             max_body_bytes: settings.ingest.max_body_bytes,
             liveness,
             refusals: RefusalLog::default(),
+            times_out_of_range: RefusalLog::default(),
         });
         let (listener, port) = bind(LISTEN, settings.ingest.listen)?;
         let mut server = HttpServer::new(move || {

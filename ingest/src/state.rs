@@ -17,4 +17,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub liveness: Liveness,
     pub refusals: RefusalLog,
+    /// Accepted webhooks with message times out of range: logged as refusals are, at most once
+    /// per integration per minute.
+    pub times_out_of_range: RefusalLog,
 }

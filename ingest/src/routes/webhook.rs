@@ -16,7 +16,8 @@ use crate::sink::Stored;
 use crate::state::AppState;
 
 enum Accepted {
-    Stored(Stored, EventId),
+    /// Stored, with the message times that were not kept (out of range), named for the sender.
+    Stored(Stored, EventId, Vec<String>),
     Ignored(String),
 }
 
@@ -32,13 +33,18 @@ pub async fn webhook(
     let kind_label = kind.map_or("unknown", EventKind::as_str);
     let result = accept(&req, &integration_id, kind, &token, payload, &state).await;
     let (outcome, response) = match result {
-        Ok(Accepted::Stored(stored, event_id)) => {
+        Ok(Accepted::Stored(stored, event_id, times)) => {
             let outcome = match stored {
                 Stored::Published => "accepted",
                 Stored::Spooled => "spooled",
             };
             tracing::debug!(integration = %integration_id, kind = kind_label, %event_id, outcome, "webhook accepted");
-            (outcome, HttpResponse::Ok().json(json!({"accepted": true, "event_id": event_id})))
+            let mut body = json!({"accepted": true, "event_id": event_id});
+            if !times.is_empty() {
+                warn_times_out_of_range(&state, &integration_id, &event_id, &times);
+                body["times_out_of_range"] = json!(times);
+            }
+            (outcome, HttpResponse::Ok().json(body))
         }
         Ok(Accepted::Ignored(reason)) => {
             tracing::debug!(integration = %integration_id, kind = kind_label, %reason, "webhook ignored");
@@ -72,7 +78,8 @@ async fn accept(
     let integration = authenticate(integrations.get(integration_id).map(|i| &**i), kind, token)?;
     let kind = kind.ok_or(WebhookError::NotFound)?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
-    let event = verbox::parse(&body)?;
+    let received_at = chrono::Utc::now();
+    let event = verbox::parse_at(&body, received_at)?;
     if let Some(expected) = &integration.verbox_secret_key {
         if !event.secret_key.as_deref().is_some_and(|given| expected.matches(given)) {
             return Err(WebhookError::Unauthorized);
@@ -89,15 +96,34 @@ async fn accept(
         event_id: event_id.clone(),
         integration: integration.id.clone(),
         kind,
-        received_at: chrono::Utc::now(),
+        received_at,
         payload: serde_json::value::RawValue::from_string(text).map_err(|_| WebhookError::BodyUnreadable)?,
     };
     match state.sink.store(kind, &envelope.to_bytes()).await {
-        Ok(stored) => Ok(Accepted::Stored(stored, event_id)),
+        Ok(stored) => Ok(Accepted::Stored(stored, event_id, times_out_of_range(&event))),
         Err(error) => {
             tracing::error!(integration = %integration.id, %error, "event refused: neither broker nor spool can take it");
             Err(WebhookError::Unavailable)
         }
+    }
+}
+
+/// The most out-of-range times named in an answer: a body can hold thousands, one is enough to act on.
+const TIMES_NAMED: usize = 10;
+
+fn times_out_of_range(event: &verbox::VerboxEvent) -> Vec<String> {
+    event.times_out_of_range.iter().take(TIMES_NAMED).map(ToString::to_string).collect()
+}
+
+/// A sender's clock is broken: the event is delivered (its messages undated, so dated by the ones
+/// around them or the receipt), and the operator told, at most once per integration per minute.
+fn warn_times_out_of_range(state: &AppState, integration: &str, event_id: &EventId, times: &[String]) {
+    let Some(first) = times.first() else { return };
+    if let Some(events) = state.times_out_of_range.due(integration, Instant::now()) {
+        tracing::warn!(
+            integration, %event_id, %first, events,
+            "webhook accepted with message times outside 2000-01-01 .. now + 1 day: those messages count as undated (at most one line per integration per minute; `events` counts them)"
+        );
     }
 }
 

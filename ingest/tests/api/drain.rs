@@ -85,3 +85,29 @@ async fn a_spool_left_behind_is_drained_by_the_command() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("published 0 events; 0 left"));
     broker.cleanup().await;
 }
+
+/// A mistyped `--spool-dir` (a path that does not exist, or a directory with no spool in it) is
+/// refused with a message naming the cause and a failing exit, and nothing is created there: it
+/// used to be opened as a new, empty spool, "published 0 events" and exit 0.
+#[test]
+fn a_directory_without_a_spool_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &bridge_tests::broker::amqp_url(), "drain-nospool", "");
+    let missing = dir.path().join("spol");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (path, cause) in [(&missing, "the directory does not exist"), (&empty, "holds no spool")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .arg("--config")
+            .arg(&config)
+            .args(["drain-spool", "--spool-dir", path.to_str().unwrap(), "--timeout", "5s"])
+            .output()
+            .expect("ingest runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{stdout}{stderr}");
+        assert!(stderr.contains("no spool here") && stderr.contains(cause), "{stderr}");
+        assert!(!stdout.contains("published"), "{stdout}");
+    }
+    assert!(!missing.exists(), "the mistyped path was not created");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "nothing was written into the empty directory");
+}

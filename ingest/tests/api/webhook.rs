@@ -181,3 +181,33 @@ async fn integrations_are_reloaded_without_a_restart_and_a_broken_edit_keeps_the
     assert_eq!(ids.len(), 1);
     app.stop().await;
 }
+
+/// A chat whose messages carry a broken clock still reaches the queue whole (CoMagic gets it dated
+/// by its other messages or its receipt), and the answer names each time that was not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_with_times_out_of_range_is_accepted_and_the_answer_names_them() {
+    let app = spawn_app("times", Options::default()).await;
+    app.wait_connected().await;
+    let mut broken = chat(31, json!({}));
+    broken["data"]["dialog"]["messages"][0]["dateTimeUTC"] = json!("-262143-01-01 00:00:00");
+    broken["data"]["dialog"]["messages"][1]["dateTime"] = json!(253_402_300_799_i64);
+    let (status, answer) = app.post_json("acme", "chat", &broken).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], true);
+    assert_eq!(
+        answer["times_out_of_range"],
+        json!([
+            "`dialog.messages[0].dateTimeUTC` = -262143-01-01 00:00:00",
+            "`dialog.messages[1].dateTime` = 9999-12-31 23:59:59"
+        ]),
+        "{answer}"
+    );
+    let (status, sound) = app.post_json("acme", "chat", &chat(32, json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(sound.get("times_out_of_range"), None, "a sound webhook's answer names nothing: {sound}");
+    let queued = app.broker.take_all(&app.broker.topology.deliver_queue()).await;
+    assert_eq!(queued.len(), 2);
+    let envelope = Envelope::from_bytes(&queued[0].body).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(envelope.payload.get()).unwrap(), broken, "the payload is kept whole");
+    app.stop().await;
+}

@@ -10,13 +10,14 @@
 
 use std::collections::HashSet;
 
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
 
 use super::{ComagicClient, Failure, Limits};
 use crate::event::EventKind;
 use crate::mapping::{Item, DATE_TIME};
 use crate::secret::Secret;
+use crate::verbox::{Horizon, VerboxTime};
 
 pub fn report_method(kind: EventKind) -> &'static str {
     match kind {
@@ -43,7 +44,7 @@ impl ComagicClient {
     ) -> Result<Uploaded, Failure> {
         #[cfg(feature = "fault-injection")]
         crate::fault_injection::panic_if_marked(items);
-        let (from, till) = report_window(items);
+        let (from, till) = report_window(items, Utc::now());
         let conditions: Vec<Value> =
             items.iter().map(|i| json!({"field": "ext_id", "operator": "=", "value": i.ext_id()})).collect();
         let mut params = Map::new();
@@ -68,16 +69,25 @@ impl ComagicClient {
 }
 
 /// The dates a report is asked for: the items' own, widened by a day either way, because the
-/// account's clock and zone may place an item hours away from the time we gave it.
-fn report_window(items: &[&Item]) -> (String, String) {
-    let dates: Vec<NaiveDateTime> =
-        items.iter().filter_map(|i| NaiveDateTime::parse_from_str(i.date_time(), DATE_TIME).ok()).collect();
-    let now = chrono::Utc::now().naive_utc();
+/// account's clock and zone may place an item hours away from the time we gave it. Each date is
+/// brought into [`VerboxTime`]'s range first (mapping wrote it from one, but an item's text could say
+/// anything), and the day is added with saturating arithmetic: no item can make this panic.
+fn report_window(items: &[&Item], now: DateTime<Utc>) -> (String, String) {
+    let horizon = Horizon::at(now);
+    let dates: Vec<VerboxTime> = items
+        .iter()
+        .filter_map(|i| NaiveDateTime::parse_from_str(i.date_time(), DATE_TIME).ok())
+        .map(|t| horizon.clamp(t))
+        .collect();
+    let now = VerboxTime::now(now);
     let earliest = dates.iter().min().copied().unwrap_or(now);
     let latest = dates.iter().max().copied().unwrap_or(now);
     let day = TimeDelta::days(1);
-    ((earliest - day).format(DATE_TIME).to_string(), (latest + day).format(DATE_TIME).to_string())
+    (earliest.shifted(-day).format(DATE_TIME).to_string(), latest.shifted(day).format(DATE_TIME).to_string())
 }
+
+#[cfg(test)]
+mod bounds;
 
 #[cfg(test)]
 mod tests {
@@ -95,9 +105,32 @@ mod tests {
         })
     }
 
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z").unwrap().to_utc()
+    }
+
     #[test]
     fn the_window_spans_the_items_and_a_day_either_side() {
         let (a, b) = (offline("a", "2026-11-20 10:00:00"), offline("b", "2026-11-02 23:30:00"));
-        assert_eq!(report_window(&[&a, &b]), ("2026-11-01 23:30:00".into(), "2026-11-21 10:00:00".into()));
+        assert_eq!(report_window(&[&a, &b], now()), ("2026-11-01 23:30:00".into(), "2026-11-21 10:00:00".into()));
+        assert_eq!(report_window(&[], now()), ("2026-11-24 12:00:00".into(), "2026-11-26 12:00:00".into()));
+    }
+
+    /// An item's text is not bounded by its type: whatever it says, the window is asked for
+    /// within the range, and nothing panics (it did: `NaiveDateTime - TimeDelta` overflowed).
+    #[test]
+    fn dates_at_the_edges_of_the_calendar_give_a_window_in_range() {
+        for date in ["-262143-01-01 00:00:00", "+262142-12-31 23:59:59", "1970-01-01 00:00:00", "9999-12-31 23:59:59"] {
+            let item = offline("a", date);
+            let (from, till) = report_window(&[&item], now());
+            assert!(
+                from.as_str() >= "1999-12-31 00:00:00" && till.as_str() <= "2026-11-27 12:00:00",
+                "{date}: {from} {till}"
+            );
+        }
+        for clock in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            let (from, till) = report_window(&[&offline("a", "-262143-01-01 00:00:00")], clock);
+            assert!(from.starts_with("1999-12-31") && till.len() == 19, "{from} {till}");
+        }
     }
 }

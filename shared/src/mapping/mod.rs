@@ -241,4 +241,4 @@ fn initiator(first: &Message) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,11 +3,11 @@ use crate::attribution::{attribute, Rule};
 use crate::integrations::{tests::SAMPLE, Integrations};
 use serde_json::{json, Value};
 
-fn acme() -> std::sync::Arc<Integration> {
+pub(crate) fn acme() -> std::sync::Arc<Integration> {
     Integrations::from_toml(SAMPLE, &Default::default()).unwrap().get("acme-shop").unwrap().clone()
 }
 
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").unwrap().into()
 }
 
@@ -16,14 +16,14 @@ fn map(kind: EventKind, body: Value) -> Result<Item, Skip> {
 }
 
 /// Maps `body` for `integration` as received at `received_at`, at `now`.
-fn map_at(
+pub(crate) fn map_at(
     integration: &Integration,
     kind: EventKind,
     body: &Value,
     received_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Item, Skip> {
-    let event = crate::verbox::parse(body.to_string().as_bytes()).unwrap();
+    let event = crate::verbox::parse_at(body.to_string().as_bytes(), received_at).unwrap();
     let event_id = EventId::derive("acme-shop", kind, &event, b"");
     let cx = MappingContext {
         integration,
@@ -46,7 +46,7 @@ fn chat_with_client(client: Value, messages: Value) -> ChatItem {
     }
 }
 
-fn msg(who: &str, text: &str, utc: &str) -> Value {
+pub(crate) fn msg(who: &str, text: &str, utc: &str) -> Value {
     json!({"whoSend": who, "text": text, "dateTimeUTC": utc})
 }
 
@@ -208,12 +208,31 @@ fn chat_item_wire_shape() {
 
 /// Any time a webhook can carry, in every IANA zone, maps without a panic (a panic here would stop
 /// deliver's consumer for every tenant).
-mod no_panic {
+pub(crate) mod no_panic {
     use super::*;
     use proptest::prelude::*;
 
-    fn any_time() -> impl Strategy<Value = Value> {
+    /// Any time a sender may write: unix seconds and years anywhere in chrono's calendar, as numbers
+    /// or strings, in each form the parser reads.
+    pub(crate) fn any_time() -> impl Strategy<Value = Value> {
         prop_oneof![
+            (-262_144i32..=262_143, 1u32..=12, 1u32..=28, any::<bool>()).prop_map(|(y, mo, d, t)| Value::from(
+                format!("{y:+}-{mo:02}-{d:02}{}00:00:00", if t { 'T' } else { ' ' })
+            )),
+            prop::sample::select(vec![
+                "-262143-01-01 00:00:00",
+                "+262142-12-31 23:59:59",
+                "9999-12-31 23:59:59",
+                "0000-01-01 00:00:00",
+                "1970-01-01 00:00:00",
+                "1999-12-31 23:59:59",
+                "2000-01-01 00:00:00",
+                "1999-12-31T23:59:59Z",
+                "1999-12-31T23:59:59-14:00",
+                "2000-01-01T00:00:00+14:00",
+            ])
+            .prop_map(Value::from),
+            (-3 * 86_400i64..=3 * 86_400).prop_map(|s| Value::from(now().timestamp() + s)),
             any::<i64>().prop_map(Value::from),
             any::<i64>().prop_map(|s| Value::from(s.to_string())),
             (0i32..=9999, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60)
@@ -226,7 +245,7 @@ mod no_panic {
         ]
     }
 
-    fn any_message() -> impl Strategy<Value = Value> {
+    pub(crate) fn any_message() -> impl Strategy<Value = Value> {
         (any_time(), any_time(), prop::sample::select(vec!["client", "operator", "bot"]), any::<bool>()).prop_map(
             |(local, utc, who, auto)| {
                 json!({"whoSend": who, "text": "hi", "dateTime": local, "dateTimeUTC": utc,

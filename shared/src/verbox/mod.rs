@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+mod time;
 mod tree;
+use time::TimeReader;
+pub use time::{Horizon, OutOfRange, VerboxTime, EARLIEST, FUTURE_MARGIN, LATEST};
 use tree::{Json, Object};
 
 /// Why a body is not a Verbox webhook. The message is meant for the person who configured Verbox.
@@ -40,6 +43,9 @@ pub struct VerboxEvent {
     /// The message that triggered the event (`message`).
     pub trigger: Option<Message>,
     pub operator_login: Option<String>,
+    /// The message times that were sent but not kept, being outside what CoMagic can take
+    /// ([`VerboxTime`]): those messages count as undated. Empty for a sound webhook.
+    pub times_out_of_range: Vec<OutOfRange>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -86,9 +92,9 @@ pub struct Message {
     pub text: Option<String>,
     pub attachments: Vec<String>,
     /// `dateTime`: account-local wall time.
-    pub local_time: Option<NaiveDateTime>,
+    pub local_time: Option<VerboxTime>,
     /// `dateTimeUTC`.
-    pub utc_time: Option<NaiveDateTime>,
+    pub utc_time: Option<VerboxTime>,
     pub operator_name: Option<String>,
 }
 
@@ -109,8 +115,14 @@ impl VerboxEvent {
     }
 }
 
-/// Parses a webhook body. Never panics, whatever the bytes.
+/// Parses a webhook body, keeping the message times that are in range now. Never panics, whatever
+/// the bytes.
 pub fn parse(body: &[u8]) -> Result<VerboxEvent, ParseError> {
+    parse_at(body, Utc::now())
+}
+
+/// Parses a webhook body, keeping the message times that are in range at `now` ([`Horizon::at`]).
+pub fn parse_at(body: &[u8], now: DateTime<Utc>) -> Result<VerboxEvent, ParseError> {
     let root: Json = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let root = root.as_object().ok_or(ParseError::NotAnObject)?;
     let data = match root.get("data") {
@@ -120,13 +132,18 @@ pub fn parse(body: &[u8]) -> Result<VerboxEvent, ParseError> {
     };
     let client = data.get("client").and_then(Json::as_object).ok_or(ParseError::NoClient)?;
     let dialog = data.get("dialog").and_then(Json::as_object);
-    let trigger = data.get("message").and_then(Json::as_object).map(parse_message);
-    let mut messages = dialog
-        .and_then(|d| d.get("messages"))
-        .or_else(|| data.get("messages"))
-        .and_then(Json::as_array)
-        .map(|list| list.iter().filter_map(Json::as_object).map(parse_message).collect())
-        .unwrap_or_else(Vec::new);
+    let mut times = TimeReader::new(now);
+    let trigger = data.get("message").and_then(Json::as_object).map(|m| parse_message(m, "message", &mut times));
+    let (listed, at) = match dialog.and_then(|d| d.get("messages")) {
+        Some(list) => (Some(list), "dialog.messages"),
+        None => (data.get("messages"), "messages"),
+    };
+    let mut messages = Vec::new();
+    for (i, m) in listed.and_then(Json::as_array).unwrap_or_default().iter().enumerate() {
+        if let Some(m) = m.as_object() {
+            messages.push(parse_message(m, &format!("{at}[{i}]"), &mut times));
+        }
+    }
     if messages.is_empty() {
         messages.extend(trigger.clone());
     }
@@ -138,6 +155,7 @@ pub fn parse(body: &[u8]) -> Result<VerboxEvent, ParseError> {
         messages,
         trigger,
         operator_login: data.get("operator").and_then(|o| text(o.get("login"))).filter(|login| login != "Offline"),
+        times_out_of_range: times.out_of_range,
     })
 }
 
@@ -168,7 +186,8 @@ fn parse_client(client: &Object, data: &Object) -> Client {
     }
 }
 
-fn parse_message(m: &Object) -> Message {
+/// One message; `at` names it in the body, for a time out of range.
+fn parse_message(m: &Object, at: &str, times: &mut TimeReader) -> Message {
     let content = m.get("content").and_then(Json::as_object);
     let attachments = content
         .and_then(|c| c.get("attachments"))
@@ -193,8 +212,8 @@ fn parse_message(m: &Object) -> Message {
         visible_for_client: m.get("isVisibleForClient").and_then(flag),
         text: text(m.get("text")).or_else(|| content.and_then(|c| text(c.get("text")))),
         attachments,
-        local_time: m.get("dateTime").and_then(timestamp),
-        utc_time: m.get("dateTimeUTC").and_then(timestamp),
+        local_time: times.read(m.get("dateTime"), || format!("{at}.dateTime")),
+        utc_time: times.read(m.get("dateTimeUTC"), || format!("{at}.dateTimeUTC")),
         operator_name: text(m.get("operatorName")),
     }
 }
@@ -232,48 +251,6 @@ fn flag(v: &Json) -> Option<bool> {
         },
         _ => None,
     }
-}
-
-/// Verbox sends `YYYY-MM-DD HH:MM:SS`; ISO forms and unix seconds are accepted too.
-fn timestamp(v: &Json) -> Option<NaiveDateTime> {
-    match v {
-        Json::Number(n) => unix_seconds(n.as_i64()?),
-        Json::String(s) => {
-            let s = s.trim();
-            if let Some(t) = plain_date_time(s) {
-                return Some(t);
-            }
-            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-                return Some(t.naive_utc());
-            }
-            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-                .or_else(|| s.parse::<i64>().ok().and_then(unix_seconds))
-        }
-        _ => None,
-    }
-}
-
-fn unix_seconds(seconds: i64) -> Option<NaiveDateTime> {
-    DateTime::from_timestamp(seconds, 0).map(|t| t.naive_utc())
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (or with `T`), read by hand. Verbox stamps every message with it twice, and
-/// chrono's format interpreter took 9 of the 31 µs that parsing a 4 KB, 20-message dialog cost;
-/// a string of that form has no offset, so reading it first changes no result. Anything else: `None`.
-fn plain_date_time(s: &str) -> Option<NaiveDateTime> {
-    let b = s.as_bytes();
-    let shaped =
-        b.len() == 19 && b[4] == b'-' && b[7] == b'-' && matches!(b[10], b' ' | b'T') && b[13] == b':' && b[16] == b':';
-    if !shaped {
-        return None;
-    }
-    let number = |at: std::ops::Range<usize>| {
-        b[at].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    let date = NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
-    date.and_hms_opt(number(11..13)?, number(14..16)?, number(17..19)?)
 }
 
 /// A positive integer from a string or a number, as `Comagic.getSessionId()` returns it.
