@@ -67,6 +67,9 @@ fi
 # The machine's PostgreSQL stopped and started under the integrations store's four processes (alone:
 # it takes the database from every other test; started again whatever happens).
 run_named cargo test -p deliver --test e2e -- --ignored --exact store::with_the_postgres_store_four_processes_ride_out_a_database_restart
+# The shared ledger silent (a black hole, not a refusal) for a minute under load: readiness, the
+# gauge, a SIGTERM during it, and every chat once afterwards.
+run_named cargo test -p deliver --test e2e -- --ignored --exact blackhole::the_shared_ledger_silent_for_60s_under_load_is_reported_and_every_chat_delivered_once
 # The cluster fault drill: a 3-node cluster beside the default broker (scripts/cluster.sh), a node,
 # a deliver and an ingest lost under load. Run alone: it loads the machine. It starts from a new
 # cluster, whatever an earlier run or benchmark left in the nodes' data.

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::acks::Acks;
-use crate::courier::{Courier, Panics};
+use crate::courier::{renew_after, Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::{Ledger, LedgerError};
@@ -102,6 +102,7 @@ impl Application {
             outlet: outlet.clone(),
             doubt_grace: settings.deliver.doubt_grace(),
             panics: Panics::default(),
+            renew_after: renew_after(settings.deliver.comagic_timeout),
         });
         let d = &settings.deliver;
         let limits = LaneLimits {

@@ -58,12 +58,19 @@ pub struct Courier {
     pub doubt_grace: Duration,
     /// The events whose batch panicked in this process.
     pub panics: Panics,
+    /// Claims older than this are renewed before a call ([`renew_after`]).
+    pub renew_after: Duration,
 }
 
-/// Claims taken this recently are not renewed before a call: a batch sent at once (the common
-/// case) costs the shared ledger no extra round trip, and a third of [`CLAIM_FOR`] leaves room
-/// for the call and its short retries before the claim could lapse.
-const RENEW_AFTER: Duration = Duration::from_secs(CLAIM_FOR.as_secs() / 3);
+/// A claim is renewed right before a call (its call slot in hand) unless it is young enough to
+/// outlast the call: taken less than `CLAIM_FOR - comagic_timeout - RENEW_MARGIN` ago. A batch
+/// sent at once (the common case) costs the shared ledger no extra round trip.
+pub const RENEW_MARGIN: Duration = Duration::from_secs(15);
+
+/// How old a claim may be and still cover a call of at most `call_timeout` without a renewal.
+pub fn renew_after(call_timeout: Duration) -> Duration {
+    CLAIM_FOR.saturating_sub(call_timeout).saturating_sub(RENEW_MARGIN)
+}
 
 /// How long a copy of an event waits when another copy is being sent.
 const HELD_COPY_WAIT: Duration = Duration::from_secs(10);
@@ -135,7 +142,7 @@ impl Courier {
     async fn claimed(&self, kind: EventKind, batch: Vec<Pending>) -> Vec<Pending> {
         let ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
         let claims = self.outlet.ledger.claim(&ids).await;
-        let (mut mine, mut held) = (Vec::with_capacity(batch.len()), Vec::new());
+        let (mut mine, mut held, mut unclaimed) = (Vec::with_capacity(batch.len()), Vec::new(), Vec::new());
         for (mut p, claim) in batch.into_iter().zip(claims) {
             match claim {
                 Claim::Mine => mine.push(p),
@@ -150,9 +157,12 @@ impl Courier {
                     p.doubt_arises();
                     held.push(p);
                 }
+                // Nothing claimed, nothing sent: it waits for the ledger in the first retry tier.
+                Claim::Unavailable => unclaimed.push(p),
             }
         }
         self.park_all(held, HELD_COPY_WAIT).await;
+        self.park_all(unclaimed, HELD_COPY_WAIT).await;
         mine
     }
 
@@ -172,15 +182,21 @@ impl Courier {
             };
             let batch = self.hold_back_doubts(batch).await;
             let Some(batch) = self.when_callable(&tenant, batch, &mut s).await else { continue };
-            if claimed_at.elapsed() > RENEW_AFTER {
-                let in_hand = batch.iter().chain(s.work.iter().flatten());
-                let ids: Vec<&str> = in_hand.map(|p| p.item.ext_id()).collect();
-                self.outlet.ledger.renew(&ids).await;
+            let Ok(slot) = self.calls.acquire().await else { return s.delivered };
+            // Right before the call, after any wait for its slot: a claim that lapsed meanwhile
+            // may have been taken by a copy, and what is no longer claimed is not sent.
+            let batch = if claimed_at.elapsed() > self.renew_after {
                 claimed_at = Instant::now();
-            }
+                match self.still_claimed(batch, &mut s).await {
+                    Some(batch) => batch,
+                    None => continue,
+                }
+            } else {
+                batch
+            };
             let asking = batch.iter().any(Pending::in_doubt);
             let outcome = {
-                let Ok(_slot) = self.calls.acquire().await else { return s.delivered };
+                let _slot = slot;
                 // References, not copies: a batch of large dialogs is megabytes.
                 let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
                 let (api, token) = (&integration.comagic_api, &integration.comagic_token);
@@ -213,6 +229,29 @@ impl Courier {
             }
         }
         s.delivered
+    }
+
+    /// Renews the claims of everything in hand; returns what of `batch` is still claimed (`None`
+    /// when nothing is). What lost its claim waits like a copy met in flight.
+    async fn still_claimed(&self, batch: Vec<Pending>, s: &mut Sending) -> Option<Vec<Pending>> {
+        let in_hand = batch.iter().chain(s.work.iter().flatten());
+        let ids: Vec<&str> = in_hand.map(|p| p.item.ext_id()).collect();
+        let renewed = self.outlet.ledger.renew(&ids).await;
+        let (claimed, mut lost): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|p| renewed.contains(p.item.ext_id()));
+        if !lost.is_empty() {
+            tracing::info!(events = lost.len(), "claims lapsed or not renewable before the call; those events wait");
+            lost.iter_mut().for_each(Pending::doubt_arises);
+            self.park_all(lost, HELD_COPY_WAIT).await;
+        }
+        for later in s.work.iter_mut() {
+            let (kept, mut gone): (Vec<Pending>, Vec<Pending>) =
+                std::mem::take(later).into_iter().partition(|p| renewed.contains(p.item.ext_id()));
+            *later = kept;
+            gone.iter_mut().for_each(Pending::doubt_arises);
+            self.park_all(gone, HELD_COPY_WAIT).await;
+        }
+        (!claimed.is_empty()).then_some(claimed)
     }
 
     /// The batch, when its tenant may start a call now (or after a short quota wait); `None` when

@@ -3,7 +3,7 @@
 //! and the ack costs no duplicate.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -70,14 +70,18 @@ impl LocalLedger {
             .collect()
     }
 
-    pub fn renew(&self, ext_ids: &[&str], claim_for: Duration) {
-        let until = Instant::now() + claim_for;
+    /// Extends the claims on `ext_ids` that have not lapsed; returns those.
+    pub fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> HashSet<String> {
+        let now = Instant::now();
         let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut renewed = HashSet::new();
         for id in ext_ids {
-            if let Some(held) = claims.get_mut(*id) {
-                *held = until;
+            if let Some(held) = claims.get_mut(*id).filter(|until| **until > now) {
+                *held = now + claim_for;
+                renewed.insert((*id).to_owned());
             }
         }
+        renewed
     }
 
     pub fn release(&self, ext_ids: &[String]) {
@@ -217,9 +221,11 @@ mod tests {
         ledger.release(&["a".to_owned()]);
         assert_eq!(ledger.claim(&["a"], Duration::ZERO), vec![Claim::Mine], "released");
         assert_eq!(ledger.claim(&["a"], long), vec![Claim::TakenOver], "a lapsed claim is taken over");
-        assert_eq!(ledger.claim(&["b"], Duration::ZERO), vec![Claim::Mine]);
-        ledger.renew(&["b"], long);
+        assert_eq!(ledger.claim(&["b"], Duration::from_secs(30)), vec![Claim::Mine]);
+        assert!(ledger.renew(&["b"], long).contains("b"));
         assert_eq!(ledger.claim(&["b"], long), vec![Claim::Held], "a renewed claim holds");
+        assert_eq!(ledger.claim(&["c"], Duration::ZERO), vec![Claim::Mine]);
+        assert!(ledger.renew(&["c"], long).is_empty(), "a lapsed claim is not renewed: a copy may hold it");
         ledger.record(&["a"]).await.unwrap();
         assert_eq!(ledger.claim(&["a"], long), vec![Claim::Delivered]);
     }

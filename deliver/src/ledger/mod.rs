@@ -13,6 +13,7 @@
 mod local;
 mod postgres;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub enum Claim {
     Delivered,
     /// A copy is being sent (by this process or another): wait, then look again.
     Held,
+    /// The ledger did not answer: nothing is claimed, so nothing may be sent; wait, then look
+    /// again.
+    Unavailable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +79,13 @@ impl Ledger {
     }
 
     /// One [`Claim`] per id, in order; a repeat within `ext_ids` is [`Claim::Held`]. A ledger that
-    /// cannot answer grants every claim (delivery goes on; a copy may then be sent twice).
+    /// cannot answer claims nothing ([`Claim::Unavailable`]): what cannot be claimed is not sent.
     pub async fn claim(&self, ext_ids: &[&str]) -> Vec<Claim> {
         match &self.store {
             Store::Local(l) => l.claim(ext_ids, CLAIM_FOR),
             Store::Shared(s) => s.claim(ext_ids, CLAIM_FOR).await.unwrap_or_else(|error| {
-                tracing::warn!(%error, "could not claim in the ledger; sending without a claim");
-                vec![Claim::Mine; ext_ids.len()]
+                tracing::debug!(%error, "could not claim in the ledger; holding the events back");
+                vec![Claim::Unavailable; ext_ids.len()]
             }),
         }
     }
@@ -96,14 +100,15 @@ impl Ledger {
 
     /// Extends this process's claims on `ext_ids` by [`CLAIM_FOR`] from now (before each call, so
     /// a long quota wait or a slow account does not let a claim lapse under a batch in hand).
-    pub async fn renew(&self, ext_ids: &[&str]) {
+    /// Returns the ids still claimed by this process; one whose claim lapsed or was taken, or
+    /// any when the ledger does not answer, is not there and must not be sent.
+    pub async fn renew(&self, ext_ids: &[&str]) -> HashSet<String> {
         match &self.store {
             Store::Local(l) => l.renew(ext_ids, CLAIM_FOR),
-            Store::Shared(s) => {
-                if let Err(error) = s.renew(ext_ids, CLAIM_FOR).await {
-                    tracing::warn!(%error, "could not renew claims; a copy may be sent meanwhile");
-                }
-            }
+            Store::Shared(s) => s.renew(ext_ids, CLAIM_FOR).await.unwrap_or_else(|error| {
+                tracing::debug!(%error, "could not renew claims; holding the events back");
+                HashSet::new()
+            }),
         }
     }
 

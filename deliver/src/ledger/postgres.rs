@@ -47,7 +47,7 @@ impl PgLedger {
         let taken: HashMap<String, bool> = client
             .query(
                 "INSERT INTO bridge_ledger (scope, ext_id, claimed_by, claimed_until)
-                 SELECT $1, id, $2, now() + make_interval(secs => $4) FROM unnest($3::text[]) AS id
+                 SELECT $1, id, $2, now() + make_interval(secs => $4) FROM unnest($3::text[]) AS id ORDER BY id
                  ON CONFLICT (scope, ext_id) DO UPDATE
                    SET claimed_by = EXCLUDED.claimed_by, claimed_until = EXCLUDED.claimed_until
                    WHERE bridge_ledger.delivered_at IS NULL AND bridge_ledger.claimed_until < now()
@@ -95,7 +95,8 @@ impl PgLedger {
     pub async fn record(&self, ext_ids: &[&str]) -> Result<(), DbError> {
         self.database
             .execute(
-                "INSERT INTO bridge_ledger (scope, ext_id, delivered_at) SELECT $1, id, now() FROM unnest($2::text[]) AS id
+                "INSERT INTO bridge_ledger (scope, ext_id, delivered_at)
+                 SELECT $1, id, now() FROM unnest($2::text[]) AS id ORDER BY id
                  ON CONFLICT (scope, ext_id) DO UPDATE
                    SET delivered_at = now(), claimed_by = NULL, claimed_until = NULL",
                 &[&self.scope, &ext_ids],
@@ -105,15 +106,23 @@ impl PgLedger {
     }
 
     /// Extends this process's claims on `ext_ids` (not delivered ones only).
-    pub async fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> Result<(), DbError> {
-        self.database
-            .execute(
+    /// Returns the ids whose claim was still this process's and had not lapsed.
+    pub async fn renew(&self, ext_ids: &[&str], claim_for: Duration) -> Result<HashSet<String>, DbError> {
+        let mut sorted = ext_ids.to_vec();
+        sorted.sort_unstable();
+        Ok(self
+            .database
+            .query(
                 "UPDATE bridge_ledger SET claimed_until = now() + make_interval(secs => $4)
-                 WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL",
-                &[&self.scope, &ext_ids, &self.owner, &claim_for.as_secs_f64()],
+                 WHERE scope = $1 AND ext_id = ANY($2) AND claimed_by = $3 AND delivered_at IS NULL
+                   AND claimed_until > now()
+                 RETURNING ext_id",
+                &[&self.scope, &sorted, &self.owner, &claim_for.as_secs_f64()],
             )
-            .await?;
-        Ok(())
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
     }
 
     /// Gives up this process's claims on ids that were not delivered.
@@ -175,10 +184,10 @@ mod tests {
         a.release(&["x".into()]).await.unwrap();
         assert_eq!(b.claim(&["x"], long).await.unwrap(), vec![Claim::Delivered], "a release never forgets a delivery");
         // A claim renewed by its holder holds; one whose holder died lapses and is taken over.
-        assert_eq!(a.claim(&["v"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
-        a.renew(&["v"], long).await.unwrap();
+        assert_eq!(a.claim(&["v"], Duration::from_secs(30)).await.unwrap(), vec![Claim::Mine]);
+        assert!(a.renew(&["v"], long).await.unwrap().contains("v"));
         assert_eq!(b.claim(&["v"], long).await.unwrap(), vec![Claim::Held], "renewed");
-        b.renew(&["v"], Duration::ZERO).await.unwrap();
+        assert!(b.renew(&["v"], Duration::ZERO).await.unwrap().is_empty());
         assert_eq!(b.claim(&["v"], long).await.unwrap(), vec![Claim::Held], "only its holder renews it");
         assert_eq!(a.claim(&["w"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
         assert_eq!(b.claim(&["w"], long).await.unwrap(), vec![Claim::TakenOver], "lapsed under its holder");
@@ -212,5 +221,45 @@ mod tests {
             }
         }
         assert!(won.iter().all(|n| *n == 1), "{won:?}");
+    }
+
+    #[tokio::test]
+    async fn a_renewal_names_only_the_claims_still_held_and_a_lapsed_one_is_not_renewed() {
+        let scope = scope("pg-renew");
+        let a = PgLedger::connect(database(), &scope, "replica-a").await.expect("PostgreSQL answers");
+        let b = PgLedger::connect(database(), &scope, "replica-b").await.unwrap();
+        let long = Duration::from_secs(600);
+        assert_eq!(a.claim(&["held", "lapsing"], long).await.unwrap(), vec![Claim::Mine, Claim::Mine]);
+        assert_eq!(a.claim(&["lapsed"], Duration::ZERO).await.unwrap(), vec![Claim::Mine]);
+        assert_eq!(b.claim(&["lapsed"], long).await.unwrap(), vec![Claim::TakenOver], "a copy took it meanwhile");
+        let renewed = a.renew(&["held", "lapsed", "never"], long).await.unwrap();
+        assert_eq!(renewed, HashSet::from(["held".to_owned()]), "only what is still a's");
+        assert_eq!(a.claim(&["lapsing"], Duration::ZERO).await.unwrap(), vec![Claim::Held]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_claiming_overlapping_batches_in_opposite_orders_never_fail_and_one_wins_each() {
+        let scope = scope("pg-order");
+        let ids: Vec<String> = (0..300).map(|i| format!("vb-{i:03}")).collect();
+        let mut tasks = Vec::new();
+        for r in 0..4 {
+            let ledger = Arc::new(PgLedger::connect(database(), &scope, &format!("r{r}")).await.unwrap());
+            let mut mine = ids.clone();
+            if r % 2 == 1 {
+                mine.reverse();
+            }
+            tasks.push(tokio::spawn(async move {
+                let refs: Vec<&str> = mine.iter().map(String::as_str).collect();
+                let claims = ledger.claim(&refs, Duration::from_secs(600)).await.expect("no deadlock, no error");
+                ledger.record(&refs[..10]).await.expect("recording in any order takes no deadlock either");
+                mine.into_iter().zip(claims).filter(|(_, c)| *c == Claim::Mine).map(|(id, _)| id).collect::<Vec<_>>()
+            }));
+        }
+        let mut won: Vec<String> = Vec::new();
+        for task in tasks {
+            won.extend(task.await.unwrap());
+        }
+        won.sort();
+        assert_eq!(won, ids, "each id claimed by exactly one replica");
     }
 }

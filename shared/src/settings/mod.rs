@@ -337,7 +337,8 @@ impl Settings {
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
         within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;
-        within("deliver.comagic_timeout", d.comagic_timeout, Duration::from_millis(100), s(600))?;
+        // Within a claim's life (deliver's ledger: 90 s) with room to renew it.
+        within("deliver.comagic_timeout", d.comagic_timeout, Duration::from_millis(100), s(60))?;
         within("deliver.doubt_margin", d.doubt_margin, s(0), s(DAY))?;
         within("postgres_timeout", self.postgres_timeout, Duration::from_millis(500), s(60))?;
         if !is_http(&self.ingest.public_url) {
