@@ -82,17 +82,12 @@ async fn limit_exceeded_past_the_window_reset_ends_in_the_retry_queues() {
     };
     p.sandbox.add_fault(refuse);
     let stuck = p.post("shop", "chat", &chat(2, json!({}))).await;
-    let dead_queue = p.broker.topology.dead_queue();
-    wait_for("the stuck chat dead-lettered", Duration::from_secs(45), || async {
-        (p.broker.depth(&dead_queue).await == 1).then_some(())
-    })
-    .await;
-    let dead = p.broker.take_all(&dead_queue).await;
-    let h = &dead[0].headers;
+    let dead = p.the_one_dead_letter("the stuck chat dead-lettered", Duration::from_secs(45)).await;
+    let h = &dead.headers;
     assert_eq!(headers::get_str(h, headers::ERROR_CLASS).as_deref(), Some(DeadClass::RetriesExhausted.as_str()));
     assert!(headers::get_str(h, headers::ERROR).unwrap_or_default().contains("limit_exceeded"));
     assert!(headers::get_u64(h, headers::ATTEMPTS).unwrap_or(0) >= 2, "each failed call after the reset is an attempt");
-    let envelope = bridge_shared::event::Envelope::from_bytes(&dead[0].body).unwrap();
+    let envelope = bridge_shared::event::Envelope::from_bytes(&dead.body).unwrap();
     assert_eq!(envelope.event_id.as_str(), stuck);
     p.stop().await;
 }
@@ -132,19 +127,14 @@ async fn one_bad_item_in_fifty_is_the_only_one_dead_lettered() {
     good.extend(post_chats(&p, "shop", 26, 24).await);
     let stored = p.wait_stored("shop", Upload::Chats, 49, Duration::from_secs(30)).await;
     assert_exactly(&stored, &good);
-    let dead_queue = p.broker.topology.dead_queue();
-    wait_for("the bad item in the dead-letter queue", Duration::from_secs(10), || async {
-        (p.broker.depth(&dead_queue).await == 1).then_some(())
-    })
-    .await;
-    let dead = p.broker.take_all(&dead_queue).await;
-    let h = &dead[0].headers;
+    let dead = p.the_one_dead_letter("the bad item in the dead-letter queue", Duration::from_secs(10)).await;
+    let h = &dead.headers;
     assert_eq!(headers::get_str(h, headers::ERROR_CLASS).as_deref(), Some(DeadClass::ComagicRejected.as_str()));
     assert_eq!(headers::get_str(h, headers::INTEGRATION).as_deref(), Some("shop"));
     assert_eq!(headers::get_str(h, headers::KIND).as_deref(), Some("chat"));
     assert!(headers::get_str(h, headers::ERROR).unwrap().contains("campaign_id"));
     assert!(headers::get_str(h, headers::DEAD_AT).is_some() && headers::get_u64(h, headers::ATTEMPTS) == Some(1));
-    let envelope = bridge_shared::event::Envelope::from_bytes(&dead[0].body).unwrap();
+    let envelope = bridge_shared::event::Envelope::from_bytes(&dead.body).unwrap();
     assert_eq!(envelope.event_id.as_str(), bad, "the dead letter is the original envelope");
     let uploads = p.sandbox.calls().into_iter().filter(|c| c.method == "upload.chats").count();
     assert!(uploads <= 3, "{uploads} calls: the bad item is isolated by its field index");

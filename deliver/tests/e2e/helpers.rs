@@ -222,6 +222,13 @@ impl Pipeline {
     }
 
     /// Stops the in-process deliver as SIGTERM would: it settles what it holds first.
+    /// Waits until the dead-letter queue holds exactly one message, and takes it: its headers.
+    pub async fn the_one_dead_letter(&self, what: &str, deadline: Duration) -> bridge_tests::broker::Received {
+        let dead_queue = self.broker.topology.dead_queue();
+        wait_for(what, deadline, || async { (self.broker.depth(&dead_queue).await == 1).then_some(()) }).await;
+        self.broker.take_all(&dead_queue).await.remove(0)
+    }
+
     pub async fn stop_deliver(&mut self) {
         if let Some(running) = self.deliver.take() {
             running.stop().await;

@@ -48,17 +48,12 @@ async fn a_chat_that_panics_in_the_report_path_is_poison_and_its_tenant_keeps_fl
     assert_eq!(ext_ids(&stored).into_iter().collect::<HashSet<_>>(), good, "every other chat of the tenant, once");
     let others = p.wait_stored("other", Upload::Chats, other.len(), Duration::from_secs(30)).await;
     assert_eq!(others.len(), other.len());
-    let dead_queue = p.broker.topology.dead_queue();
-    wait_for("the marked chat in the dead-letter queue", Duration::from_secs(60), || async {
-        (p.broker.depth(&dead_queue).await == 1).then_some(())
-    })
-    .await;
-    let dead = p.broker.take_all(&dead_queue).await;
-    let h = &dead[0].headers;
+    let dead = p.the_one_dead_letter("the marked chat in the dead-letter queue", Duration::from_secs(60)).await;
+    let h = &dead.headers;
     assert_eq!(headers::get_str(h, headers::ERROR_CLASS).as_deref(), Some(DeadClass::Poison.as_str()));
     let error = headers::get_str(h, headers::ERROR).unwrap_or_default();
     assert!(error.contains("panicked 3 times") && error.contains(PANIC_IN_REPORT), "{error}");
-    let envelope = bridge_shared::event::Envelope::from_bytes(&dead[0].body).unwrap();
+    let envelope = bridge_shared::event::Envelope::from_bytes(&dead.body).unwrap();
     assert_eq!(envelope.event_id.as_str(), marked);
     let panics = p.deliver_metric(r#"bridge_deliver_panics_total{stage="lane"}"#).await;
     assert!((3.0..=10.0).contains(&panics), "a bounded number of panics: {panics}");
