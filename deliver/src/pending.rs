@@ -48,9 +48,10 @@ impl Pending {
         self.doubt.is_some()
     }
 
-    /// CoMagic may have it from now on (a doubt that arose earlier keeps its start).
+    /// CoMagic may have it from now on: a new doubt (a call that may land, a copy met in flight)
+    /// starts the grace again, whenever an earlier one arose.
     pub fn doubt_arises(&mut self) {
-        self.doubt.get_or_insert_with(Utc::now);
+        self.doubt = Some(Utc::now());
     }
 
     /// How long until CoMagic's report may be asked about it: zero when it is not in doubt or has
@@ -114,20 +115,20 @@ fn header(delivery: &Delivery, key: &str) -> Option<u64> {
     delivery.properties.headers().as_ref().and_then(|h| headers::get_u64(h, key))
 }
 
-/// Since when an upload of this message may already have reached CoMagic: as an earlier holder
-/// marked it [`IN_DOUBT`], or `now` when the broker delivered it before (the consumer that had it
-/// died or stopped, maybe after CoMagic answered and before the ack) or the mark names no time.
-/// A time from a header is taken only between 2000 and `now`.
+/// Since when an upload of this message may already have reached CoMagic: `now` when the broker
+/// delivered it before (the consumer that had it died or stopped, maybe mid-call: whatever an
+/// earlier mark says, that call may still land), else as an earlier holder marked it
+/// [`IN_DOUBT`] (`now` when the mark names no time). A time from a header is taken only between
+/// 2000 and `now`.
 pub fn doubt_of(delivery: &Delivery, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if delivered_before(delivery) {
+        return Some(now);
+    }
     let marked = header(delivery, IN_DOUBT).map(|ms| {
         let floor = DateTime::from_timestamp(946_684_800, 0).unwrap_or(now);
         i64::try_from(ms).ok().and_then(DateTime::from_timestamp_millis).filter(|t| *t >= floor && *t <= now)
     });
-    match marked {
-        Some(since) => Some(since.unwrap_or(now)),
-        None if delivered_before(delivery) => Some(now),
-        None => None,
-    }
+    marked.map(|since| since.unwrap_or(now))
 }
 
 /// Whether it was parked until its account's quota window reset.

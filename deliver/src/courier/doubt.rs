@@ -11,6 +11,7 @@
 
 use bridge_shared::comagic::{Failure, Uploaded};
 use bridge_shared::event::EventKind;
+use futures_util::future::join_all;
 
 use super::Courier;
 use crate::pending::Pending;
@@ -35,10 +36,11 @@ impl Courier {
         let now = chrono::Utc::now();
         let (waiting, ready): (Vec<Pending>, Vec<Pending>) =
             batch.into_iter().partition(|p| !p.doubt_wait(self.doubt_grace, now).is_zero());
-        for p in waiting {
+        join_all(waiting.into_iter().map(|p| {
             let wait = p.doubt_wait(self.doubt_grace, now);
-            self.outlet.park(p, wait).await;
-        }
+            self.outlet.park(p, wait)
+        }))
+        .await;
         ready
     }
 

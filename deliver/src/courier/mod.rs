@@ -129,10 +129,11 @@ impl Courier {
     /// Claims the batch's events in the ledger, sends what it claimed, and releases the claims of
     /// whatever was not delivered (a retry, a park, a dead letter), so a copy may then be sent.
     async fn deliver_claimed(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
+        let claimed_at = Instant::now();
         let batch = self.claimed(kind, batch).await;
         let claimed: Vec<String> = batch.iter().map(|p| p.item.ext_id().to_owned()).collect();
         // Recording a delivery clears its claim: a batch delivered whole costs no release.
-        if self.send(integration_id, kind, batch).await < claimed.len() {
+        if self.send(integration_id, kind, batch, claimed_at).await < claimed.len() {
             self.outlet.ledger.release(&claimed).await;
         }
     }
@@ -168,10 +169,11 @@ impl Courier {
 
     /// Sends `batch`, split as CoMagic's answers require; returns how many of its events ended
     /// delivered (recorded in the ledger).
-    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) -> usize {
+    /// `claimed_at`: when its claims were taken (before the claim call, so never later than the
+    /// ledger's own time).
+    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>, mut claimed_at: Instant) -> usize {
         let tenant = self.tenants.get(integration_id);
         let mut s = Sending { work: VecDeque::from([batch]), delays: short_retries(SHORT_RETRY_FOR), delivered: 0 };
-        let mut claimed_at = Instant::now();
         while let Some(batch) = s.work.pop_front() {
             // Read per batch: an edit of integrations.toml applies from the next batch on.
             let Some(integration) = self.integrations.current().get(integration_id).cloned() else {
@@ -189,7 +191,11 @@ impl Courier {
                 claimed_at = Instant::now();
                 match self.still_claimed(batch, &mut s).await {
                     Some(batch) => batch,
-                    None => continue,
+                    None => {
+                        // No call after all: the budget probe reserved for it is free again.
+                        tenant.call_failed();
+                        continue;
+                    }
                 }
             } else {
                 batch

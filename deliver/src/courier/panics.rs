@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use bridge_shared::redact::for_operators;
+
 /// How often one event may panic in this process before it is dead-lettered as `poison`.
 pub const PANICS_BEFORE_POISON: u32 = 3;
 
@@ -43,7 +45,7 @@ impl Panics {
         for id in ext_ids {
             let entry = seen.entry(id.clone()).or_insert((0, String::new()));
             entry.0 += 1;
-            entry.1 = reason.to_owned();
+            entry.1 = for_operators(reason, 300);
         }
     }
 
@@ -57,7 +59,8 @@ impl Panics {
         }
     }
 
-    /// Forgets events that reached an end (delivered or dead-lettered).
+    /// Forgets events (the one dead-lettered as poison); a suspect that went through stays until
+    /// the memory starts again, harmless: it is acked and gone.
     pub fn forget(&self, ext_ids: &[String]) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if !seen.is_empty() {

@@ -259,12 +259,15 @@ async fn replay_until(
 }
 
 /// A replayed message starts over: no error headers, no retry tier, its attempts kept for history,
-/// and the replay time from which `retry_for` counts again.
+/// and the replay time from which `retry_for` counts again. A doubt stays: an upload whose answer
+/// was lost before it was dead-lettered may be in CoMagic, so the report is asked first.
 fn replay_headers(delivery: &Delivery) -> FieldTable {
     let old = delivery.properties.headers().clone().unwrap_or_default();
     let mut h = FieldTable::default();
-    if let Some(attempts) = headers::get_u64(&old, headers::ATTEMPTS) {
-        headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
+    for kept in [headers::ATTEMPTS, headers::IN_DOUBT] {
+        if let Some(value) = headers::get_u64(&old, kept) {
+            headers::set_u64(&mut h, kept, value);
+        }
     }
     headers::set_str(&mut h, headers::REPLAYED_AT, &chrono::Utc::now().to_rfc3339());
     h

@@ -13,6 +13,8 @@ use bridge_shared::postgres::{Database, DbError};
 use super::Claim;
 
 const MIGRATION: &str = include_str!("../../migrations/0001_ledger.sql");
+/// Rows one pruning statement removes at most.
+const PRUNE_CHUNK: i64 = 5_000;
 const MIGRATION_LOCK: i64 = 0x7665_7262_6f78;
 
 pub struct PgLedger {
@@ -138,15 +140,27 @@ impl PgLedger {
     }
 
     /// Removes what was delivered before `cutoff`, and claims that lapsed before it.
+    /// In chunks of [`PRUNE_CHUNK`] rows: an hour of a busy pipeline's rows in one statement
+    /// would outlast `postgres_timeout` and hold the connection claims share.
     pub async fn prune_before(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, DbError> {
         let cutoff = std::time::SystemTime::from(cutoff);
-        self.database
-            .execute(
-                "DELETE FROM bridge_ledger WHERE scope = $1
-                   AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))",
-                &[&self.scope, &cutoff],
-            )
-            .await
+        let mut removed = 0;
+        loop {
+            let chunk = self
+                .database
+                .execute(
+                    "DELETE FROM bridge_ledger WHERE ctid IN (
+                       SELECT ctid FROM bridge_ledger WHERE scope = $1
+                         AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))
+                       LIMIT $3)",
+                    &[&self.scope, &cutoff, &PRUNE_CHUNK],
+                )
+                .await?;
+            removed += chunk;
+            if chunk < PRUNE_CHUNK as u64 {
+                return Ok(removed);
+            }
+        }
     }
 }
 
