@@ -72,7 +72,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let registry = Registry::new();
         let metrics = DeliverMetrics::new(&registry);
-        let postgres = Postgres::reporting(settings.postgres_timeout, &registry);
+        let postgres = Postgres::reporting(settings.postgres_timeout, bridge_shared::telemetry::postgres_up(&registry));
         let integrations =
             IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry), &postgres).await?;
         let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {

@@ -47,7 +47,7 @@ impl Application {
         let metrics = IngestMetrics::new(&registry);
         // Only the integrations store, if it is PostgreSQL: its outage leaves ingest on the last
         // good set, so it shows in `bridge_postgres_up`, not in readiness.
-        let postgres = Postgres::reporting(settings.postgres_timeout, &registry);
+        let postgres = Postgres::reporting(settings.postgres_timeout, bridge_shared::telemetry::postgres_up(&registry));
         let integrations =
             IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry), &postgres).await?;
         let spool = Spool::open(&settings.ingest.spool_dir, settings.ingest.spool_max_bytes, metrics.clone())

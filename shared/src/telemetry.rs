@@ -78,8 +78,8 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 /// `bridge_postgres_up{role}`: 1 while the database of that role (`ledger`, `integrations`)
-/// answers within its deadline, 0 from the first statement that did not until one does
-/// (`crate::postgres`).
+/// answers within its deadline, 0 from the first statement that did not until one does (set by
+/// the PostgreSQL connections' status).
 pub fn postgres_up(registry: &Registry) -> IntGaugeVec {
     let help = "1 while the PostgreSQL database of the role answers within postgres_timeout";
     labelled_gauge(registry, "bridge_postgres_up", help, &["role"])

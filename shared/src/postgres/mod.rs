@@ -29,7 +29,7 @@ use self::status::Status;
 pub use self::status::{Postgres, Role};
 
 /// The deadline of one operation when the settings name none (`postgres_timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::settings::DEFAULT_POSTGRES_TIMEOUT as DEFAULT_TIMEOUT;
 
 /// Keepalives: an idle connection whose peer vanished is noticed within about half a minute.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use prometheus::{IntGauge, IntGaugeVec, Registry};
+use prometheus::{IntGauge, IntGaugeVec};
 
 use super::{Database, DbError, Inner};
 
@@ -57,9 +57,10 @@ impl Postgres {
         Postgres { deadline, gauge: None, states: Arc::new([AtomicU8::new(UNUSED), AtomicU8::new(UNUSED)]) }
     }
 
-    /// The same, exporting `bridge_postgres_up{role}` in `registry`.
-    pub fn reporting(deadline: Duration, registry: &Registry) -> Self {
-        Postgres { gauge: Some(crate::telemetry::postgres_up(registry)), ..Self::new(deadline) }
+    /// The same, exporting each role's state in `gauge` (`bridge_postgres_up{role}`, made by
+    /// the telemetry module).
+    pub fn reporting(deadline: Duration, gauge: IntGaugeVec) -> Self {
+        Postgres { gauge: Some(gauge), ..Self::new(deadline) }
     }
 
     /// The database at `url` (not connected yet: the first statement connects).

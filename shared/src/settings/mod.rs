@@ -171,7 +171,7 @@ impl Default for Settings {
             console: ConsoleSettings::default(),
             integrations: PathBuf::from("integrations.toml"),
             integrations_store: String::new(),
-            postgres_timeout: crate::postgres::DEFAULT_TIMEOUT,
+            postgres_timeout: DEFAULT_POSTGRES_TIMEOUT,
         }
     }
 }
@@ -358,6 +358,9 @@ impl Settings {
 }
 
 const DAY: u64 = 86_400;
+
+/// `postgres_timeout`'s default: how long one PostgreSQL operation may take.
+pub const DEFAULT_POSTGRES_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn is_http(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")

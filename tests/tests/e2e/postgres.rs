@@ -24,7 +24,7 @@ async fn a_silent_database_times_out_within_the_deadline_and_is_reported_until_i
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let url = bridge_tests::postgres_url().replace("127.0.0.1:5432", &proxy.address().to_string());
     let registry = Registry::new();
-    let postgres = Postgres::reporting(DEADLINE, &registry);
+    let postgres = Postgres::reporting(DEADLINE, bridge_shared::telemetry::postgres_up(&registry));
     let database = postgres.database(&url, Role::Ledger).unwrap();
     database.execute("SELECT 1", &[]).await.expect("PostgreSQL answers through the proxy");
     assert_eq!(gauge(&registry), Some(1.0));
