@@ -42,7 +42,11 @@ fn as_sent(expr: &str, prefix: &str) -> String {
 #[ignore = "runs a Prometheus and breaks the pipeline on purpose: scripts/test.sh runs it alone"]
 async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_alert() {
     let proxy = TcpProxy::start(broker_address(&bridge_tests::broker::amqp_url())).await;
-    let p = Arc::new(Pipeline::start("live", &[SHOP, OTHER], Options::both_through(proxy.amqp_url())).await);
+    // The shared ledger, as replicas run it: its database's panel has data too.
+    let ledger: &'static str =
+        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let options = Options { deliver_extra: ledger, ..Options::both_through(proxy.amqp_url()) };
+    let p = Arc::new(Pipeline::start("live", &[SHOP, OTHER], options).await);
     let dir = p.dir.path().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
