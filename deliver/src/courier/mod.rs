@@ -240,24 +240,22 @@ impl Courier {
     /// Renews the claims of everything in hand; returns what of `batch` is still claimed (`None`
     /// when nothing is). What lost its claim waits like a copy met in flight.
     async fn still_claimed(&self, batch: Vec<Pending>, s: &mut Sending) -> Option<Vec<Pending>> {
-        let in_hand = batch.iter().chain(s.work.iter().flatten());
-        let ids: Vec<&str> = in_hand.map(|p| p.item.ext_id()).collect();
+        s.work.push_front(batch);
+        let ids: Vec<&str> = s.work.iter().flatten().map(|p| p.item.ext_id()).collect();
         let renewed = self.outlet.ledger.renew(&ids).await;
-        let (claimed, mut lost): (Vec<Pending>, Vec<Pending>) =
-            batch.into_iter().partition(|p| renewed.contains(p.item.ext_id()));
+        let mut lost = Vec::new();
+        for in_hand in s.work.iter_mut() {
+            let (kept, gone): (Vec<Pending>, Vec<Pending>) =
+                std::mem::take(in_hand).into_iter().partition(|p| renewed.contains(p.item.ext_id()));
+            *in_hand = kept;
+            lost.extend(gone);
+        }
         if !lost.is_empty() {
             tracing::info!(events = lost.len(), "claims lapsed or not renewable before the call; those events wait");
             lost.iter_mut().for_each(Pending::doubt_arises);
             self.park_all(lost, HELD_COPY_WAIT).await;
         }
-        for later in s.work.iter_mut() {
-            let (kept, mut gone): (Vec<Pending>, Vec<Pending>) =
-                std::mem::take(later).into_iter().partition(|p| renewed.contains(p.item.ext_id()));
-            *later = kept;
-            gone.iter_mut().for_each(Pending::doubt_arises);
-            self.park_all(gone, HELD_COPY_WAIT).await;
-        }
-        (!claimed.is_empty()).then_some(claimed)
+        s.work.pop_front().filter(|batch| !batch.is_empty())
     }
 
     /// The batch, when its tenant may start a call now (or after a short quota wait); `None` when
