@@ -27,6 +27,11 @@ pub const UIS_URL: &str = "https://dataapi.uiscom.ru/v2.0";
 /// CoMagic's cap on items per upload request.
 pub const MAX_ITEMS_PER_CALL: usize = 50;
 
+/// The most of an answer's body that is read: an upload's answer is a few kilobytes and a report
+/// page of one batch's window well under a megabyte, so a longer body is not CoMagic speaking
+/// (a proxy's error page, a hostile endpoint streaming for ever) and must not fill the memory.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
 pub fn upload_method(kind: EventKind) -> (&'static str, &'static str) {
     match kind {
         EventKind::Chat => ("upload.chats", "chats"),
@@ -111,7 +116,34 @@ impl ComagicClient {
             .await
             .map_err(transport)?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_bounded(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            BodyError::Transport(e) => transport(e),
+            BodyError::TooLarge => Failure::Transient {
+                label: "bad_response",
+                reason: format!("HTTP {status} with a body of more than {MAX_ANSWER_BYTES} bytes"),
+            },
+        })?;
         classify(status, &bytes, items_key)
     }
+}
+
+enum BodyError {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// The body, chunk by chunk, refused past `limit` bytes (a `Content-Length` over it is refused
+/// before any is read).
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

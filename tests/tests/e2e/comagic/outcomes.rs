@@ -207,3 +207,44 @@ async fn protocol_errors() {
         "invalid_request"
     );
 }
+
+/// An endpoint that answers 200 and then streams a body without end (or announces one of 1 GiB).
+async fn endless_answerer(content_length: Option<u64>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = match content_length {
+                    Some(n) => format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n"),
+                    None => "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_owned(),
+                };
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 << 10];
+                while socket.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_answer_longer_than_any_comagic_gives_is_refused_not_read_into_memory() {
+    // A minute of timeout: the refusal must come from the size, not the deadline.
+    let (client, _registry) = comagic_client(Duration::from_secs(60));
+    for content_length in [None, Some(1 << 30)] {
+        let endpoint = endless_answerer(content_length).await;
+        let answer = client.call(&endpoint, &Secret::new(TOKEN), "upload.chats", Map::new(), Some("chats")).await;
+        match answer {
+            Err(Failure::Transient { label: "bad_response", reason }) => {
+                assert!(reason.contains("more than"), "{reason}")
+            }
+            other => panic!("{content_length:?}: {other:?}"),
+        }
+    }
+}
