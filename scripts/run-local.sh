@@ -86,6 +86,7 @@ admin_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 console_pages='["http://127.0.0.1:9091/metrics"]'
 if $cluster; then console_pages='["http://127.0.0.1:9091/metrics", "http://127.0.0.1:9092/metrics"]'; fi
 BRIDGE_ADMIN_TOKENS=$admin_token BRIDGE__CONSOLE__DELIVER_METRICS=$console_pages \
+  BRIDGE__CONSOLE__COMAGIC_ENDPOINTS='["http://127.0.0.1:8099/v2.0"]' \
   target/release/deliver --config "$run/bridge.toml" console >"$run/console.log" 2>&1 &
 pids+=($!)
 prometheus_url=""

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bridge_shared::comagic::fixes::fix_for;
-use bridge_shared::comagic::{ComagicClient, Failure};
+use bridge_shared::comagic::{outcome, ComagicClient, Failure};
 use bridge_shared::integrations::{Integration, Target};
 use bridge_shared::secret::Secret;
 use bridge_shared::telemetry::ComagicMetrics;
@@ -47,8 +47,11 @@ fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> Str
     let fix = match &failure {
         Failure::Tenant { mnemonic, .. } => fix_for(mnemonic).map(str::to_owned),
         Failure::Quota { .. } => Some("the account's API points are spent for now: run the check again later".into()),
-        Failure::Transient { reason, .. } => {
-            Some(format!("no answer from {}: {reason} (check comagic_api and the network)", key.api))
+        Failure::Transient { label, reason } => {
+            // The transport's own words ("connection refused", a resolver's error) describe the
+            // network the console sits in: the log has them, the answer only the class.
+            tracing::info!(api = key.api, %reason, "CoMagic did not answer the account check");
+            Some(format!("{} {} (check comagic_api; the log says more)", key.api, no_answer(label)))
         }
         _ => None,
     };
@@ -56,6 +59,16 @@ fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> Str
         format!("CoMagic refused get.account ({}): check comagic_api and comagic_token", failure.label())
     });
     format!("{label}: {fix}")
+}
+
+/// What a transient failure of class `label` says about the address, in words that tell nothing
+/// of the network between.
+fn no_answer(label: &str) -> &'static str {
+    match label {
+        outcome::CONNECT_FAILED | "transport" => "did not answer",
+        "http_5xx" => "answered with a server error",
+        _ => "did not answer as CoMagic's Data API does",
+    }
 }
 
 async fn call(

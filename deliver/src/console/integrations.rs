@@ -3,6 +3,7 @@
 //! returns them; an update that leaves a secret out keeps the stored one.
 
 use actix_web::{web, HttpResponse};
+use bridge_shared::comagic::{COMAGIC_URL, UIS_URL};
 use bridge_shared::integrations::store::Versioned;
 use bridge_shared::integrations::{Integration, IntegrationForm};
 use bridge_shared::secret::Secret;
@@ -56,6 +57,47 @@ fn new_webhook_token() -> Result<Secret, ApiError> {
 impl ConsoleState {
     fn validate(&self, form: &IntegrationForm) -> Result<Integration, ApiError> {
         Ok(form.clone().validate(0, &self.env)?)
+    }
+
+    /// What a form sent to the API may name: a CoMagic address the console may send tokens to,
+    /// and environment variables of the allowed prefix only (see [`Self::admit_endpoint`]).
+    fn admit(&self, form: &IntegrationForm) -> Result<(), ApiError> {
+        let prefix = &self.settings.console.secret_env_prefix;
+        for (field, name) in [
+            ("webhook_token_env", &form.webhook_token_env),
+            ("verbox_secret_key_env", &form.verbox_secret_key_env),
+            ("comagic_token_env", &form.comagic_token_env),
+        ] {
+            if name.as_deref().is_some_and(|n| !self.settings.console.env_name_allowed(n)) {
+                return Err(ApiError::Invalid {
+                    field: format!("integration.{field}"),
+                    message: format!("must name a variable starting with {prefix} (the console reads no other)"),
+                });
+            }
+        }
+        self.admit_endpoint("integration.comagic_api", &form.comagic_api)
+    }
+
+    /// A CoMagic address a token may be sent to: CoMagic's, UIS's, or one the operator listed in
+    /// `[console] comagic_endpoints`. Anything else would make the console send a token, or probe
+    /// a port, wherever an admin says.
+    fn admit_endpoint(&self, field: &str, api: &str) -> Result<(), ApiError> {
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        let listed = [COMAGIC_URL, UIS_URL]
+            .into_iter()
+            .chain(self.settings.console.comagic_endpoints.iter().map(String::as_str))
+            .any(|allowed| same(allowed, api));
+        if listed {
+            Ok(())
+        } else {
+            Err(ApiError::Invalid {
+                field: field.into(),
+                message: format!(
+                    "must be CoMagic's ({COMAGIC_URL}) or UIS's ({UIS_URL}) Data API, or an address the operator \
+                     listed in [console] comagic_endpoints"
+                ),
+            })
+        }
     }
 
     /// `deliver check` on a form about to be saved: an active integration whose account would
@@ -115,6 +157,7 @@ pub async fn create(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpRes
         integration.webhook_token = Some(new_webhook_token()?);
     }
     let token_set = integration.webhook_token.is_some();
+    state.admit(&integration)?;
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
     let stored = state.store.create(integration, &state.env).await?;
@@ -138,12 +181,32 @@ pub async fn update(
     }
     let stored = state.store.get(&id).await?;
     let token_set = integration.webhook_token.is_some();
+    state.admit(&integration)?;
+    token_follows_address(&integration, &stored.form)?;
     keep_unsent_secrets(&mut integration, &stored.form);
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
     let saved = state.store.update(integration, &version, &state.env).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, "integration updated");
     Ok(HttpResponse::Ok().json(state.view(&saved, token_set)))
+}
+
+/// A stored CoMagic token goes only to the address it was saved with: a form that moves the
+/// integration to another address gives the token again.
+fn token_follows_address(form: &IntegrationForm, stored: &IntegrationForm) -> Result<(), ApiError> {
+    let token_given = form.comagic_token.is_some() || form.comagic_token_env.is_some();
+    if token_given || form.comagic_api == stored.comagic_api {
+        Ok(())
+    } else {
+        Err(moved_without_token())
+    }
+}
+
+fn moved_without_token() -> ApiError {
+    ApiError::Invalid {
+        field: "integration.comagic_token".into(),
+        message: "give the token again for a new comagic_api: a saved token goes only where it was saved for".into(),
+    }
 }
 
 /// A secret the form leaves out (neither it nor its `_env` given) stays as stored.
@@ -224,16 +287,24 @@ pub async fn account_for_form(_: Admin, state: State, bytes: web::Bytes) -> Resu
         Some(id) => Some(state.stored_integration(id).await?),
         None => None,
     };
-    let token =
-        request.comagic_token.or_else(|| stored.as_ref().map(|s| s.comagic_token.clone())).ok_or_else(|| {
-            ApiError::Invalid { field: "comagic_token".into(), message: "is required to read the account".into() }
-        })?;
     let api = request
         .comagic_api
         .or_else(|| stored.as_ref().map(|s| s.comagic_api.clone()))
         .unwrap_or_else(|| IntegrationForm::DEFAULT_COMAGIC_API.to_owned());
-    if !(api.starts_with("https://") || api.starts_with("http://")) {
-        return Err(ApiError::Invalid { field: "comagic_api".into(), message: "must be an http(s) URL".into() });
-    }
+    let token = match (request.comagic_token, &stored) {
+        (Some(token), _) => {
+            state.admit_endpoint("comagic_api", &api)?;
+            token
+        }
+        // The stored token, to the address it was saved with.
+        (None, Some(stored)) if stored.comagic_api == api => stored.comagic_token.clone(),
+        (None, Some(_)) => return Err(moved_without_token()),
+        (None, None) => {
+            return Err(ApiError::Invalid {
+                field: "comagic_token".into(),
+                message: "is required to read the account".into(),
+            })
+        }
+    };
     pick_lists(&state, AccountKey { api: &api, token: &token }).await
 }

@@ -45,7 +45,8 @@ pub struct ConsoleState {
     http: reqwest::Client,
     test_chats: Arc<TestChats>,
     sampler: Arc<Sampler>,
-    /// Secrets named by environment variable (`comagic_token_env`) are resolved from here.
+    /// Secrets named by environment variable (`comagic_token_env`) are resolved from here: the
+    /// variables that start with `[console] secret_env_prefix`, no other.
     env: HashMap<String, String>,
 }
 
@@ -67,6 +68,8 @@ impl Console {
         let pages = settings.console.metrics_pages(&settings.deliver);
         tokio::spawn(sampler.clone().run(pages, settings.amqp.clone(), stopper.listener()));
         let http = reqwest::Client::builder().timeout(TEST_CHAT_TIMEOUT).build().expect("an HTTP client builds");
+        // Only the variables a form may name: never the admin tokens or a database URL.
+        let env = std::env::vars().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
         let state = web::Data::new(ConsoleState {
             settings,
             store,
@@ -75,7 +78,7 @@ impl Console {
             http,
             test_chats,
             sampler,
-            env: std::env::vars().collect(),
+            env,
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             .workers(2)

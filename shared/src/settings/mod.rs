@@ -133,35 +133,6 @@ impl DeliverSettings {
     }
 }
 
-/// `deliver console`: the admin API and the settings console. Its admin tokens come from the
-/// environment only (`BRIDGE_ADMIN_TOKENS`, comma-separated), never from a file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsoleSettings {
-    /// Its own port, never ingest's public one: keep it on an internal network.
-    pub listen: SocketAddr,
-    /// The deliver replicas' `/metrics` pages it reads each integration's state from (paused,
-    /// quota, deliveries). Empty: the local deliver at `[deliver] listen`.
-    pub deliver_metrics: Vec<String>,
-}
-
-impl Default for ConsoleSettings {
-    fn default() -> Self {
-        ConsoleSettings { listen: "127.0.0.1:9093".parse().expect("literal address"), deliver_metrics: Vec::new() }
-    }
-}
-
-impl ConsoleSettings {
-    /// The metrics pages to read, the local deliver's when none is set.
-    pub fn metrics_pages(&self, deliver: &DeliverSettings) -> Vec<String> {
-        if self.deliver_metrics.is_empty() {
-            vec![format!("http://127.0.0.1:{}/metrics", deliver.listen.port())]
-        } else {
-            self.deliver_metrics.clone()
-        }
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -308,13 +279,7 @@ impl Settings {
                 return Err(ConfigError::invalid(key, "must be empty or a postgres:// URL"));
             }
         }
-        let page_ok = |u: &String| is_http(u.strip_prefix("dns+").unwrap_or(u));
-        if let Some(i) = self.console.deliver_metrics.iter().position(|u| !page_ok(u)) {
-            return Err(ConfigError::invalid(
-                format!("console.deliver_metrics[{i}]"),
-                "must be an http(s) URL, or dns+http(s):// for every address a name resolves to",
-            ));
-        }
+        self.console.validate()?;
         let prefix_ok = !self.amqp.topology_prefix.is_empty()
             && self.amqp.topology_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !prefix_ok {
@@ -383,8 +348,11 @@ fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<()
     }
 }
 
+mod console;
 mod layers;
 mod values;
+
+pub use console::ConsoleSettings;
 
 use layers::apply_env_overrides;
 pub use layers::deserialize_naming_key;

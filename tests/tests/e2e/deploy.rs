@@ -147,7 +147,7 @@ fn the_shipped_configs_are_valid_settings() {
     assert_eq!(settings.console.listen.port(), 9093);
     let integrations = yaml_block(&read("deploy/k8s/config.yaml"), "integrations.toml");
     let env: std::collections::HashMap<String, String> =
-        [("ACME_SHOP_WEBHOOK_TOKEN", "a".repeat(30)), ("ACME_SHOP_COMAGIC_TOKEN", "b".repeat(10))]
+        [("BRIDGE_SECRET_ACME_SHOP_WEBHOOK_TOKEN", "a".repeat(30)), ("BRIDGE_SECRET_ACME_SHOP_COMAGIC_TOKEN", "b".repeat(10))]
             .map(|(k, v)| (k.to_owned(), v))
             .into();
     bridge_shared::integrations::Integrations::from_toml(&integrations, &env).expect("the ConfigMap's integrations");

@@ -7,7 +7,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bridge_shared::settings::Settings;
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -112,10 +111,7 @@ impl Drop for Browser {
 async fn an_admin_sets_up_tests_breaks_repairs_and_replays_from_the_console() {
     let tenants = [Tenant { id: "shop", extra: "" }, Tenant { id: "acme", extra: "" }];
     let p = Pipeline::start("console-browser", &tenants, Options::default()).await;
-    let mut settings = Settings::load(&p.config).unwrap();
-    settings.ingest.public_url = p.ingest_address().to_owned();
-    settings.console.deliver_metrics = vec![format!("{}/metrics", p.deliver_address())];
-    let console = ConsoleClient::start(settings).await;
+    let console = ConsoleClient::beside(&p).await;
     let b = Browser::start().await;
 
     b.client.goto(&console.url).await.unwrap();

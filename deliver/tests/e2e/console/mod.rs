@@ -2,6 +2,7 @@
 //! store (and the PostgreSQL store where a test says so).
 
 mod api;
+mod boundaries;
 mod browser;
 mod test_chat;
 
@@ -14,6 +15,8 @@ use bridge_tests::sandbox::{Account, Sandbox, SandboxConfig};
 use deliver::console::{AdminTokens, Console};
 use serde_json::{json, Value};
 
+use crate::helpers::Pipeline;
+
 pub const ADMIN_TOKEN: &str = "admin-0123456789abcdefghijklmnop";
 pub const COMAGIC_TOKEN: &str = "ct-acme-0123456789";
 
@@ -25,6 +28,16 @@ pub struct ConsoleClient {
 }
 
 impl ConsoleClient {
+    /// A console beside a running pipeline: its ingest, its deliver's state, its sandbox as an
+    /// address forms may name.
+    pub async fn beside(p: &Pipeline) -> Self {
+        let mut settings = Settings::load(&p.config).unwrap();
+        settings.ingest.public_url = p.ingest_address().to_owned();
+        settings.console.deliver_metrics = vec![format!("{}/metrics", p.deliver_address())];
+        settings.console.comagic_endpoints = vec![p.sandbox.url().to_owned()];
+        Self::start(settings).await
+    }
+
     pub async fn start(mut settings: Settings) -> Self {
         settings.console.listen = "127.0.0.1:0".parse().unwrap();
         let tokens = AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap();
@@ -65,12 +78,19 @@ impl std::ops::Deref for RunningConsole {
 
 impl RunningConsole {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// With settings of the test's own on top (`[console] comagic_endpoints` has the sandbox).
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let sandbox =
             Sandbox::start(SandboxConfig { account: vec![Account::sample("acme", COMAGIC_TOKEN)] }).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = BridgeToml::new("amqp://guest:guest@127.0.0.1:5672/%2f", "t.console");
         let mut settings = Settings::load(&config.write(dir.path())).unwrap();
         settings.ingest.public_url = "https://hooks.example".into();
+        settings.console.comagic_endpoints = vec![sandbox.url().to_owned()];
+        adjust(&mut settings);
         RunningConsole { client: ConsoleClient::start(settings).await, sandbox, dir }
     }
 

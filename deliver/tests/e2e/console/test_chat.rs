@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bridge_shared::settings::Settings;
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use reqwest::Method;
@@ -31,10 +30,7 @@ async fn followed_to(console: &ConsoleClient, event_id: &str, outcome: &str) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_chat_is_followed_to_its_comagic_id_and_a_paused_account_shows_its_fix() {
     let p = Pipeline::start("console-test-chat", &[Tenant { id: "shop", extra: "" }], Options::default()).await;
-    let mut settings = Settings::load(&p.config).unwrap();
-    settings.ingest.public_url = p.ingest_address().to_owned();
-    settings.console.deliver_metrics = vec![format!("{}/metrics", p.deliver_address())];
-    let console = ConsoleClient::start(settings).await;
+    let console = ConsoleClient::beside(&p).await;
 
     let event_id = send_test_chat(&console, "shop").await;
     let followed = followed_to(&console, &event_id, "delivered").await;
