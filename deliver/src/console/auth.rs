@@ -1,8 +1,10 @@
 //! Admin bearer tokens: from `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by
 //! adding the new one before removing the old), compared in constant time, never logged or echoed.
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
 use bridge_shared::secret::Secret;
 
 use super::error::ApiError;
@@ -41,24 +43,26 @@ impl AdminTokens {
     }
 }
 
-/// A request that carried a valid admin token: handlers that take it are admin-only.
-pub struct Admin;
-
-impl FromRequest for Admin {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = request.app_data::<actix_web::web::Data<ConsoleState>>().expect("the console state is set");
-        let presented = request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        std::future::ready(match presented {
-            Some(token) if state.tokens.admits(token.trim()) => Ok(Admin),
-            _ => Err(ApiError::Unauthorized),
-        })
+/// Every route under `/api` passes here first, so a request without a valid admin token never
+/// reaches a handler (one added later included).
+pub async fn admins_only(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let presented = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let admitted = request
+        .app_data::<web::Data<ConsoleState>>()
+        .zip(presented)
+        .is_some_and(|(state, token)| state.tokens.admits(token.trim()));
+    if admitted {
+        Ok(next.call(request).await?.map_into_left_body())
+    } else {
+        // An answer, not an error: the headers the scope adds (no-store) are added to it too.
+        Ok(request.into_response(ApiError::Unauthorized.error_response()).map_into_right_body())
     }
 }
 

@@ -11,7 +11,6 @@ use bridge_shared::settings::deserialize_naming_key;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Admin;
 use super::error::ApiError;
 use super::views::{masked_form, webhook_urls, with_masked_token};
 use super::ConsoleState;
@@ -70,18 +69,18 @@ impl ConsoleState {
         ] {
             if name.as_deref().is_some_and(|n| !self.settings.console.env_name_allowed(n)) {
                 return Err(ApiError::Invalid {
-                    field: format!("integration.{field}"),
+                    field: field.into(),
                     message: format!("must name a variable starting with {prefix} (the console reads no other)"),
                 });
             }
         }
-        self.admit_endpoint("integration.comagic_api", &form.comagic_api)
+        self.admit_endpoint(&form.comagic_api)
     }
 
     /// A CoMagic address a token may be sent to: CoMagic's, UIS's, or one the operator listed in
     /// `[console] comagic_endpoints`. Anything else would make the console send a token, or probe
     /// a port, wherever an admin says.
-    fn admit_endpoint(&self, field: &str, api: &str) -> Result<(), ApiError> {
+    fn admit_endpoint(&self, api: &str) -> Result<(), ApiError> {
         let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         let listed = [COMAGIC_URL, UIS_URL]
             .into_iter()
@@ -91,7 +90,7 @@ impl ConsoleState {
             Ok(())
         } else {
             Err(ApiError::Invalid {
-                field: field.into(),
+                field: "comagic_api".into(),
                 message: format!(
                     "must be CoMagic's ({COMAGIC_URL}) or UIS's ({UIS_URL}) Data API, or an address the operator \
                      listed in [console] comagic_endpoints"
@@ -140,18 +139,18 @@ impl ConsoleState {
     }
 }
 
-pub async fn list(_: Admin, state: State) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
     let all = state.store.list().await?;
     let views: Vec<Value> = all.iter().map(|stored| state.view(stored, false)).collect();
     Ok(HttpResponse::Ok().json(json!({ "integrations": views })))
 }
 
-pub async fn get(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
     Ok(HttpResponse::Ok().json(state.view(&stored, false)))
 }
 
-pub async fn create(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let SaveRequest { force, mut integration, .. } = body(&bytes)?;
     if integration.webhook_token.is_none() && integration.webhook_token_env.is_none() {
         integration.webhook_token = Some(new_webhook_token()?);
@@ -165,12 +164,7 @@ pub async fn create(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpRes
     Ok(HttpResponse::Created().json(state.view(&stored, token_set)))
 }
 
-pub async fn update(
-    _: Admin,
-    state: State,
-    id: web::Path<String>,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn update(state: State, id: web::Path<String>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let SaveRequest { version, force, mut integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
@@ -204,7 +198,7 @@ fn token_follows_address(form: &IntegrationForm, stored: &IntegrationForm) -> Re
 
 fn moved_without_token() -> ApiError {
     ApiError::Invalid {
-        field: "integration.comagic_token".into(),
+        field: "comagic_token".into(),
         message: "give the token again for a new comagic_api: a saved token goes only where it was saved for".into(),
     }
 }
@@ -228,12 +222,7 @@ fn keep_unsent_secrets(form: &mut IntegrationForm, stored: &IntegrationForm) {
     keep(&mut form.comagic_token, &mut form.comagic_token_env, &stored.comagic_token, &stored.comagic_token_env);
 }
 
-pub async fn deactivate(
-    _: Admin,
-    state: State,
-    id: web::Path<String>,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn deactivate(state: State, id: web::Path<String>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let VersionRequest { version } = body(&bytes)?;
     let mut form = state.store.get(&id).await?.form;
     form.active = false;
@@ -242,13 +231,13 @@ pub async fn deactivate(
     Ok(HttpResponse::Ok().json(state.view(&saved, false)))
 }
 
-pub async fn state(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn state(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     state.store.get(&id).await?;
     Ok(HttpResponse::Ok().json(state.sampler.state_of(&id)))
 }
 
 /// What to paste into Verbox and onto the site (`ingest setup`), the token masked.
-pub async fn setup(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn setup(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let integration = with_masked_token(&state.stored_integration(&id).await?);
     let public_url = &state.settings.ingest.public_url;
     Ok(HttpResponse::Ok().json(json!({
@@ -266,7 +255,7 @@ async fn pick_lists(state: &ConsoleState, key: AccountKey<'_>) -> Result<HttpRes
 }
 
 /// The stored integration's account: what its form may pick from.
-pub async fn account(_: Admin, state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn account(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let integration = state.stored_integration(&id).await?;
     pick_lists(&state, (&integration).into()).await
 }
@@ -281,7 +270,7 @@ struct AccountRequest {
     id: Option<String>,
 }
 
-pub async fn account_for_form(_: Admin, state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn account_for_form(state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: AccountRequest = body(&bytes)?;
     let stored = match &request.id {
         Some(id) => Some(state.stored_integration(id).await?),
@@ -293,7 +282,7 @@ pub async fn account_for_form(_: Admin, state: State, bytes: web::Bytes) -> Resu
         .unwrap_or_else(|| IntegrationForm::DEFAULT_COMAGIC_API.to_owned());
     let token = match (request.comagic_token, &stored) {
         (Some(token), _) => {
-            state.admit_endpoint("comagic_api", &api)?;
+            state.admit_endpoint(&api)?;
             token
         }
         // The stored token, to the address it was saved with.

@@ -17,6 +17,8 @@ mod views;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bridge_shared::comagic::ComagicClient;
 use bridge_shared::integrations::store::{Location, Store};
@@ -80,11 +82,12 @@ impl Console {
             sampler,
             env,
         });
-        let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-            .workers(2)
-            .listen(listener)
-            .map_err(StartError::bind(LISTEN))?
-            .run();
+        let server =
+            HttpServer::new(move || App::new().wrap(security_headers()).app_data(state.clone()).configure(routes))
+                .workers(2)
+                .listen(listener)
+                .map_err(StartError::bind(LISTEN))?
+                .run();
         tracing::info!(port, "console listening");
         Ok(Console { served: Served::new(port, server), stopper })
     }
@@ -106,6 +109,19 @@ fn asset(content_type: &'static str, body: &'static str) -> impl Fn() -> std::fu
     move || std::future::ready(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
+/// The page loads its own script, style sheet and API only, and is never framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+     img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers on every answer of the console, page and API.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+}
+
 fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(asset("text/html; charset=utf-8", include_str!("assets/index.html"))))
@@ -113,6 +129,9 @@ fn routes(config: &mut web::ServiceConfig) {
         .route("/console.css", web::get().to(asset("text/css", include_str!("assets/console.css"))))
         .service(
             web::scope("/api")
+                .wrap(from_fn(auth::admins_only))
+                // What the API answers is about one tenant's account: no cache keeps it.
+                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                 .app_data(
                     web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
                 )

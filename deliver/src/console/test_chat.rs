@@ -21,7 +21,6 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
-use super::auth::Admin;
 use super::error::ApiError;
 use super::ConsoleState;
 
@@ -142,7 +141,7 @@ fn test_dialog(integration: &str) -> Value {
 }
 
 /// Posts a test chat through the integration's public chat URL, as Verbox would.
-pub async fn send(_: Admin, state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn send(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let integration = state.stored_integration(&id).await?;
     let mut dialog = test_dialog(&integration.id);
     if let Some(secret) = &integration.verbox_secret_key {
@@ -190,7 +189,7 @@ pub async fn send(_: Admin, state: web::Data<ConsoleState>, id: web::Path<String
 }
 
 /// What is known of a test chat: each step deliver reported, the latest last.
-pub async fn follow(_: Admin, state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn follow(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let steps = state
         .test_chats
         .steps(&id)

@@ -146,10 +146,12 @@ fn the_shipped_configs_are_valid_settings() {
     let settings = bridge_shared::settings::Settings::from_toml(&k8s, &env).expect("the ConfigMap's bridge.toml");
     assert_eq!(settings.console.listen.port(), 9093);
     let integrations = yaml_block(&read("deploy/k8s/config.yaml"), "integrations.toml");
-    let env: std::collections::HashMap<String, String> =
-        [("BRIDGE_SECRET_ACME_SHOP_WEBHOOK_TOKEN", "a".repeat(30)), ("BRIDGE_SECRET_ACME_SHOP_COMAGIC_TOKEN", "b".repeat(10))]
-            .map(|(k, v)| (k.to_owned(), v))
-            .into();
+    let env: std::collections::HashMap<String, String> = [
+        ("BRIDGE_SECRET_ACME_SHOP_WEBHOOK_TOKEN", "a".repeat(30)),
+        ("BRIDGE_SECRET_ACME_SHOP_COMAGIC_TOKEN", "b".repeat(10)),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
     bridge_shared::integrations::Integrations::from_toml(&integrations, &env).expect("the ConfigMap's integrations");
     bridge_shared::settings::Settings::from_toml(&read("deploy/local/bridge.toml"), &Default::default())
         .expect("deploy/local/bridge.toml");

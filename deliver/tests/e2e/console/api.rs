@@ -11,12 +11,23 @@ const WEBHOOK_TOKEN: &str = "whtok_0123456789abcdefghijklmn";
 async fn without_a_valid_admin_token_every_call_is_401_and_the_token_is_never_echoed() {
     let console = RunningConsole::start().await;
     let wrong = "admin-0123456789abcdefghijklmnoX";
+    // Every route of the API, and one that does not exist: the token is asked for before routing.
     for (method, path) in [
         (Method::GET, "/api/integrations"),
         (Method::POST, "/api/integrations"),
         (Method::GET, "/api/integrations/acme"),
         (Method::PUT, "/api/integrations/acme"),
+        (Method::POST, "/api/integrations/acme/deactivate"),
+        (Method::GET, "/api/integrations/acme/setup"),
+        (Method::GET, "/api/integrations/acme/account"),
+        (Method::GET, "/api/integrations/acme/state"),
+        (Method::POST, "/api/integrations/acme/test-chat"),
+        (Method::GET, "/api/test-chats/some-event"),
+        (Method::GET, "/api/integrations/acme/dead-letters"),
+        (Method::POST, "/api/integrations/acme/dead-letters/replay"),
+        (Method::POST, "/api/integrations/acme/dead-letters/purge"),
         (Method::POST, "/api/account"),
+        (Method::GET, "/api/no-such-route"),
     ] {
         for token in [None, Some(wrong), Some(&ADMIN_TOKEN[..20])] {
             let mut request = console.http.request(method.clone(), format!("{}{path}", console.url));
@@ -26,6 +37,7 @@ async fn without_a_valid_admin_token_every_call_is_401_and_the_token_is_never_ec
             let response = request.json(&json!({"integration": valid_form("http://x")})).send().await.unwrap();
             assert_eq!(response.status(), 401, "{method} {path} with {token:?}");
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert_eq!(response.headers()["cache-control"], "no-store", "{method} {path}");
             let body = response.text().await.unwrap();
             assert!(!body.contains(&wrong[..20]) && body.contains("unauthorized"), "{body}");
         }
@@ -190,5 +202,23 @@ async fn a_save_check_would_flag_is_refused_with_the_fix_unless_forced_and_pick_
     assert_eq!(status, 201, "forced");
     let (status, lists) = console.call(Method::GET, "/api/integrations/acme/account", None).await;
     assert_eq!((status, lists["sources"].as_array().map(Vec::len)), (200, Some(2)), "{lists}");
+    console.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_loads_only_its_own_assets_is_never_framed_and_answers_are_not_cached() {
+    let console = RunningConsole::start().await;
+    for path in ["/", "/console.js", "/console.css", "/api/integrations"] {
+        let response =
+            console.http.get(format!("{}{path}", console.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers.get("cache-control").is_some_and(|v| v == "no-store"), path.starts_with("/api"), "{path}");
+    }
     console.stop().await;
 }
