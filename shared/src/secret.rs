@@ -23,6 +23,14 @@ impl Secret {
     }
 }
 
+/// Whether `value` is a sample's placeholder ("change-me…"), not a secret: shipped examples use
+/// such values, and one long enough passes every length check, so a deployment that forgot to
+/// replace it would run with a token anyone can read in the repository.
+pub fn is_placeholder(value: &str) -> bool {
+    let plain: String = value.to_ascii_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
+    ["changeme", "replaceme"].iter().any(|word| plain.contains(word))
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
@@ -32,6 +40,16 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_samples_placeholder_is_told_from_a_secret() {
+        for sample in
+            ["change-me-to-24-or-more-random-chars", "CHANGE_ME_0123456789abcdef", "replace-me-please-0123456789"]
+        {
+            assert!(is_placeholder(sample), "{sample}");
+        }
+        assert!(!is_placeholder("tok_0123456789abcdefghijkl") && !is_placeholder("3f9a0c1e7b2d4a5f8e6c0b1a9d7e5f3c"));
+    }
 
     #[test]
     fn never_printed_and_compared_exactly() {

@@ -5,7 +5,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
-use bridge_shared::secret::Secret;
+use bridge_shared::secret::{is_placeholder, Secret};
 
 use super::error::ApiError;
 use super::ConsoleState;
@@ -21,6 +21,8 @@ pub enum TokensError {
     Missing,
     #[error("{ADMIN_TOKENS_VAR}: token {0} is shorter than {MIN_ADMIN_TOKEN_LEN} characters")]
     Short(usize),
+    #[error("{ADMIN_TOKENS_VAR}: token {0} is a sample's placeholder: set a random one")]
+    Placeholder(usize),
 }
 
 pub struct AdminTokens(Vec<Secret>);
@@ -33,6 +35,9 @@ impl AdminTokens {
         }
         if let Some(i) = tokens.iter().position(|t| t.len() < MIN_ADMIN_TOKEN_LEN) {
             return Err(TokensError::Short(i + 1));
+        }
+        if let Some(i) = tokens.iter().position(|t| is_placeholder(t)) {
+            return Err(TokensError::Placeholder(i + 1));
         }
         Ok(AdminTokens(tokens.into_iter().map(Secret::new).collect()))
     }
@@ -78,6 +83,8 @@ mod tests {
         let short = format!("{},short", "a".repeat(30));
         let error = AdminTokens::parse(Some(&short)).err().unwrap().to_string();
         assert!(error.contains("token 2") && !error.contains("short,"), "{error}");
+        let sample = format!("{},change-me-to-a-long-random-admin-token", "a".repeat(30));
+        assert!(matches!(AdminTokens::parse(Some(&sample)), Err(TokensError::Placeholder(2))));
         let tokens = AdminTokens::parse(Some(&format!("{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
         assert!(tokens.admits(&"b".repeat(30)));
         assert!(!tokens.admits(&"b".repeat(29)) && !tokens.admits(""));

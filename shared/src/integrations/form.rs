@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::{Integration, Target, MESSENGERS};
-use crate::secret::Secret;
+use crate::secret::{is_placeholder, Secret};
 use crate::settings::ConfigError;
 
 /// `integrations.toml` as written.
@@ -126,6 +126,9 @@ impl IntegrationForm {
                 key("webhook_token"),
                 format!("must be at least {MIN_WEBHOOK_TOKEN_LEN} characters of [A-Za-z0-9_-]"),
             ));
+        }
+        if is_placeholder(token) {
+            return Err(ConfigError::invalid(key("webhook_token"), "is a sample's placeholder: set a random token"));
         }
         let verbox_secret_key = secret("verbox_secret_key", self.verbox_secret_key, self.verbox_secret_key_env)?;
         if !(self.comagic_api.starts_with("https://") || self.comagic_api.starts_with("http://")) {
