@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::acks::Acks;
-use crate::courier::{renew_after, Courier, Panics};
+use crate::courier::{Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::{Ledger, LedgerError};
@@ -38,8 +38,9 @@ const LEDGER_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Of the 30 s shutdown budget: the batches in hand get this long to finish.
 const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 
-/// This process among the replicas (it holds ledger claims under this name): the host (a pod's
-/// name in Kubernetes) and the process id.
+/// This process among the replicas (it holds ledger claims and its lease under this name): the
+/// host (a pod's name in Kubernetes), the process id and when it started, so a restarted process
+/// that gets its predecessor's pid (pid 1 in every container) never inherits its lease or claims.
 fn replica_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -47,7 +48,18 @@ fn replica_name() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "deliver".into());
-    format!("{host}/{}", std::process::id())
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{host}/{}/{}", std::process::id(), started.as_nanos())
+}
+
+/// The ledger of `[deliver] ledger_dir`, or the shared one of `ledger_postgres` when it is set.
+async fn open_ledger(settings: &Settings, postgres: &Postgres) -> Result<Ledger, StartError> {
+    if settings.deliver.ledger_postgres.is_empty() {
+        return Ledger::open(&settings.deliver.ledger_dir).map_err(|e| StartError::state("deliver.ledger_dir", e));
+    }
+    let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
+    let database = postgres.database(&settings.deliver.ledger_postgres, Role::Ledger).map_err(|e| shared(e.into()))?;
+    Ledger::connect(database, &settings.amqp.topology_prefix, &replica_name()).await.map_err(shared)
 }
 
 struct HealthState {
@@ -64,6 +76,10 @@ pub struct Application {
     consumer: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     watcher: JoinHandle<Option<()>>,
     pruner: JoinHandle<Option<()>>,
+    /// Keeps the ledger lease until the lanes have settled (not until the stop starts: the batches
+    /// in hand are still sent meanwhile).
+    lease: (Stopper, JoinHandle<Option<()>>),
+    ledger: Arc<Ledger>,
     lanes: Arc<Lanes>,
     link: Arc<BrokerLink>,
 }
@@ -75,14 +91,7 @@ impl Application {
         let postgres = Postgres::reporting(settings.postgres_timeout, bridge_shared::telemetry::postgres_up(&registry));
         let integrations =
             IntegrationsHandle::open(&Location::of(&settings), ReloadMetrics::new(&registry), &postgres).await?;
-        let ledger = Arc::new(if settings.deliver.ledger_postgres.is_empty() {
-            Ledger::open(&settings.deliver.ledger_dir).map_err(|e| StartError::state("deliver.ledger_dir", e))?
-        } else {
-            let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
-            let database = postgres.database(&settings.deliver.ledger_postgres, Role::Ledger);
-            let database = database.map_err(|e| shared(e.into()))?;
-            Ledger::connect(database, &settings.amqp.topology_prefix, &replica_name()).await.map_err(shared)?
-        });
+        let ledger = Arc::new(open_ledger(&settings, &postgres).await?);
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
         let outlet = Arc::new(Outlet {
@@ -102,7 +111,6 @@ impl Application {
             outlet: outlet.clone(),
             doubt_grace: settings.deliver.doubt_grace(),
             panics: Panics::default(),
-            renew_after: renew_after(settings.deliver.comagic_timeout),
         });
         let d = &settings.deliver;
         let limits = LaneLimits {
@@ -135,6 +143,9 @@ impl Application {
         );
         let watcher =
             liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
+        let lease_stopper = Stopper::default();
+        let lease = liveness.spawn("ledger lease", &stop, ledger.clone().hold_lease(lease_stopper.listener()));
+        let lease = (lease_stopper, lease);
 
         let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone(), postgres });
         let (listener, port) = bind(LISTEN, d.listen)?;
@@ -151,7 +162,8 @@ impl Application {
         .map_err(StartError::bind(LISTEN))?
         .run();
         tracing::info!(port, "deliver listening");
-        Ok(Application { served: Served::new(port, server), stopper, consumer, watcher, pruner, lanes, link })
+        let served = Served::new(port, server);
+        Ok(Application { served, stopper, consumer, watcher, pruner, lease, ledger, lanes, link })
     }
 }
 
@@ -161,12 +173,21 @@ impl Service for Application {
     }
 
     /// Runs until SIGTERM/SIGINT (or [`Served::handle`]`.stop`): stops consuming, lets the lanes send
-    /// or move what they hold, then closes the connection; anything still unacked is redelivered.
+    /// or move what they hold, lets the ledger lease lapse once they have, then closes the
+    /// connection; anything still unacked is redelivered.
     async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.served.stopped().await;
         self.stopper.stop();
         let connection = self.consumer.await.ok().flatten().flatten();
-        if tokio::time::timeout(LANES_SHUTDOWN, self.lanes.close()).await.is_err() {
+        let settled = tokio::time::timeout(LANES_SHUTDOWN, self.lanes.close()).await.is_ok();
+        let (lease_stopper, lease) = self.lease;
+        lease_stopper.stop();
+        let _ = lease.await;
+        if settled {
+            // Nothing is in hand: what this process still claims may be taken over at once.
+            self.ledger.let_lease_lapse().await;
+        } else {
+            // A batch may still be calling: its claims hold until the lease lapses by itself.
             tracing::warn!("batches still in hand at shutdown; the broker redelivers them");
         }
         if let Some(connection) = connection {

@@ -73,14 +73,23 @@ impl Courier {
         }
         let may_have_arrived = failure.may_have_arrived();
         match failure {
-            Failure::Transient { reason, .. } => {
+            Failure::Transient { reason, .. } if may_have_arrived => {
                 // CoMagic may still carry out a call whose answer never came: the events wait out
-                // the grace in the retry queues before the report is asked (courier::doubt).
-                if may_have_arrived {
-                    batch.iter_mut().for_each(Pending::doubt_arises);
-                }
+                // the grace in the retry queues before the report is asked (courier::doubt), and
+                // their claims keep the call for whoever holds them next.
+                batch.iter_mut().for_each(Pending::doubt_arises);
+                s.may_be_there.extend(batch.iter().map(|p| p.item.ext_id().to_owned()));
                 self.retry_all(batch, &reason).await;
             }
+            // Nothing reached CoMagic (the connection was never made): tried again soon, in hand,
+            // each attempt with its own slot and its claims renewed right before it.
+            Failure::Transient { reason, .. } => match s.delays.next_delay() {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    s.work.push_front(batch);
+                }
+                None => self.retry_all(batch, &reason).await,
+            },
             Failure::Request { mnemonic, message } => {
                 self.retry_all(batch, &format!("{mnemonic}: {message} (the request as a whole)")).await;
             }

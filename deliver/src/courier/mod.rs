@@ -1,14 +1,18 @@
 //! Sends one batch of one integration and kind to CoMagic and acts on every outcome class
 //! (docs/delivery.md). Item-level rejections shrink the batch until what is left goes through, so
-//! one bad item never holds up the other 49; events in doubt wait until CoMagic's report can
+//! one bad item never holds up the other 49; nothing is sent that its batch does not hold a claim
+//! on, renewed right before the call ([`claims`]); events in doubt wait until CoMagic's report can
 //! witness them ([`doubt`]); a panic costs the events of its batch a bounded number of tries
 //! ([`panics`]), never the tenant.
 
+mod claims;
 mod doubt;
 mod failures;
 mod panics;
+#[cfg(test)]
+mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,21 +20,21 @@ use std::time::Duration;
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::comagic::{ComagicClient, Failure, Success, Uploaded};
 use bridge_shared::event::EventKind;
+use bridge_shared::integrations::Integration;
 use bridge_shared::lifecycle::panic_message;
 use bridge_shared::mapping::Item;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::retry_policy::{short_retries, Delays};
-use bridge_shared::secret::Secret;
 use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
+use self::claims::HELD_COPY_WAIT;
 pub use self::panics::Panics;
 use self::panics::Record;
 use crate::acks::Ticket;
-use crate::ledger::{Claim, CLAIM_FOR};
+use crate::ledger::Hold;
 use crate::outlet::Outlet;
 use crate::pending::Pending;
 use crate::tenants::{Block, Tenant, Tenants};
@@ -58,22 +62,7 @@ pub struct Courier {
     pub doubt_grace: Duration,
     /// The events whose batch panicked in this process.
     pub panics: Panics,
-    /// Claims older than this are renewed before a call ([`renew_after`]).
-    pub renew_after: Duration,
 }
-
-/// A claim is renewed right before a call (its call slot in hand) unless it is young enough to
-/// outlast the call: taken less than `CLAIM_FOR - comagic_timeout - RENEW_MARGIN` ago. A batch
-/// sent at once (the common case) costs the shared ledger no extra round trip.
-pub const RENEW_MARGIN: Duration = Duration::from_secs(15);
-
-/// How old a claim may be and still cover a call of at most `call_timeout` without a renewal.
-pub fn renew_after(call_timeout: Duration) -> Duration {
-    CLAIM_FOR.saturating_sub(call_timeout).saturating_sub(RENEW_MARGIN)
-}
-
-/// How long a copy of an event waits when another copy is being sent.
-const HELD_COPY_WAIT: Duration = Duration::from_secs(10);
 
 /// What one call of [`Courier::send`] did: asked CoMagic's report about events in doubt, or
 /// uploaded.
@@ -84,10 +73,24 @@ enum Step {
 
 /// One batch on its way, as CoMagic's answers split it.
 struct Sending {
+    /// Its claims in the ledger.
+    hold: Hold,
     work: VecDeque<Vec<Pending>>,
     delays: Delays,
     /// How many of its events ended delivered (recorded in the ledger).
     delivered: usize,
+    /// Its events that may be at CoMagic although nothing said so: in doubt when claimed and not
+    /// yet settled by CoMagic's report, or in a call whose answer was lost. Their claims are left
+    /// lapsed with the call noted when the batch lets go, so the next holder asks first.
+    may_be_there: HashSet<String>,
+}
+
+impl Sending {
+    fn new(hold: Hold, batch: Vec<Pending>) -> Self {
+        let may_be_there = batch.iter().filter(|p| p.in_doubt()).map(|p| p.item.ext_id().to_owned()).collect();
+        let delays = short_retries(SHORT_RETRY_FOR);
+        Sending { hold, work: VecDeque::from([batch]), delays, delivered: 0, may_be_there }
+    }
 }
 
 impl Courier {
@@ -111,69 +114,41 @@ impl Courier {
         }
     }
 
-    /// [`Self::deliver_claimed`], with a panic (a bug) caught: the batch's claims are released, its
-    /// tenant's budget probe settled, its events remembered and handed back to the broker.
+    /// [`Self::deliver_claimed`], with a panic (a bug) caught: the batch's claims are released (a
+    /// claim whose call was noted stays lapsed, so the next holder asks CoMagic first), its tenant's
+    /// budget probe settled, its events remembered and handed back to the broker.
     async fn deliver_caught(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
         let ext_ids: Vec<String> = batch.iter().map(|p| p.item.ext_id().to_owned()).collect();
         let tickets: Vec<Ticket> = batch.iter().map(|p| p.message.ticket.clone()).collect();
-        let sent = AssertUnwindSafe(self.deliver_claimed(integration_id, kind, batch)).catch_unwind().await;
+        let hold = self.outlet.ledger.hold();
+        let sent = AssertUnwindSafe(self.deliver_claimed(hold, integration_id, kind, batch)).catch_unwind().await;
         if let Err(panic) = sent {
             let reason = panic_message(&*panic);
             self.panics.record(&ext_ids, &reason);
-            self.outlet.ledger.release(&ext_ids).await;
+            let all = ext_ids.iter().cloned().collect();
+            self.outlet.ledger.release(hold, &ext_ids, &all).await;
             self.tenants.get(integration_id).call_failed();
             self.outlet.hand_back_after_panic("lane", &tickets, reason).await;
         }
     }
 
-    /// Claims the batch's events in the ledger, sends what it claimed, and releases the claims of
-    /// whatever was not delivered (a retry, a park, a dead letter), so a copy may then be sent.
-    async fn deliver_claimed(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
-        let claimed_at = Instant::now();
-        let batch = self.claimed(kind, batch).await;
+    /// Claims the batch's events in the ledger for `hold`, sends what it claimed, and releases the
+    /// claims of whatever was not delivered (a retry, a park, a dead letter), so a copy may then be
+    /// sent.
+    async fn deliver_claimed(&self, hold: Hold, integration_id: &str, kind: EventKind, batch: Vec<Pending>) {
+        let batch = self.claimed(hold, kind, batch).await;
         let claimed: Vec<String> = batch.iter().map(|p| p.item.ext_id().to_owned()).collect();
+        let mut s = Sending::new(hold, batch);
+        self.send(integration_id, kind, &mut s).await;
         // Recording a delivery clears its claim: a batch delivered whole costs no release.
-        if self.send(integration_id, kind, batch, claimed_at).await < claimed.len() {
-            self.outlet.ledger.release(&claimed).await;
+        if s.delivered < claimed.len() {
+            self.outlet.ledger.release(hold, &claimed, &s.may_be_there).await;
         }
     }
 
-    /// The events of `batch` this process may send now: a copy of a delivered event is acked as a
-    /// duplicate; a copy of one being sent waits in the first retry tier, then meets the ledger.
-    async fn claimed(&self, kind: EventKind, batch: Vec<Pending>) -> Vec<Pending> {
-        let ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
-        let claims = self.outlet.ledger.claim(&ids).await;
-        let (mut mine, mut held, mut unclaimed) = (Vec::with_capacity(batch.len()), Vec::new(), Vec::new());
-        for (mut p, claim) in batch.into_iter().zip(claims) {
-            match claim {
-                Claim::Mine => mine.push(p),
-                Claim::TakenOver => {
-                    p.doubt_arises();
-                    mine.push(p);
-                }
-                Claim::Delivered => self.outlet.done(&p.message.ticket, kind.as_str(), "duplicate").await,
-                Claim::Held => {
-                    // The copy in flight may reach CoMagic and its holder die before the ledger
-                    // hears of it: this one asks before it is sent.
-                    p.doubt_arises();
-                    held.push(p);
-                }
-                // Nothing claimed, nothing sent: it waits for the ledger in the first retry tier.
-                Claim::Unavailable => unclaimed.push(p),
-            }
-        }
-        self.park_all(held, HELD_COPY_WAIT).await;
-        self.park_all(unclaimed, HELD_COPY_WAIT).await;
-        mine
-    }
-
-    /// Sends `batch`, split as CoMagic's answers require; returns how many of its events ended
-    /// delivered (recorded in the ledger).
-    /// `claimed_at`: when its claims were taken (before the claim call, so never later than the
-    /// ledger's own time).
-    async fn send(&self, integration_id: &str, kind: EventKind, batch: Vec<Pending>, mut claimed_at: Instant) -> usize {
+    /// Sends what `s` holds, split as CoMagic's answers require.
+    async fn send(&self, integration_id: &str, kind: EventKind, s: &mut Sending) {
         let tenant = self.tenants.get(integration_id);
-        let mut s = Sending { work: VecDeque::from([batch]), delays: short_retries(SHORT_RETRY_FOR), delivered: 0 };
         while let Some(batch) = s.work.pop_front() {
             // Read per batch: an edit of integrations.toml applies from the next batch on.
             let Some(integration) = self.integrations.current().get(integration_id).cloned() else {
@@ -183,35 +158,21 @@ impl Courier {
                 continue;
             };
             let batch = self.hold_back_doubts(batch).await;
-            let Some(batch) = self.when_callable(&tenant, batch, &mut s).await else { continue };
-            let Ok(slot) = self.calls.acquire().await else { return s.delivered };
+            let Some(batch) = self.when_callable(&tenant, batch, s).await else { continue };
+            let Ok(slot) = self.calls.acquire().await else { return };
             // Right before the call, after any wait for its slot: a claim that lapsed meanwhile
             // may have been taken by a copy, and what is no longer claimed is not sent.
-            let batch = if claimed_at.elapsed() > self.renew_after {
-                claimed_at = Instant::now();
-                match self.still_claimed(batch, &mut s).await {
-                    Some(batch) => batch,
-                    None => {
-                        // No call after all: the budget probe reserved for it is free again.
-                        tenant.call_failed();
-                        continue;
-                    }
-                }
-            } else {
-                batch
-            };
+            let (batch, lost) = self.still_claimed(batch, s).await;
+            let park_lost = self.park_all(lost, HELD_COPY_WAIT);
+            if batch.is_empty() {
+                drop(slot);
+                // No call after all: the budget probe reserved for it is free again.
+                tenant.call_failed();
+                park_lost.await;
+                continue;
+            }
             let asking = batch.iter().any(Pending::in_doubt);
-            let outcome = {
-                let _slot = slot;
-                // References, not copies: a batch of large dialogs is megabytes.
-                let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
-                let (api, token) = (&integration.comagic_api, &integration.comagic_token);
-                if asking {
-                    self.client.uploaded(api, token, kind, &items).await.map(Step::Asked)
-                } else {
-                    self.call(api, token, kind, &items, &mut s.delays).await.map(Step::Sent)
-                }
-            };
+            let (outcome, ()) = tokio::join!(self.call(&integration, kind, &batch, asking, slot), park_lost);
             if outcome.is_err() {
                 tenant.call_failed();
             }
@@ -220,6 +181,9 @@ impl Courier {
                     tenant.succeeded(uploaded.limits);
                     let asked = batch.len();
                     let absent = self.settle_found(&integration.id, kind, batch, &uploaded).await;
+                    for p in &absent {
+                        s.may_be_there.remove(p.item.ext_id());
+                    }
                     s.delivered += asked - absent.len();
                     s.work.push_front(absent);
                 }
@@ -230,32 +194,30 @@ impl Courier {
                     s.delivered += batch.len();
                     self.outlet.delivered(batch, false).await;
                 }
-                Err(failure) if asking => self.report_failed(&mut s, &integration, &tenant, kind, batch, failure).await,
-                Err(failure) => self.upload_failed(&mut s, &integration, &tenant, batch, failure).await,
+                Err(failure) if asking => self.report_failed(s, &integration, &tenant, kind, batch, failure).await,
+                Err(failure) => self.upload_failed(s, &integration, &tenant, batch, failure).await,
             }
         }
-        s.delivered
     }
 
-    /// Renews the claims of everything in hand; returns what of `batch` is still claimed (`None`
-    /// when nothing is). What lost its claim waits like a copy met in flight.
-    async fn still_claimed(&self, batch: Vec<Pending>, s: &mut Sending) -> Option<Vec<Pending>> {
-        s.work.push_front(batch);
-        let ids: Vec<&str> = s.work.iter().flatten().map(|p| p.item.ext_id()).collect();
-        let renewed = self.outlet.ledger.renew(&ids).await;
-        let mut lost = Vec::new();
-        for in_hand in s.work.iter_mut() {
-            let (kept, gone): (Vec<Pending>, Vec<Pending>) =
-                std::mem::take(in_hand).into_iter().partition(|p| renewed.contains(p.item.ext_id()));
-            *in_hand = kept;
-            lost.extend(gone);
+    /// One call, its slot held until it answers: CoMagic's report asked about events in doubt, or
+    /// an upload.
+    async fn call(
+        &self,
+        integration: &Integration,
+        kind: EventKind,
+        batch: &[Pending],
+        asking: bool,
+        _slot: SemaphorePermit<'_>,
+    ) -> Result<Step, Failure> {
+        // References, not copies: a batch of large dialogs is megabytes.
+        let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();
+        let (api, token) = (&integration.comagic_api, &integration.comagic_token);
+        if asking {
+            self.client.uploaded(api, token, kind, &items).await.map(Step::Asked)
+        } else {
+            self.client.upload(api, token, kind, &items).await.map(Step::Sent)
         }
-        if !lost.is_empty() {
-            tracing::info!(events = lost.len(), "claims lapsed or not renewable before the call; those events wait");
-            lost.iter_mut().for_each(Pending::doubt_arises);
-            self.park_all(lost, HELD_COPY_WAIT).await;
-        }
-        s.work.pop_front().filter(|batch| !batch.is_empty())
     }
 
     /// The batch, when its tenant may start a call now (or after a short quota wait); `None` when
@@ -305,27 +267,5 @@ impl Courier {
     /// `retry_for` has passed.
     async fn retry_all(&self, batch: Vec<Pending>, error: &str) {
         join_all(batch.into_iter().map(|p| self.outlet.retry(p, error))).await;
-    }
-
-    /// One upload, tried again at once while the connection cannot even be made (nothing reached
-    /// CoMagic). Any other transient failure goes back to [`Self::send`].
-    async fn call(
-        &self,
-        api: &str,
-        token: &Secret,
-        kind: EventKind,
-        items: &[&Item],
-        delays: &mut Delays,
-    ) -> Result<Success, Failure> {
-        loop {
-            let outcome = self.client.upload(api, token, kind, items).await;
-            match &outcome {
-                Err(f @ Failure::Transient { .. }) if !f.may_have_arrived() => match delays.next_delay() {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return outcome,
-                },
-                _ => return outcome,
-            }
-        }
     }
 }

@@ -17,7 +17,9 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::{json, Value};
 
-use crate::helpers::{ext_ids, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Tenant};
+use crate::helpers::{
+    ext_ids, shared_ledger, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Tenant,
+};
 
 const TENANTS: u64 = 20;
 const WEBHOOKS: u64 = 20_000;
@@ -111,9 +113,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     let urls: Vec<String> = cluster(&["urls"]).split(',').map(str::to_owned).collect();
     let tenants: Vec<Tenant> =
         (0..TENANTS).map(|i| Tenant { id: Box::leak(format!("shop{i:02}").into_boxed_str()), extra: "" }).collect();
-    // The config's lines live as long as the test process.
-    let ledger: &'static str =
-        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let ledger = shared_ledger();
     let options = Options {
         amqp_urls: Some(urls.clone()),
         test_broker_url: Some(urls[0].clone()),

@@ -13,7 +13,9 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, post_from_clients, start_deliver_binary, terminate, Options, Pipeline, Tenant};
+use crate::helpers::{
+    ext_ids, post_from_clients, shared_ledger, start_deliver_binary, terminate, Options, Pipeline, Tenant,
+};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const CHATS: u64 = 300;
@@ -67,9 +69,7 @@ async fn each_webhook_posted_twice_at_once_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_deliver_replicas_sharing_the_ledger_store_each_copy_once() {
-    // The config's lines live as long as the test process.
-    let ledger: &'static str =
-        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let ledger = shared_ledger();
     let options = Options { external_deliver: true, deliver_extra: ledger, ..Default::default() };
     let p = pipeline_storing_repeats("replicas", options).await;
     let mut replicas = [start_deliver_binary(&p, 1), start_deliver_binary(&p, 2)];

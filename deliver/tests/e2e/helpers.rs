@@ -43,6 +43,12 @@ pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, de
     config.write(dir)
 }
 
+/// The `[deliver]` line that puts the ledger in the test PostgreSQL, shared by every replica of
+/// the pipeline (the string lives as long as the test process, as the config's lines must).
+pub fn shared_ledger() -> &'static str {
+    Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str())
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Service {
     Ingest,

@@ -16,7 +16,7 @@ use bridge_tests::proxy::{broker_address, TcpProxy};
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{Options, Pipeline, Tenant};
+use crate::helpers::{shared_ledger, Options, Pipeline, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const OTHER: Tenant = Tenant { id: "other", extra: "" };
@@ -43,8 +43,7 @@ fn as_sent(expr: &str, prefix: &str) -> String {
 async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_alert() {
     let proxy = TcpProxy::start(broker_address(&bridge_tests::broker::amqp_url())).await;
     // The shared ledger, as replicas run it: its database's panel has data too.
-    let ledger: &'static str =
-        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let ledger = shared_ledger();
     let options = Options { deliver_extra: ledger, ..Options::both_through(proxy.amqp_url()) };
     let p = Arc::new(Pipeline::start("live", &[SHOP, OTHER], options).await);
     let dir = p.dir.path().join("prometheus");

@@ -12,7 +12,9 @@ use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{ext_ids, start_deliver_binary, terminate, DeliverySampler, Options, Pipeline, Tenant};
+use crate::helpers::{
+    ext_ids, shared_ledger, start_deliver_binary, terminate, DeliverySampler, Options, Pipeline, Tenant,
+};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const CHATS: u64 = 3_000;
@@ -20,8 +22,7 @@ const PER_SECOND: u64 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_both_replicas_under_load_stops_nothing_and_loses_nothing() {
-    let ledger: &'static str =
-        Box::leak(format!("ledger_postgres = \"{}\"", bridge_tests::postgres_url()).into_boxed_str());
+    let ledger = shared_ledger();
     let options = Options { external_deliver: true, deliver_extra: ledger, linger_ms: 50, ..Default::default() };
     let p = Arc::new(Pipeline::start("rolling", &[SHOP], options).await);
     let mut replicas = vec![start_deliver_binary(&p, 1), start_deliver_binary(&p, 2)];

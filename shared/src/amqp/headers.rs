@@ -18,11 +18,16 @@ pub const REPLAYED_AT: &str = "x-bridge-replayed-at";
 /// `[deliver] park_for` it is dead-lettered as `tenant_paused` instead of parked again.
 pub const PARKED_SINCE: &str = "x-bridge-parked-since";
 /// Set on an event that may already be in CoMagic although no answer said so (an upload whose
-/// answer was lost, a copy that met another copy in flight), to when the doubt arose in Unix
-/// milliseconds (`1`, as earlier releases wrote it: unknown). Once `[deliver] comagic_timeout` and
+/// answer was lost, a claim taken over from a holder that called, a redelivery), to when the doubt
+/// arose in Unix milliseconds (`1`, as earlier releases wrote it: unknown). Once `[deliver] comagic_timeout` and
 /// `doubt_margin` have passed since then, deliver asks CoMagic's report whether its ext_id is
 /// there before it is sent again.
 pub const IN_DOUBT: &str = "x-bridge-in-doubt";
+/// Set (to 1) beside [`IN_DOUBT`] when the only doubt is that the broker delivered the event before
+/// (its consumer died or stopped), no holder having marked it: deliver's shared ledger, which notes
+/// every call, settles that doubt when it claims the event clean. Without it a doubt is kept until
+/// CoMagic's report is asked.
+pub const IN_DOUBT_REDELIVERED: &str = "x-bridge-in-doubt-redelivered";
 /// Set (to 1) on an event parked until its account's quota window reset: meeting
 /// `limit_exceeded` again after that is a failure like any other (an attempt, the retry tiers).
 pub const QUOTA_WAITED: &str = "x-bridge-quota-waited";

@@ -112,6 +112,11 @@ impl Database {
         self.0.status.role()
     }
 
+    /// How long one operation may take (`postgres_timeout`), waiting for a connection included.
+    pub fn deadline(&self) -> Duration {
+        self.0.deadline
+    }
+
     pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
         self.run(|c| async move { c.client.query(sql, params).await }).await
     }
