@@ -188,7 +188,8 @@ pub async fn update(state: State, id: web::Path<String>, bytes: web::Bytes) -> R
 /// A stored CoMagic token goes only to the address it was saved with: a form that moves the
 /// integration to another address gives the token again.
 fn token_follows_address(form: &IntegrationForm, stored: &IntegrationForm) -> Result<(), ApiError> {
-    let token_given = form.comagic_token.is_some() || form.comagic_token_env.is_some();
+    // A variable's name is not the token given again: it may be the very one stored.
+    let token_given = form.comagic_token.is_some();
     if token_given || form.comagic_api == stored.comagic_api {
         Ok(())
     } else {

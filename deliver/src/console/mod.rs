@@ -69,7 +69,11 @@ impl Console {
         tokio::spawn(test_chats.clone().listen(settings.amqp.clone(), stopper.listener()));
         let pages = settings.console.metrics_pages(&settings.deliver);
         tokio::spawn(sampler.clone().run(pages, settings.amqp.clone(), stopper.listener()));
-        let http = reqwest::Client::builder().timeout(TEST_CHAT_TIMEOUT).build().expect("an HTTP client builds");
+        let http = reqwest::Client::builder()
+            .timeout(TEST_CHAT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client builds");
         // Only the variables a form may name: never the admin tokens or a database URL.
         let env = std::env::vars().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
         let state = web::Data::new(ConsoleState {

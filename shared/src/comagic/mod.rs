@@ -52,6 +52,9 @@ impl ComagicClient {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
             .pool_max_idle_per_host(32)
+            // The token travels in the body, which a 307 would carry to wherever it points: an
+            // address is called as configured, or not at all.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("verbox-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the TLS backend initialises");

@@ -62,10 +62,13 @@ impl ConsoleSettings {
         // Short and plain: a prefix of a few letters (or none) would let a form name any variable.
         let prefix_ok = self.secret_env_prefix.len() >= 4
             && self.secret_env_prefix.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-        if !prefix_ok {
+        // Nor one that covers the console's own variables (`BRIDGE_ADMIN_TOKENS`, and the
+        // `BRIDGE__…` settings overrides that hold database URLs).
+        let covers_own = ["BRIDGE_ADMIN_TOKENS", "BRIDGE__"].iter().any(|own| own.starts_with(&self.secret_env_prefix));
+        if !prefix_ok || covers_own {
             return Err(ConfigError::invalid(
                 "console.secret_env_prefix",
-                "must be at least 4 characters of [A-Z0-9_], such as BRIDGE_SECRET_",
+                "must be at least 4 characters of [A-Z0-9_], such as BRIDGE_SECRET_, covering neither BRIDGE_ADMIN_TOKENS nor BRIDGE__",
             ));
         }
         Ok(())

@@ -125,3 +125,16 @@ fn every_duration_size_and_count_is_range_checked_naming_its_key() {
         assert!(error.starts_with(&format!("{key}:")), "{toml} gave {error}");
     }
 }
+
+#[test]
+fn the_consoles_secret_prefix_never_covers_its_own_variables() {
+    let with_prefix =
+        |prefix: &str| Settings::from_toml(&format!("[console]\nsecret_env_prefix = \"{prefix}\"\n"), &env(&[]));
+    for refused in ["BRIDGE_", "BRIDGE__", "BRIDGE_ADMIN", "BRI", "bridge_secret_", "A B_"] {
+        let error = with_prefix(refused).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("console.secret_env_prefix"), "{refused}: {error}");
+    }
+    assert!(with_prefix("TENANT_SECRET_").is_ok());
+    let defaults = Settings::from_toml("", &env(&[])).unwrap().console;
+    assert!(defaults.env_name_allowed("BRIDGE_SECRET_ACME") && !defaults.env_name_allowed("BRIDGE_ADMIN_TOKENS"));
+}
