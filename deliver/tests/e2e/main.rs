@@ -9,6 +9,7 @@ mod copies;
 mod crashes;
 mod dlq;
 mod doubt;
+mod drill;
 mod faults;
 mod helpers;
 mod isolation;
