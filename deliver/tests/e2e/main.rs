@@ -2,6 +2,7 @@
 
 mod attribution;
 mod blackhole;
+mod chaos;
 mod check;
 mod cluster;
 mod console;
