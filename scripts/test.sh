@@ -77,6 +77,10 @@ scripts/cluster.sh reset
 scripts/cluster.sh start
 run_named cargo test -p deliver --test e2e -- --ignored --exact --nocapture \
   cluster::a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing
+# The chaos drill, short (90 s of load, then the drain): a seeded random schedule of faults under
+# load, on the cluster the drill leaves running. Its seed is printed first: `scripts/chaos.sh 90
+# SEED` replays a failure.
+run_named env CHAOS_ON_RUNNING_CLUSTER=1 scripts/chaos.sh 90
 # RabbitMQ 4.x, the line the compose file and the Cluster Operator run (Debian 13's, in a chroot:
 # scripts/rabbitmq4.sh): the topology, and the paths through the retry and dead-letter queues.
 scripts/rabbitmq4.sh start

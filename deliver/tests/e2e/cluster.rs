@@ -5,37 +5,23 @@
 //! stopped, and some webhooks are posted twice, to both ingest replicas. Afterwards every webhook
 //! answered 200 is stored exactly once, and none is dead-lettered.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge_tests::config::webhook_url;
-use bridge_tests::fixtures::{chat, WEBHOOK_TOKEN};
-use bridge_tests::sandbox::Upload;
+use bridge_tests::fixtures::chat;
 use bridge_tests::wait_for;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{
-    ext_ids, shared_ledger, start_deliver_binary_with, terminate, DeliverySampler, Options, Pipeline, Tenant,
-};
+use crate::drill::{cluster, pipeline_on_cluster, post_one, settle, stored_chats, stored_twice, tenant_of};
+use crate::helpers::{start_deliver_binary_with, terminate, DeliverySampler};
 
-const TENANTS: u64 = 20;
 const WEBHOOKS: u64 = 20_000;
 const PER_SECOND: u64 = 200;
 const CLIENTS: u64 = 8;
 /// Every this many webhooks, one is posted to both ingest replicas at once.
 const TWICE_EVERY: u64 = 50;
-
-/// `scripts/cluster.sh ARGS`: its output, trimmed.
-fn cluster(args: &[&str]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/cluster.sh");
-    let out = std::process::Command::new(script).args(args).output().expect("scripts/cluster.sh runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "scripts/cluster.sh {args:?}: {stderr}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// What the load saw.
 #[derive(Default)]
@@ -51,20 +37,13 @@ struct Ingests {
     second_up: AtomicBool,
 }
 
-async fn post_one(http: &reqwest::Client, address: &str, tenant: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
-    let url = webhook_url(address, tenant, "chat", WEBHOOK_TOKEN);
-    let response = http.post(url).body(body.to_string()).send().await?;
-    let status = response.status().as_u16();
-    Ok((status, response.json().await.unwrap_or(Value::Null)))
-}
-
 /// One client: its share of the webhooks at its share of the rate, alternating replicas as a load
 /// balancer would, and sending a request the stopped replica could not take to the other one.
 async fn client(c: u64, http: reqwest::Client, ingests: Arc<Ingests>, tally: Arc<Tally>) {
     let mut pace = tokio::time::interval(Duration::from_secs_f64(CLIENTS as f64 / PER_SECOND as f64));
     for i in (c..WEBHOOKS).step_by(CLIENTS as usize) {
         pace.tick().await;
-        let tenant = format!("shop{:02}", i % TENANTS);
+        let tenant = tenant_of(i);
         let body = chat(i, json!({}));
         let second_up = ingests.second_up.load(Ordering::SeqCst);
         let targets: Vec<&str> = match (i % TWICE_EVERY == 0, second_up, i % 2 == 1) {
@@ -110,22 +89,7 @@ async fn when_posted(tally: &Tally, share: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the local 3-node cluster (scripts/cluster.sh start): scripts/test.sh runs it alone"]
 async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
-    let urls: Vec<String> = cluster(&["urls"]).split(',').map(str::to_owned).collect();
-    let tenants: Vec<Tenant> =
-        (0..TENANTS).map(|i| Tenant { id: Box::leak(format!("shop{i:02}").into_boxed_str()), extra: "" }).collect();
-    let ledger = shared_ledger();
-    let options = Options {
-        amqp_urls: Some(urls.clone()),
-        test_broker_url: Some(urls[0].clone()),
-        external_deliver: true,
-        deliver_extra: ledger,
-        ..Default::default()
-    };
-    let mut p = Pipeline::start("cluster", &tenants, options).await;
-    for t in &tenants {
-        p.sandbox.update_account(t.id, |a| a.refuses_repeated_ext_id = false);
-    }
-    let env = [("BRIDGE__AMQP__URLS", urls.join(","))];
+    let (mut p, env) = pipeline_on_cluster("cluster").await;
     let mut delivers = [start_deliver_binary_with(&p, 1, &env), start_deliver_binary_with(&p, 2, &env)];
     let second = p.another_ingest(2).await;
     let ingests = Arc::new(Ingests {
@@ -162,26 +126,13 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     let load_ended = Instant::now();
 
     let answered = tally.answered.lock().unwrap().clone();
-    wait_for("every answered webhook stored", Duration::from_secs(300), || async {
-        (p.sandbox.stored_total() >= answered.len()).then_some(())
-    })
-    .await;
+    assert!(settle(&mut p, answered.len(), Duration::from_secs(420)).await, "everything settled within 7 minutes");
     let longest_gap = sampler.longest_gap(killed_at, load_ended).await;
-    p.broker.reconnect().await;
-    wait_for("every copy settled", Duration::from_secs(120), || async {
-        (p.broker.waiting().await == 0).then_some(())
-    })
-    .await;
     delivers.iter_mut().for_each(terminate);
     let t = p.broker.topology.clone();
 
-    let mut stored: HashMap<String, usize> = HashMap::new();
-    for tenant in &tenants {
-        for id in ext_ids(&p.sandbox.stored(tenant.id, Upload::Chats)) {
-            *stored.entry(id).or_default() += 1;
-        }
-    }
-    let twice = stored.values().filter(|n| **n > 1).count();
+    let stored = stored_chats(&p.sandbox);
+    let twice = stored_twice(&stored).len();
     let missing = answered.iter().filter(|id| !stored.contains_key(*id)).count();
     let reports = p.sandbox.calls().iter().filter(|c| c.method == "get.chats_report").count();
     let dead = p.broker.depth(&t.dead_queue()).await;

@@ -2,6 +2,7 @@
 
 mod attribution;
 mod blackhole;
+mod chaos;
 mod check;
 mod cluster;
 mod console;
@@ -9,6 +10,7 @@ mod copies;
 mod crashes;
 mod dlq;
 mod doubt;
+mod drill;
 mod faults;
 mod helpers;
 mod isolation;

@@ -8,6 +8,7 @@ mod faults;
 mod report;
 pub mod rpc;
 pub mod validate;
+mod windows;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -25,6 +26,8 @@ use faults::{take_faults, Faulted};
 pub use faults::{Fault, FaultKind};
 use rpc::RpcError;
 pub use validate::Upload;
+use windows::Window;
+pub use windows::Windows;
 
 /// One call as the sandbox saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,21 +39,6 @@ pub struct CallRecord {
     pub result: String,
 }
 
-struct Window {
-    started: Instant,
-    used: u64,
-}
-
-impl Window {
-    fn remaining(&mut self, limit: u64, length: Duration) -> (u64, u64) {
-        if self.started.elapsed() >= length {
-            *self = Window { started: Instant::now(), used: 0 };
-        }
-        let reset = length.saturating_sub(self.started.elapsed()).as_secs().max(1);
-        (limit.saturating_sub(self.used), reset)
-    }
-}
-
 struct AccountState {
     config: Account,
     tz: Tz,
@@ -59,19 +47,6 @@ struct AccountState {
     /// What was stored, when, and the item.
     stored: Vec<(Upload, Instant, Map<String, Value>)>,
     ext_ids: HashSet<(&'static str, String)>,
-}
-
-/// The length of the "minute" and "day" windows; shortened by tests of quota handling.
-#[derive(Debug, Clone, Copy)]
-pub struct Windows {
-    pub minute: Duration,
-    pub day: Duration,
-}
-
-impl Default for Windows {
-    fn default() -> Self {
-        Windows { minute: Duration::from_secs(60), day: Duration::from_secs(86_400) }
-    }
 }
 
 #[derive(Default)]
@@ -153,6 +128,16 @@ impl Sandbox {
             .collect()
     }
 
+    /// When each item of an account carrying an `ext_id` was stored, in the order they were accepted.
+    pub fn stored_times(&self, account: &str, upload: Upload) -> Vec<(String, Instant)> {
+        let state = self.state.lock().unwrap();
+        let items = state.accounts.iter().filter(|a| a.config.name == account).flat_map(|a| a.stored.iter());
+        items
+            .filter(|(u, _, _)| *u == upload)
+            .filter_map(|(_, at, item)| Some((item.get("ext_id")?.as_str()?.to_owned(), *at)))
+            .collect()
+    }
+
     /// Items stored in every account, a cheap count to sample often.
     pub fn stored_total(&self) -> usize {
         self.state.lock().unwrap().accounts.iter().map(|a| a.stored.len()).sum()
@@ -184,8 +169,8 @@ fn add_account(state: &mut State, account: Account) -> std::io::Result<()> {
     state.accounts.push(AccountState {
         config: account,
         tz,
-        minute: Window { started: Instant::now(), used: 0 },
-        day: Window { started: Instant::now(), used: 0 },
+        minute: Window::new(),
+        day: Window::new(),
         stored: Vec::new(),
         ext_ids: HashSet::new(),
     });
