@@ -24,7 +24,6 @@ use bridge_shared::secret::Secret;
 use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use self::panics::Panics;
@@ -33,6 +32,7 @@ use crate::acks::Ticket;
 use crate::ledger::{Claim, CLAIM_FOR};
 use crate::outlet::Outlet;
 use crate::pending::Pending;
+use crate::slots::Slots;
 use crate::tenants::{Block, Tenant, Tenants};
 
 /// In-process retries of a transient failure before the events take the delayed retry queues.
@@ -46,7 +46,7 @@ pub struct Courier {
     pub client: ComagicClient,
     /// The CoMagic call slots of the whole process (`[deliver] concurrency`), held only while a
     /// call is under way, never during a quota wait.
-    pub calls: Semaphore,
+    pub calls: Arc<Slots>,
     /// Read per batch, so an edit of `integrations.toml` applies from the next batch on.
     pub integrations: IntegrationsHandle,
     /// Each tenant's pause and quota state.
