@@ -13,6 +13,7 @@ pub mod lanes;
 pub mod ledger;
 pub mod outlet;
 pub mod pending;
+pub mod slots;
 pub mod startup;
 mod table;
 pub mod tenants;

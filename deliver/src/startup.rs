@@ -18,7 +18,6 @@ use bridge_shared::settings::Settings;
 use bridge_shared::telemetry::{self, ComagicMetrics, DeliverMetrics};
 use prometheus::Registry;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::acks::Acks;
@@ -27,6 +26,7 @@ use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::{Ledger, LedgerError};
 use crate::outlet::Outlet;
+use crate::slots::Slots;
 use crate::tenants::Tenants;
 
 /// The setting `listen` is read from, as errors name it.
@@ -105,7 +105,7 @@ impl Application {
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(&registry)),
-            calls: Semaphore::new(settings.deliver.concurrency),
+            calls: Slots::new(settings.deliver.concurrency),
             integrations: integrations.clone(),
             tenants: Tenants::new((settings.deliver.pause_initial, settings.deliver.pause_max), metrics.clone()),
             outlet: outlet.clone(),

@@ -28,7 +28,6 @@ use bridge_shared::retry_policy::{short_retries, Delays};
 use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 use self::claims::HELD_COPY_WAIT;
 pub use self::panics::Panics;
@@ -37,6 +36,7 @@ use crate::acks::Ticket;
 use crate::ledger::Hold;
 use crate::outlet::Outlet;
 use crate::pending::Pending;
+use crate::slots::{Slot, Slots};
 use crate::tenants::{Block, Tenant, Tenants};
 
 /// In-process retries of a transient failure before the events take the delayed retry queues.
@@ -50,7 +50,7 @@ pub struct Courier {
     pub client: ComagicClient,
     /// The CoMagic call slots of the whole process (`[deliver] concurrency`), held only while a
     /// call is under way, never during a quota wait.
-    pub calls: Semaphore,
+    pub calls: Arc<Slots>,
     /// Read per batch, so an edit of `integrations.toml` applies from the next batch on.
     pub integrations: IntegrationsHandle,
     /// Each tenant's pause and quota state.
@@ -208,7 +208,7 @@ impl Courier {
         kind: EventKind,
         batch: &[Pending],
         asking: bool,
-        _slot: SemaphorePermit<'_>,
+        _slot: Slot,
     ) -> Result<Step, Failure> {
         // References, not copies: a batch of large dialogs is megabytes.
         let items: Vec<&Item> = batch.iter().map(|p| &p.item).collect();

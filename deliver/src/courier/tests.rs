@@ -23,7 +23,6 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use prometheus::Registry;
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::*;
 use crate::acks::{AckWindow, Acks};
@@ -37,12 +36,14 @@ struct Harness {
     channel: lapin::Channel,
     window: Arc<AckWindow>,
     queue: String,
+    /// The one call slot, taken until [`Harness::free_slot`].
+    slot: std::sync::Mutex<Option<Slot>>,
     _dir: tempfile::TempDir,
     _connection: lapin::Connection,
 }
 
 impl Harness {
-    /// A courier with no free call slot (a test adds them) and a grace of 10 s for events in doubt.
+    /// A courier with no free call slot (a test frees its one) and a grace of 10 s for events in doubt.
     async fn start() -> Harness {
         let sandbox = Sandbox::start(SandboxConfig { account: vec![Account::sample("shop", TOKEN)] }).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -64,7 +65,7 @@ impl Harness {
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(Duration::from_secs(10), ComagicMetrics::new(&registry)),
-            calls: Semaphore::new(0),
+            calls: Slots::new(1),
             integrations,
             tenants: Tenants::new((Duration::from_secs(1), Duration::from_secs(2)), metrics),
             outlet,
@@ -77,7 +78,13 @@ impl Harness {
         let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         let queue = channel.queue_declare("".into(), options, FieldTable::default()).await.unwrap().name().to_string();
         let window = courier.outlet.acks.open(channel.clone(), 100);
-        Harness { courier, sandbox, channel, window, queue, _dir: dir, _connection: connection }
+        let slot = std::sync::Mutex::new(Some(courier.calls.acquire().await.unwrap()));
+        Harness { courier, sandbox, channel, window, queue, slot, _dir: dir, _connection: connection }
+    }
+
+    /// Gives the call slot back: a batch waiting for one goes on.
+    fn free_slot(&self) {
+        self.slot.lock().unwrap().take();
     }
 
     /// Chat `dialog` of `shop` as the courier gets it: its message taken from the broker, mapped.
@@ -144,7 +151,7 @@ async fn a_batch_whose_claim_lapsed_and_was_taken_by_a_copy_while_it_waited_for_
     assert!(!h.courier.outlet.ledger.claimed_now(&ext_id), "the claim lapsed");
     let copying = h.deliver(copy);
     h.wait_claimed(&ext_id).await;
-    h.courier.calls.add_permits(1);
+    h.free_slot();
     for batch in [waiting, copying] {
         tokio::time::timeout(Duration::from_secs(30), batch).await.expect("the batch is settled").unwrap();
     }

@@ -11,7 +11,10 @@
 //! [`per_tenant_limit`] batches in flight, which keeps some slots free for the other tenants, so
 //! one account that answers slowly (or not at all until the timeout) cannot make everyone else
 //! wait. A batch takes one of the global slots only while its call is on the wire
-//! ([`Courier`]'s `calls`), so a tenant waiting for its quota to reset holds none.
+//! ([`Courier`]'s `calls`), so a tenant waiting for its quota to reset holds none. When a batch is
+//! closed is [`gather`]'s business.
+
+mod gather;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -22,13 +25,15 @@ use std::time::Duration;
 use bridge_shared::event::EventKind;
 use bridge_shared::lifecycle::panic_message;
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use self::gather::{gather, Gate};
 use crate::acks::Ticket;
 use crate::courier::Courier;
 use crate::pending::Pending;
+use crate::slots::Slots;
 
 /// A batch stops growing once its events reach this many bytes: fifty 1 MiB dialogs in one
 /// request would be a 50 MiB upload (CoMagic documents no limit; no sane API takes that).
@@ -60,7 +65,7 @@ struct Lane {
 pub struct Lanes {
     lanes: Mutex<HashMap<(String, EventKind), Lane>>,
     /// Each tenant's allowance of batches in flight, shared by its lanes.
-    allowances: Mutex<HashMap<String, Arc<Semaphore>>>,
+    allowances: Mutex<HashMap<String, Arc<Slots>>>,
     courier: Arc<Courier>,
     concurrency: usize,
     limits: LaneLimits,
@@ -90,10 +95,10 @@ impl Lanes {
         let _ = tx.send((Instant::now(), pending));
     }
 
-    fn allowance(&self, integration: &str) -> Arc<Semaphore> {
+    fn allowance(&self, integration: &str) -> Arc<Slots> {
         let mut all = self.allowances.lock().unwrap_or_else(PoisonError::into_inner);
         let limit = per_tenant_limit(self.concurrency);
-        all.entry(integration.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        all.entry(integration.to_owned()).or_insert_with(|| Slots::new(limit)).clone()
     }
 
     fn open(&self, integration: String, kind: EventKind) -> Lane {
@@ -101,7 +106,7 @@ impl Lanes {
         let in_hand = Arc::new(AtomicUsize::new(0));
         let lag_ms = Arc::new(AtomicU64::new(0));
         let lane = LaneTask {
-            allowance: self.allowance(&integration),
+            gate: Gate { allowance: self.allowance(&integration), calls: self.courier.calls.clone() },
             integration,
             kind,
             in_hand: in_hand.clone(),
@@ -125,7 +130,7 @@ impl Lanes {
         let allowances: Vec<_> =
             self.allowances.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         for allowance in allowances {
-            let _ = allowance.acquire_many(per_tenant_limit(self.concurrency) as u32).await;
+            allowance.all_given_back().await;
         }
         self.courier.outlet.acks.close().await;
     }
@@ -137,52 +142,16 @@ struct LaneTask {
     in_hand: Arc<AtomicUsize>,
     lag_ms: Arc<AtomicU64>,
     courier: Arc<Courier>,
-    /// The tenant's allowance of batches in flight.
-    allowance: Arc<Semaphore>,
+    /// The tenant's allowance and the call slots a closed batch needs.
+    gate: Gate,
     limits: LaneLimits,
 }
 
-/// How often a batch that waits for a call slot looks whether one is free.
-const SLOT_RECHECK: Duration = Duration::from_millis(5);
-
 impl LaneTask {
-    /// Whether a batch closed now would go on the wire at once: the tenant has allowance left and
-    /// a call slot is free.
-    fn can_send_now(&self) -> bool {
-        self.allowance.available_permits() > 0 && self.courier.calls.available_permits() > 0
-    }
-
     async fn run(self, mut rx: mpsc::UnboundedReceiver<(Instant, Pending)>) {
-        let limits = self.limits;
         while let Some((queued_at, first)) = rx.recv().await {
-            let mut flush_at = Instant::now() + limits.linger;
-            let mut bytes = first.message.delivery.data.len();
-            let mut batch = vec![first];
-            while batch.len() < limits.batch_max && bytes < MAX_BATCH_BYTES {
-                let next = match rx.try_recv() {
-                    Ok((_, p)) => p,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
-                        p = rx.recv() => match p {
-                            Some((_, p)) => p,
-                            None => break,
-                        },
-                        _ = tokio::time::sleep_until(flush_at) => {
-                            // Past the linger a batch goes, unless it could only wait for a call
-                            // slot: then it keeps filling meanwhile (fewer, fuller calls cost the
-                            // tenant fewer points and send the same events no later).
-                            if self.can_send_now() {
-                                break;
-                            }
-                            flush_at = Instant::now() + SLOT_RECHECK;
-                            continue;
-                        }
-                    },
-                };
-                bytes += next.message.delivery.data.len();
-                batch.push(next);
-            }
-            let Ok(allowed) = self.allowance.clone().acquire_owned().await else { return };
+            let batch = gather(&mut rx, first, &self.limits, &self.gate).await;
+            let Ok(allowed) = self.gate.allowance.acquire().await else { return };
             self.lag_ms.store(queued_at.elapsed().as_millis() as u64, Ordering::Relaxed);
             let (courier, in_hand, integration, kind) =
                 (self.courier.clone(), self.in_hand.clone(), self.integration.clone(), self.kind);
