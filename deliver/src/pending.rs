@@ -60,9 +60,13 @@ impl Pending {
         let keys = [DELIVERY_COUNT, IN_DOUBT, IN_DOUBT_REDELIVERED, QUOTA_WAITED];
         let mut h = headers_without(&self.message.delivery, &keys);
         if let Some(doubt) = self.doubt {
-            headers::set_u64(&mut h, IN_DOUBT, u64::try_from(doubt.since.timestamp_millis()).unwrap_or(1));
+            let since = u64::try_from(doubt.since.timestamp_millis()).unwrap_or(1);
+            headers::set_u64(&mut h, IN_DOUBT, since);
+            // The mark names the doubt it qualifies: a replica of an older version rewrites
+            // IN_DOUBT for a call of its own and carries this header along unchanged, and the
+            // mismatch then keeps that call's doubt.
             if doubt.redelivered_only {
-                headers::set_u64(&mut h, IN_DOUBT_REDELIVERED, 1);
+                headers::set_u64(&mut h, IN_DOUBT_REDELIVERED, since);
             }
         }
         if self.quota_waited {
@@ -170,7 +174,9 @@ pub fn doubt_of(delivery: &Delivery, now: DateTime<Utc>) -> Option<Doubt> {
         let since = i64::try_from(ms).ok().and_then(DateTime::from_timestamp_millis);
         since.filter(|t| *t >= floor).map(|t| t.min(latest))
     });
-    let marked_for_a_call = marked.is_some() && header(delivery, IN_DOUBT_REDELIVERED).is_none();
+    let only_redelivered =
+        header(delivery, IN_DOUBT_REDELIVERED).is_some_and(|m| Some(m) == header(delivery, IN_DOUBT));
+    let marked_for_a_call = marked.is_some() && !only_redelivered;
     if delivered_before(delivery) {
         return Some(Doubt { since: now, redelivered_only: !marked_for_a_call });
     }

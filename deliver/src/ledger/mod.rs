@@ -206,7 +206,7 @@ impl Ledger {
             Store::Local(l) => l.release(hold, &kept, &forgotten),
             Store::Shared(s) => {
                 if let Err(error) = s.release(hold, &kept, &forgotten).await {
-                    tracing::warn!(%error, "could not release claims; they lapse by themselves");
+                    tracing::warn!(%error, "could not release claims; copies of those events wait until the claims lapse (CLAIM_FOR)");
                 }
             }
         }

@@ -65,7 +65,7 @@ impl PgLedger {
                        claimed_until = EXCLUDED.claimed_until,
                        called_at = CASE WHEN l.claimed_by IS NULL OR EXISTS (
                            SELECT 1 FROM bridge_ledger_holders h WHERE h.scope = l.scope AND h.owner = l.claimed_by)
-                         THEN l.called_at ELSE COALESCE(l.called_at, l.claimed_until) END
+                         THEN l.called_at ELSE GREATEST(l.called_at, l.claimed_until) END
                    WHERE l.delivered_at IS NULL AND (l.claimed_by IS NULL OR l.claimed_until < now() OR EXISTS (
                      SELECT 1 FROM bridge_ledger_holders h
                       WHERE h.scope = l.scope AND h.owner = l.claimed_by AND h.alive_until < now()))
