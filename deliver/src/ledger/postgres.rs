@@ -2,7 +2,7 @@
 //!
 //! A claim is a row with `claimed_by` (the process), `claim_id` (its batch) and `claimed_until`,
 //! and no `delivered_at`: taken in one statement that only succeeds on a row that is absent, or
-//! never delivered and free (released, lapsed, or its holder's lease lapsed, see [`super::lease`]),
+//! never delivered and free (released, lapsed, or its holder's lease lapsed, see the `lease` module),
 //! so two replicas holding copies of one event never both send it. The statement keeps the row's
 //! `called_at`, and returns it: whether an earlier holder may have called CoMagic with it. A holder
 //! with no lease row (a release before leases, which never notes its calls) is taken over only once
