@@ -5,6 +5,8 @@
 #   scripts/bench.sh scale      # on a local 3-node cluster: 1, 2, 3 deliver replicas, a node killed,
 #                               # and ingest on the cluster
 #   scripts/bench.sh integrations # 10 against 1,000 integrations, in the file and in PostgreSQL
+#   scripts/bench.sh busy       # deliver's CPU while 1,000 busy integrations wait for call slots;
+#                               # compare builds with target/release/loadgen busy --deliver old=PATH,new=PATH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh >/dev/null

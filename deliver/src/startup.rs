@@ -25,7 +25,7 @@ use crate::courier::{Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::{Ledger, LedgerError};
-use crate::outlet::Outlet;
+use crate::outlet::{Outlet, RetryWarnings};
 use crate::slots::Slots;
 use crate::tenants::Tenants;
 
@@ -102,6 +102,7 @@ impl Application {
             acks: Acks::new(metrics.ack_frames.clone()),
             retry_for: settings.deliver.retry_for,
             park_for: settings.deliver.park_for,
+            move_warnings: RetryWarnings::default(),
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(&registry)),

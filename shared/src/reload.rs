@@ -127,13 +127,12 @@ impl IntegrationsHandle {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("a SIGHUP handler installs");
         match &*self.store {
             Store::File(file) => {
-                let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-                let mut seen: Option<SystemTime> = modified(file.path());
+                let mut seen: Option<SystemTime> = modified(file.path()).await;
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let now = modified(file.path());
+                            let now = modified(file.path()).await;
                             if now != seen {
                                 seen = now;
                                 self.reload().await;
@@ -183,6 +182,12 @@ impl IntegrationsHandle {
             }
         }
     }
+}
+
+/// When the file was last changed; looked up on the blocking pool (a stat waits on a slow disk
+/// too), `None` when it cannot be.
+async fn modified(path: &Path) -> Option<SystemTime> {
+    tokio::fs::metadata(path).await.and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]

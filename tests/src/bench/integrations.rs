@@ -46,7 +46,7 @@ const BUSY: &str = "bench";
 const TOKEN: &str = "ct-bench-0123456789";
 const IN_FLIGHT: usize = 64;
 
-fn webhook_token(i: usize) -> String {
+pub(super) fn webhook_token(i: usize) -> String {
     format!("whtok_{i:05}_0123456789abcdefghij")
 }
 

@@ -1,5 +1,6 @@
 //! What the load generator measures with: latency percentiles, a process's memory, and a table.
 
+pub mod busy;
 pub mod deliver;
 mod http;
 pub mod ingest;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use bridge_tests::bench::busy::{self, BusyBench};
 use bridge_tests::bench::deliver::{self, DeliverBench};
 use bridge_tests::bench::ingest::{self, IngestBench};
 use bridge_tests::bench::integrations::{self, IntegrationsBench};
@@ -67,6 +68,9 @@ enum Bench {
     /// ingest and deliver throughput with 10 and 1,000 integrations in each store, and how long a
     /// change takes to reach both.
     Integrations(IntegrationsBench),
+    /// deliver's CPU while 1,000 busy integrations' lanes wait for call slots (CoMagic at 50 ms),
+    /// per binary given (`--deliver old=PATH,new=PATH` alternates them).
+    Busy(BusyBench),
 }
 
 #[tokio::main]
@@ -84,5 +88,6 @@ async fn main() {
         }
         Bench::Scale(bench) => scale::run(bench).await,
         Bench::Integrations(bench) => integrations::run(bench).await,
+        Bench::Busy(bench) => busy::run(bench).await,
     }
 }

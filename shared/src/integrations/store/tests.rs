@@ -80,3 +80,31 @@ async fn the_postgres_store_keeps_forms_versions_and_secrets() {
     let location = Location::Postgres { url, scope };
     the_suite(Store::open(&location).await.expect("PostgreSQL answers")).await;
 }
+
+/// A read the disk holds up (here a FIFO nobody writes yet) must leave the async worker free: on
+/// a runtime of one thread, a timer still fires while the read waits.
+#[tokio::test(flavor = "current_thread")]
+async fn a_file_read_held_up_leaves_the_async_worker_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("integrations.toml");
+    let made = std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo runs");
+    assert!(made.success());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn({
+        let path = path.clone();
+        // Lets the read finish once the timer fired, or after a deadline if it never could.
+        move || {
+            let _ = released.recv_timeout(std::time::Duration::from_secs(5));
+            std::fs::write(path, "").unwrap();
+        }
+    });
+    let store = Store::open(&Location::File(path)).await.unwrap();
+    let reading = tokio::spawn(async move { store.list().await });
+    let started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let stalled = started.elapsed();
+    let _ = release.send(());
+    assert!(reading.await.unwrap().unwrap().is_empty());
+    writer.join().unwrap();
+    assert!(stalled < std::time::Duration::from_secs(2), "the worker was blocked for {stalled:?}");
+}

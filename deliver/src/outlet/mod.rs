@@ -5,7 +5,10 @@
 //! missing, a confirm that does not come) is tried again here with backoff, with the message still
 //! in hand, for up to [`MOVE_RETRY_FOR`]. Handing it straight back to the broker would count a
 //! delivery per round, and a few seconds of trouble would make a healthy event `poison`. Only after
-//! that is it handed back (nack, requeue), so it is never lost.
+//! that is it handed back (nack, requeue), so it is never lost. Such an outage is logged once
+//! ([`warnings`]).
+
+mod warnings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use bridge_shared::trace::Trace;
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 
+pub use self::warnings::RetryWarnings;
 use crate::acks::{Acks, Message, Ticket};
 use crate::ledger::Ledger;
 
@@ -46,6 +50,8 @@ pub struct Outlet {
     pub retry_for: Duration,
     /// How long a paused integration's event is parked before it is dead-lettered.
     pub park_for: Duration,
+    /// Logs failing moves once per outage.
+    pub move_warnings: RetryWarnings,
 }
 
 /// When `h` says something began (`key`, RFC 3339), or a replay later than that.
@@ -246,19 +252,18 @@ impl Outlet {
             let Some(publisher) = publisher.filter(|_| message.ticket.unsettled()) else { return false };
             let error = match publisher.publish(exchange, key, &message.delivery.data, h.clone()).await {
                 Ok(()) => {
+                    self.move_warnings.succeeded(exchange);
                     message.ticket.ack().await;
                     return true;
                 }
                 Err(error) => error,
             };
             self.metrics.move_failures.inc();
+            self.move_warnings.failed(exchange, &error);
             match delays.next_delay() {
-                Some(delay) => {
-                    tracing::debug!(%error, %exchange, retry_in_ms = delay.as_millis() as u64, "could not move a message; trying again");
-                    tokio::time::sleep(delay).await;
-                }
+                Some(delay) => tokio::time::sleep(delay).await,
                 None => {
-                    tracing::warn!(%error, %exchange, "could not move a message; handing it back to the broker");
+                    self.move_warnings.handed_back(exchange);
                     message.ticket.hand_back().await;
                     return false;
                 }
