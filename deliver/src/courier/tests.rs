@@ -26,6 +26,7 @@ use serde_json::json;
 
 use super::*;
 use crate::acks::{AckWindow, Acks};
+use crate::outlet::RetryWarnings;
 use crate::ledger::{Ledger, CLAIM_FOR};
 
 const TOKEN: &str = "ct-shop-0123456789";
@@ -62,6 +63,7 @@ impl Harness {
             acks: Acks::new(metrics.ack_frames.clone()),
             retry_for: Duration::from_secs(3600),
             park_for: Duration::from_secs(3600),
+            move_warnings: RetryWarnings::default(),
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(Duration::from_secs(10), ComagicMetrics::new(&registry)),
