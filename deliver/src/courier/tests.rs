@@ -26,8 +26,8 @@ use serde_json::json;
 
 use super::*;
 use crate::acks::{AckWindow, Acks};
-use crate::outlet::RetryWarnings;
 use crate::ledger::{Ledger, CLAIM_FOR};
+use crate::outlet::RetryWarnings;
 
 const TOKEN: &str = "ct-shop-0123456789";
 
