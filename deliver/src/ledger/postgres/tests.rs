@@ -228,3 +228,17 @@ async fn replicas_claiming_overlapping_batches_in_opposite_orders_never_fail_and
     won.sort();
     assert_eq!(won, ids, "each id claimed by exactly one replica");
 }
+
+#[tokio::test]
+async fn a_database_that_stops_answering_claims_nothing_and_renews_nothing() {
+    let proxy = bridge_tests::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = bridge_tests::postgres_url().replace("127.0.0.1:5432", &proxy.address().to_string());
+    let database = Postgres::new(Duration::from_secs(1)).database(&url, Role::Ledger).unwrap();
+    let ledger = crate::ledger::Ledger::connect(database, &scope("pg-silent"), "replica-a").await.unwrap();
+    let hold = ledger.hold();
+    assert_eq!(ledger.claim(hold, &["held"]).await, vec![Claim::Mine], "it answers at first");
+    proxy.silence();
+    let other = ledger.hold();
+    assert_eq!(ledger.claim(other, &["a", "b"]).await, vec![Claim::Unavailable; 2], "an error claims nothing");
+    assert!(ledger.renew(hold, &["held"], &[]).await.is_empty(), "nor renews what it held");
+}
