@@ -61,7 +61,7 @@ PY
   "$@" -q import_definitions "$node_dir/$name"
   cargo build -q --bin deliver
   BRIDGE__AMQP__URL="amqp://guest:guest@127.0.0.1:$port/$vhost" \
-    target/debug/deliver --config deploy/local/bridge.toml dlq stats >/dev/null
+    "${CARGO_TARGET_DIR:-target}/debug/deliver" --config deploy/local/bridge.toml dlq stats >/dev/null
   "$@" -q delete_vhost "$vhost" >/dev/null
   rm -f "$host_dir/$name"
   echo "deploy/rabbitmq/definitions.json: imported into $label, and deliver's own declaration agrees with it"
