@@ -4,8 +4,8 @@
 # slow, hanging) under a steady 100 webhooks/s on the local 3-node cluster, then the verdict (each
 # webhook stored exactly once, nothing dead-lettered) and the latency from the 200 to CoMagic.
 #
-#   scripts/chaos.sh [SECONDS] [SEED]   SECONDS of load (90 unless given; 600 for the README's
-#                                       figure); SEED replays a run (each run prints its own first)
+#   scripts/chaos.sh [SECONDS] [SEED]   SECONDS of load (90 unless given; 600 for the figure in
+#                                       docs/benchmarks.md); SEED replays a run (each run prints its own first)
 #
 # Starts RabbitMQ's default node and PostgreSQL if none answers, makes a new cluster
 # (`scripts/cluster.sh reset` and `start`) and stops it afterwards, whatever happens. With
