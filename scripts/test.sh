@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
 fi
 $SUDO rabbitmq-plugins enable -q rabbitmq_prometheus >/dev/null 2>&1 || echo "rabbitmq_prometheus could not be enabled: the live dashboard test will fail" 
 cargo fmt --all -- --check
-node --check deliver/src/console/assets/console.js
+for script in deliver/src/console/assets/*.js; do node --check "$script"; done
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/lib/module-cycles.py shared ingest deliver tests
 cargo test --workspace

@@ -27,6 +27,26 @@ pub enum TokensError {
 
 pub struct AdminTokens(Vec<Secret>);
 
+/// Who a request comes from, as [`admins_only`] found them: what the change history records
+/// ("who") and what a handler may allow.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// How the history and the page name them: never the token itself.
+    pub name: String,
+}
+
+impl actix_web::FromRequest for Principal {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    /// Every `/api` request has one ([`admins_only`] put it there); anything else is refused.
+    fn from_request(request: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage;
+        let found = request.extensions().get::<Principal>().cloned();
+        std::future::ready(found.ok_or_else(|| ApiError::Unauthorized.into()))
+    }
+}
+
 impl AdminTokens {
     pub fn parse(value: Option<&str>) -> Result<Self, TokensError> {
         let tokens: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
@@ -42,9 +62,12 @@ impl AdminTokens {
         Ok(AdminTokens(tokens.into_iter().map(Secret::new).collect()))
     }
 
-    fn admits(&self, candidate: &str) -> bool {
+    /// The operator a token belongs to: "operator token N", N its place in the list.
+    fn admits(&self, candidate: &str) -> Option<Principal> {
         // Every token is compared, so the time taken says nothing about which one came close.
-        self.0.iter().fold(false, |found, token| token.matches(candidate) | found)
+        let place =
+            self.0.iter().enumerate().fold(None, |found, (i, token)| found.or(token.matches(candidate).then_some(i)));
+        place.map(|i| Principal { name: format!("operator token {}", i + 1) })
     }
 }
 
@@ -62,8 +85,9 @@ pub async fn admins_only(
     let admitted = request
         .app_data::<web::Data<ConsoleState>>()
         .zip(presented)
-        .is_some_and(|(state, token)| state.tokens.admits(token.trim()));
-    if admitted {
+        .and_then(|(state, token)| state.tokens.admits(token.trim()));
+    if let Some(principal) = admitted {
+        actix_web::HttpMessage::extensions_mut(&request).insert(principal);
         Ok(next.call(request).await?.map_into_left_body())
     } else {
         // An answer, not an error: the headers the scope adds (no-store) are added to it too.
@@ -86,7 +110,7 @@ mod tests {
         let sample = format!("{},change-me-to-a-long-random-admin-token", "a".repeat(30));
         assert!(matches!(AdminTokens::parse(Some(&sample)), Err(TokensError::Placeholder(2))));
         let tokens = AdminTokens::parse(Some(&format!("{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
-        assert!(tokens.admits(&"b".repeat(30)));
-        assert!(!tokens.admits(&"b".repeat(29)) && !tokens.admits(""));
+        assert_eq!(tokens.admits(&"b".repeat(30)).map(|p| p.name).as_deref(), Some("operator token 2"));
+        assert!(tokens.admits(&"b".repeat(29)).is_none() && tokens.admits("").is_none());
     }
 }

@@ -11,6 +11,7 @@ use bridge_shared::settings::deserialize_naming_key;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::views::{masked_form, webhook_urls, with_masked_token};
 use super::ConsoleState;
@@ -150,7 +151,7 @@ pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, Ap
     Ok(HttpResponse::Ok().json(state.view(&stored, false)))
 }
 
-pub async fn create(state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: State, by: Principal, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let SaveRequest { force, mut integration, .. } = body(&bytes)?;
     if integration.webhook_token.is_none() && integration.webhook_token_env.is_none() {
         integration.webhook_token = Some(new_webhook_token()?);
@@ -160,11 +161,16 @@ pub async fn create(state: State, bytes: web::Bytes) -> Result<HttpResponse, Api
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
     let stored = state.store.create(integration, &state.env).await?;
-    tracing::info!(integration = %stored.form.id, version = %stored.version, "integration created");
+    tracing::info!(integration = %stored.form.id, version = %stored.version, by = %by.name, "integration created");
     Ok(HttpResponse::Created().json(state.view(&stored, token_set)))
 }
 
-pub async fn update(state: State, id: web::Path<String>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn update(
+    state: State,
+    by: Principal,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let SaveRequest { version, force, mut integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
@@ -181,7 +187,7 @@ pub async fn update(state: State, id: web::Path<String>, bytes: web::Bytes) -> R
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
     let saved = state.store.update(integration, &version, &state.env).await?;
-    tracing::info!(integration = %saved.form.id, version = %saved.version, "integration updated");
+    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration updated");
     Ok(HttpResponse::Ok().json(state.view(&saved, token_set)))
 }
 
@@ -223,12 +229,17 @@ fn keep_unsent_secrets(form: &mut IntegrationForm, stored: &IntegrationForm) {
     keep(&mut form.comagic_token, &mut form.comagic_token_env, &stored.comagic_token, &stored.comagic_token_env);
 }
 
-pub async fn deactivate(state: State, id: web::Path<String>, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn deactivate(
+    state: State,
+    by: Principal,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let VersionRequest { version } = body(&bytes)?;
     let mut form = state.store.get(&id).await?.form;
     form.active = false;
     let saved = state.store.update(form, &version, &state.env).await?;
-    tracing::info!(integration = %saved.form.id, version = %saved.version, "integration deactivated");
+    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration deactivated");
     Ok(HttpResponse::Ok().json(state.view(&saved, false)))
 }
 

@@ -113,6 +113,18 @@ fn asset(content_type: &'static str, body: &'static str) -> impl Fn() -> std::fu
     move || std::future::ready(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
+/// The page's files, served from the binary; the page names them relative to itself.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", include_str!("assets/index.html")),
+    ("/console.css", "text/css", include_str!("assets/console.css")),
+    ("/main.js", "text/javascript", include_str!("assets/main.js")),
+    ("/common.js", "text/javascript", include_str!("assets/common.js")),
+    ("/list.js", "text/javascript", include_str!("assets/list.js")),
+    ("/form.js", "text/javascript", include_str!("assets/form.js")),
+    ("/detail.js", "text/javascript", include_str!("assets/detail.js")),
+    ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
+];
+
 /// The page loads its own script, style sheet and API only, and is never framed.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
      img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -127,31 +139,30 @@ fn security_headers() -> DefaultHeaders {
 }
 
 fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/", web::get().to(asset("text/html; charset=utf-8", include_str!("assets/index.html"))))
-        .route("/console.js", web::get().to(asset("text/javascript", include_str!("assets/console.js"))))
-        .route("/console.css", web::get().to(asset("text/css", include_str!("assets/console.css"))))
-        .service(
-            web::scope("/api")
-                .wrap(from_fn(auth::admins_only))
-                // What the API answers is about one tenant's account: no cache keeps it.
-                .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-                .app_data(
-                    web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
-                )
-                .route("/integrations", web::get().to(integrations::list))
-                .route("/integrations", web::post().to(integrations::create))
-                .route("/integrations/{id}", web::get().to(integrations::get))
-                .route("/integrations/{id}", web::put().to(integrations::update))
-                .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
-                .route("/integrations/{id}/setup", web::get().to(integrations::setup))
-                .route("/integrations/{id}/account", web::get().to(integrations::account))
-                .route("/integrations/{id}/state", web::get().to(integrations::state))
-                .route("/integrations/{id}/test-chat", web::post().to(test_chat::send))
-                .route("/test-chats/{event_id}", web::get().to(test_chat::follow))
-                .route("/integrations/{id}/dead-letters", web::get().to(dead_letters::list))
-                .route("/integrations/{id}/dead-letters/replay", web::post().to(dead_letters::replay))
-                .route("/integrations/{id}/dead-letters/purge", web::post().to(dead_letters::purge))
-                .route("/account", web::post().to(integrations::account_for_form)),
-        );
+    for &(path, content_type, body) in ASSETS {
+        config.route(path, web::get().to(asset(content_type, body)));
+    }
+    config.service(
+        web::scope("/api")
+            .wrap(from_fn(auth::admins_only))
+            // What the API answers is about one tenant's account: no cache keeps it.
+            .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+            .app_data(
+                web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
+            )
+            .route("/integrations", web::get().to(integrations::list))
+            .route("/integrations", web::post().to(integrations::create))
+            .route("/integrations/{id}", web::get().to(integrations::get))
+            .route("/integrations/{id}", web::put().to(integrations::update))
+            .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
+            .route("/integrations/{id}/setup", web::get().to(integrations::setup))
+            .route("/integrations/{id}/account", web::get().to(integrations::account))
+            .route("/integrations/{id}/state", web::get().to(integrations::state))
+            .route("/integrations/{id}/test-chat", web::post().to(test_chat::send))
+            .route("/test-chats/{event_id}", web::get().to(test_chat::follow))
+            .route("/integrations/{id}/dead-letters", web::get().to(dead_letters::list))
+            .route("/integrations/{id}/dead-letters/replay", web::post().to(dead_letters::replay))
+            .route("/integrations/{id}/dead-letters/purge", web::post().to(dead_letters::purge))
+            .route("/account", web::post().to(integrations::account_for_form)),
+    );
 }

@@ -208,7 +208,7 @@ async fn a_save_check_would_flag_is_refused_with_the_fix_unless_forced_and_pick_
 #[tokio::test]
 async fn the_page_loads_only_its_own_assets_is_never_framed_and_answers_are_not_cached() {
     let console = RunningConsole::start().await;
-    for path in ["/", "/console.js", "/console.css", "/api/integrations"] {
+    for path in ["/", "/main.js", "/console.css", "/api/integrations"] {
         let response =
             console.http.get(format!("{}{path}", console.url)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");

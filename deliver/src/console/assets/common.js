@@ -1,0 +1,63 @@
+"use strict";
+// What every part of the console shares: the token, the API call, the page's sections and the
+// integration being edited. Text from the API is set with textContent, never parsed as HTML.
+
+export const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "bridge-admin-token";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+
+// The integration being edited, as the API last returned it (null: a new one), and its
+// account's pick-lists.
+export const page = { current: null, choices: null };
+// The one timer polling for the page shown; replaced, never stacked.
+let poll = null;
+
+export function signedIn() { return token !== ""; }
+
+export function signIn(value) {
+  token = value;
+  sessionStorage.setItem(TOKEN_KEY, token);
+}
+
+// `path` as the API names it ("/api/…"), fetched relative to the page, so the console also works
+// behind a proxy that serves it under a path prefix.
+export async function api(method, path, body) {
+  const response = await fetch(path.replace(/^\//, ""), {
+    method,
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) { signOut(); }
+  return { status: response.status, ok: response.ok, data };
+}
+
+export function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+// Runs `task` every `ms` until another section is shown or another poll starts.
+export function polling(task, ms) {
+  stopPolling();
+  poll = setInterval(task, ms);
+}
+
+function stopPolling() {
+  if (poll) { clearInterval(poll); poll = null; }
+}
+
+export function show(section) {
+  for (const id of ["sign-in", "list", "detail"]) $(id).hidden = id !== section;
+  $("sign-out").hidden = section === "sign-in";
+  stopPolling();
+}
+
+export function signOut() {
+  token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  show("sign-in");
+  $("admin-token").focus();
+}
