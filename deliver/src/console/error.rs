@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The store, the broker or CoMagic did not answer.
     #[error("{0}")]
     Unavailable(String),
+    /// An allowance ([`super::limits`]) is spent: asked again after `retry_after`.
+    #[error("{what}: try again in {} s", retry_after.as_secs().max(1))]
+    TooMany { what: &'static str, retry_after: std::time::Duration },
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Check { .. } => "check_failed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooMany { .. } => "too_many",
         }
     }
 }
@@ -53,6 +57,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -65,8 +70,14 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized = self {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::TooMany { retry_after, .. } => {
+                response.insert_header(("Retry-After", retry_after.as_secs().max(1).to_string()));
+            }
+            _ => {}
         }
         response.json(body)
     }

@@ -10,6 +10,7 @@ mod auth;
 mod dead_letters;
 mod error;
 mod integrations;
+mod limits;
 mod state;
 mod test_chat;
 mod views;
@@ -31,9 +32,12 @@ use self::state::Sampler;
 use self::test_chat::TestChats;
 
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
+pub use self::test_chat::TEST_CHAT_BURST;
 
 /// The setting `listen` is read from, as errors name it.
 const LISTEN: &str = "console.listen";
+/// Keys (integrations, peers) an allowance keeps at most.
+const TRACKED_KEYS: usize = 10_000;
 /// How long ingest may take to answer a test chat.
 const TEST_CHAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -46,6 +50,8 @@ pub struct ConsoleState {
     /// Posts test chats to ingest.
     http: reqwest::Client,
     test_chats: Arc<TestChats>,
+    /// Test chats per integration: [`test_chat::TEST_CHAT_BURST`], then one a minute.
+    test_chat_allowances: limits::Allowances,
     sampler: Arc<Sampler>,
     /// Secrets named by environment variable (`comagic_token_env`) are resolved from here: the
     /// variables that start with `[console] secret_env_prefix`, no other.
@@ -83,6 +89,11 @@ impl Console {
             comagic: crate::check::client(),
             http,
             test_chats,
+            test_chat_allowances: limits::Allowances::new(
+                test_chat::TEST_CHAT_BURST,
+                test_chat::TEST_CHAT_REFILL,
+                TRACKED_KEYS,
+            ),
             sampler,
             env,
         });

@@ -31,6 +31,11 @@ const RELOAD_GRACE: Duration = Duration::from_secs(5);
 /// Test chats remembered (the oldest is forgotten first).
 const KEPT: usize = 1000;
 
+/// Test chats an integration may send at once, and how often one more is allowed after that:
+/// each is a real chat in the tenant's CoMagic account.
+pub const TEST_CHAT_BURST: u32 = 10;
+pub const TEST_CHAT_REFILL: Duration = Duration::from_secs(60);
+
 /// Each test chat's steps by event id, and the ids in the order they were sent.
 type Followed = (HashMap<String, Vec<Trace>>, VecDeque<String>);
 
@@ -143,6 +148,10 @@ fn test_dialog(integration: &str) -> Value {
 /// Posts a test chat through the integration's public chat URL, as Verbox would.
 pub async fn send(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let integration = state.stored_integration(&id).await?;
+    state
+        .test_chat_allowances
+        .take(&integration.id)
+        .map_err(|retry_after| ApiError::TooMany { what: "test chats of this integration", retry_after })?;
     let mut dialog = test_dialog(&integration.id);
     if let Some(secret) = &integration.verbox_secret_key {
         dialog["secretKey"] = json!(secret.expose());

@@ -1,7 +1,8 @@
 //! Nothing leaves the console for an address an admin names: a form's `*_env` names only
 //! variables of the allowed prefix, a CoMagic address is CoMagic's, UIS's or one the operator
 //! listed, a stored token goes only where it was saved for, and a failed connection is described
-//! without the network's words.
+//! without the network's words. Test chats, each a real chat in the tenant's account, are
+//! rationed per integration.
 
 use futures_util::FutureExt;
 use reqwest::Method;
@@ -116,5 +117,36 @@ async fn an_address_that_does_not_answer_is_described_without_the_networks_words
     for word in ["refused", "connection", "tcp", "os error", "dns", "error sending"] {
         assert!(!problem.contains(word), "{word} in {problem}");
     }
+    console.stop().await;
+}
+
+#[tokio::test]
+async fn test_chats_beyond_the_burst_are_refused_with_when_to_ask_again_per_integration() {
+    // Nothing listens at ingest's address: each test chat is refused fast, and still counts.
+    let console = RunningConsole::start_with(|s| s.ingest.public_url = "http://127.0.0.1:1".into()).await;
+    let api = console.sandbox.url().to_owned();
+    for id in ["acme", "beta"] {
+        let mut form = valid_form(&api);
+        form["id"] = json!(id);
+        let (status, _) = console.call(Method::POST, "/api/integrations", Some(json!({"integration": form}))).await;
+        assert_eq!(status, 201);
+    }
+    let burst = deliver::console::TEST_CHAT_BURST;
+    for n in 0..burst {
+        let (status, body) = console.call(Method::POST, "/api/integrations/acme/test-chat", None).await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(false)), "test chat {n}: {body}");
+    }
+    let refused = console
+        .http
+        .post(format!("{}/api/integrations/acme/test-chat", console.url))
+        .bearer_auth(super::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let (status, _) = console.call(Method::POST, "/api/integrations/beta/test-chat", None).await;
+    assert_eq!(status, 200, "another integration has its own allowance");
     console.stop().await;
 }
