@@ -89,6 +89,16 @@ fn default_session_key() -> String {
 
 pub const MIN_WEBHOOK_TOKEN_LEN: usize = 24;
 
+/// The longest `session_key`. It is a `customData` key, and it is written into the site script
+/// the tenant pastes into their pages: anything beyond a plain name (a quote, `</script>`) would
+/// be code in the tenant's site.
+pub const MAX_SESSION_KEY_LEN: usize = 64;
+
+fn session_key_ok(key: &str) -> bool {
+    (1..=MAX_SESSION_KEY_LEN).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 impl IntegrationForm {
     /// CoMagic's Data API, which an integration uses unless it names another.
     pub const DEFAULT_COMAGIC_API: &'static str = "https://dataapi.comagic.ru/v2.0";
@@ -148,8 +158,11 @@ impl IntegrationForm {
                 "is not an IANA time zone like Europe/Moscow (the value is not shown: it may be a pasted secret)",
             )
         })?;
-        if self.session_key.trim().is_empty() {
-            return Err(ConfigError::invalid(key("session_key"), "must not be empty"));
+        if !session_key_ok(&self.session_key) {
+            return Err(ConfigError::invalid(
+                key("session_key"),
+                format!("must be 1 to {MAX_SESSION_KEY_LEN} letters, digits, `_`, `-` or `.`: a customData key"),
+            ));
         }
         let default = self.default.validate(&key("default"))?;
         let mut messengers = BTreeMap::new();

@@ -106,6 +106,11 @@ fn each_bad_key_is_named() {
     assert!(err(&SAMPLE.replace("telegram =", "icq =")).starts_with("integration[0].messengers.icq:"));
     assert!(err(&SAMPLE.replace("employee_id = 101", "employee_id = 0")).starts_with("integration[0].employee_id:"));
     assert!(err(&with("chat_events = []")).starts_with("integration[0].chat_events:"));
+    for key in ["", "a b", "x\\\"</script><script>alert(1)</script>", &"k".repeat(65)] {
+        let line = format!("session_key = {}", toml::Value::String(key.into()));
+        assert!(err(&with(&line)).starts_with("integration[0].session_key:"), "{key}");
+    }
+    assert!(Integrations::from_toml(&with(&format!("session_key = \"{}\"", "k".repeat(64))), &HashMap::new()).is_ok());
     assert!(err(&format!("{SAMPLE}\n{SAMPLE}")).starts_with("integration[1].id:"));
     assert!(err(&with("colour = \"red\"")).contains("colour"));
     assert!(

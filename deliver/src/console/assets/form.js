@@ -60,6 +60,10 @@ function readTarget(key) {
   return null;
 }
 
+function employeeTyped() {
+  return !(page.choices && page.choices.employees && page.choices.employees.length);
+}
+
 export function fillForm(form) {
   const f = form || {};
   $("f-id").value = f.id || "";
@@ -72,6 +76,12 @@ export function fillForm(form) {
     $(input).placeholder = f[field] ? `saved (${f[field]}); leave empty to keep` : "";
   }
   options($("f-employee"), page.choices && page.choices.employees, f.employee_id, "– employee –");
+  // Without the account's list (CoMagic did not answer, or the token is not saved yet) the id is
+  // typed in.
+  const manual = employeeTyped();
+  $("f-employee").hidden = manual;
+  $("f-employee-manual").hidden = $("f-employee-help").hidden = !manual;
+  $("f-employee-manual").value = f.employee_id || "";
   $("f-timezone").value = f.timezone || (page.choices && page.choices.timezone) || "Europe/Moscow";
   $("f-session-key").value = f.session_key || "comagic_session_id";
   const def = $("t-default");
@@ -88,7 +98,7 @@ export function readForm() {
     active: $("f-active").checked,
     offline_enabled: $("f-offline").checked,
     comagic_api: $("f-api").value.trim(),
-    employee_id: Number($("f-employee").value || 0),
+    employee_id: Number($(employeeTyped() ? "f-employee-manual" : "f-employee").value || 0),
     timezone: $("f-timezone").value.trim(),
     session_key: $("f-session-key").value.trim(),
     default: readTarget("default") || {},
@@ -118,7 +128,7 @@ export function clearErrors() {
 export function inputFor(field) {
   const parts = field.split(".");
   const names = { comagic_token: "f-comagic-token", webhook_token: "f-webhook-token", verbox_secret_key: "f-secret",
-    employee_id: "f-employee", timezone: "f-timezone", session_key: "f-session-key", comagic_api: "f-api", id: "f-id" };
+    employee_id: employeeTyped() ? "f-employee-manual" : "f-employee", timezone: "f-timezone", session_key: "f-session-key", comagic_api: "f-api", id: "f-id" };
   if (names[parts[0]]) return $(names[parts[0]]);
   const key = parts[0] === "default" ? "default" : parts[1];
   const which = (parts[parts.length - 1] || "").replace("_id", "");

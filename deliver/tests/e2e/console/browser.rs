@@ -15,14 +15,15 @@ use serde_json::json;
 use super::{ConsoleClient, ADMIN_TOKEN};
 use crate::helpers::{comagic_token, Options, Pipeline, Tenant};
 
-struct Browser {
-    client: Client,
+/// Headless Chromium over WebDriver, saving screenshots.
+pub struct Browser {
+    pub client: Client,
     driver: Child,
     shots: std::path::PathBuf,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub async fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -46,34 +47,34 @@ impl Browser {
     }
 
     /// A screenshot with `css` scrolled to the top of the window.
-    async fn shot_at(&self, name: &str, css: &str) {
+    pub async fn shot_at(&self, name: &str, css: &str) {
         let element = self.client.find(Locator::Css(css)).await.unwrap();
         let element = serde_json::to_value(element).unwrap();
         self.client.execute("arguments[0].scrollIntoView(true)", vec![element]).await.unwrap();
         self.shot(name).await;
     }
 
-    async fn shot(&self, name: &str) {
+    pub async fn shot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub async fn fill(&self, css: &str, text: &str) {
         let input = self.client.find(Locator::Css(css)).await.unwrap();
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
 
-    async fn click(&self, css: &str) {
+    pub async fn click(&self, css: &str) {
         self.client.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
     }
 
-    async fn select(&self, css: &str, value: &str) {
+    pub async fn select(&self, css: &str, value: &str) {
         self.client.find(Locator::Css(css)).await.unwrap().select_by_value(value).await.unwrap();
     }
 
     /// The text of `css` once it contains `wanted`.
-    async fn text_with(&self, css: &str, wanted: &str, within: Duration) -> String {
+    pub async fn text_with(&self, css: &str, wanted: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -90,11 +91,11 @@ impl Browser {
         panic!("{css} never said `{wanted}`; it said: {last} (save-error: {error}; see failed.png)");
     }
 
-    async fn shown(&self, css: &str) -> bool {
+    pub async fn shown(&self, css: &str) -> bool {
         self.client.find(Locator::Css(css)).await.unwrap().is_displayed().await.unwrap()
     }
 
-    async fn close(mut self) {
+    pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
