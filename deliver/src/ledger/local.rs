@@ -166,7 +166,12 @@ impl LocalLedger {
 
     /// Records ext_ids as delivered and fsyncs them (sled's work on the blocking pool).
     pub async fn record(&self, ext_ids: &[&str]) -> Result<(), LedgerError> {
-        let now = Utc::now().timestamp_millis().to_be_bytes();
+        self.record_at(ext_ids, Utc::now()).await
+    }
+
+    /// [`Self::record`] as of `now`, the time pruning counts from.
+    async fn record_at(&self, ext_ids: &[&str], now: DateTime<Utc>) -> Result<(), LedgerError> {
+        let now = now.timestamp_millis().to_be_bytes();
         let mut batch = sled::Batch::default();
         for id in ext_ids {
             batch.insert(*id, &now);
@@ -255,10 +260,9 @@ mod tests {
     async fn pruning_removes_only_what_is_older_than_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = LocalLedger::open(dir.path()).unwrap();
-        ledger.record(&["vb-old-1", "vb-old-2"]).await.unwrap();
-        let between = chrono::Utc::now() + chrono::Duration::milliseconds(5);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        ledger.record(&["vb-new"]).await.unwrap();
+        let between = chrono::Utc::now();
+        ledger.record_at(&["vb-old-1", "vb-old-2"], between - chrono::Duration::milliseconds(1)).await.unwrap();
+        ledger.record_at(&["vb-new"], between).await.unwrap();
         assert_eq!(ledger.prune_before(between).unwrap(), 2);
         assert!(!ledger.contains("vb-old-1") && !ledger.contains("vb-old-2"));
         assert!(ledger.contains("vb-new"));
