@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bridge_shared::comagic::fixes::fix_for;
+use bridge_shared::comagic::mnemonics::fix_for;
 use bridge_shared::comagic::{outcome, ComagicClient, Failure};
 use bridge_shared::integrations::{Integration, Target};
 use bridge_shared::secret::Secret;

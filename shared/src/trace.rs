@@ -55,7 +55,7 @@ impl Trace {
     pub fn with_error(mut self, error: &str) -> Self {
         let mnemonic = error.split(':').next().filter(|m| m.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         if let Some(mnemonic) = mnemonic.filter(|m| !m.is_empty()) {
-            self.fix = crate::comagic::fixes::fix_for(mnemonic).map(str::to_owned);
+            self.fix = crate::comagic::mnemonics::fix_for(mnemonic).map(str::to_owned);
             self.mnemonic = Some(mnemonic.to_owned());
         }
         self.error = Some(crate::redact::for_operators(error, 500));

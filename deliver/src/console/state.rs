@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bridge_shared::comagic::fixes::fix_for;
+use bridge_shared::comagic::mnemonics::fix_for;
 use bridge_shared::lifecycle::Shutdown;
 use bridge_shared::settings::AmqpSettings;
 use serde_json::{json, Value};

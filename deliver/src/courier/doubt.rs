@@ -9,6 +9,7 @@
 //! lists is acked, the rest sent. The grace trades latency of the events in doubt (a minute by
 //! default) against copies in the tenant's analytics; docs/delivery.md says how to choose it.
 
+use bridge_shared::comagic::mnemonics::lookup;
 use bridge_shared::comagic::{Failure, Uploaded};
 use bridge_shared::event::EventKind;
 use futures_util::future::join_all;
@@ -22,9 +23,7 @@ use crate::pending::Pending;
 pub(super) fn cannot_ask(failure: &Failure) -> bool {
     match failure {
         Failure::Request { .. } | Failure::Item { .. } | Failure::Duplicate { .. } => true,
-        Failure::Tenant { mnemonic, .. } => {
-            ["forbidden", "method_component_disabled", "parameter_component_disabled"].contains(mnemonic)
-        }
+        Failure::Tenant { mnemonic, .. } => lookup(mnemonic).is_some_and(|m| m.report_never_answers),
         Failure::Transient { .. } | Failure::Quota { .. } => false,
     }
 }

@@ -1,8 +1,8 @@
 //! The CoMagic / UIS Data API client: JSON-RPC 2.0 over one pooled reqwest client, `access_token`
 //! inside `params`, every answer classified (see [`outcome`]).
 
-pub mod fixes;
 pub mod limits;
+pub mod mnemonics;
 pub mod outcome;
 pub mod report;
 

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::limits::Limits;
+use super::mnemonics::{lookup, Treatment};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Success {
@@ -63,36 +64,6 @@ impl Failure {
 /// The `result` label of a call whose connection was never made (nothing reached CoMagic).
 pub const CONNECT_FAILED: &str = "connect";
 
-pub(crate) const TENANT: &[&str] = &[
-    "access_token_expired",
-    "access_token_blocked",
-    "access_token_invalid",
-    "auth_error",
-    "ip_not_whitelisted",
-    "forbidden",
-    "account_inactive",
-    "method_component_disabled",
-    "parameter_component_disabled",
-];
-
-/// Protocol errors: the request itself is malformed, whatever its items (a bug, or an API change).
-const PROTOCOL: &[&str] = &["parse_error", "invalid_request", "method_not_found", "notifications_not_supported"];
-
-/// Parameter errors: about one item when `field` points into the items, else about the request.
-const ITEM: &[&str] = &[
-    "required_parameter_missed",
-    "invalid_parameter_value",
-    "unexpected_parameters",
-    "invalid_parameters_combination",
-    "data_type_error",
-    "entity_not_found",
-    "campaign_is_inactive",
-    "invalid_date_time",
-    "data_limit_exceeded",
-    "tariff_restrictions",
-    "already_in_use",
-];
-
 /// Classifies one HTTP answer. `array` is the params key the items were sent under, to read an
 /// item index out of `field` (`chats.3.phone`, `chats[3].phone`).
 pub fn classify(status: u16, body: &[u8], array: Option<&str>) -> Result<Success, Failure> {
@@ -132,30 +103,29 @@ fn classify_error(error: &Value, array: Option<&str>) -> Failure {
     let mnemonic = data.and_then(|d| d.get("mnemonic")).and_then(Value::as_str).unwrap_or("");
     let field = data.and_then(|d| d.get("field")).and_then(Value::as_str).map(str::to_owned);
     let index = field.as_deref().zip(array).and_then(|(f, a)| item_index(f, a));
-    if mnemonic == "duplicate_entity" {
-        return Failure::Duplicate { index };
-    }
-    if mnemonic == "limit_exceeded" {
-        let window = if message.to_lowercase().contains("day") { QuotaWindow::Day } else { QuotaWindow::Minute };
-        return Failure::Quota { window };
-    }
-    if let Some(known) = TENANT.iter().find(|m| **m == mnemonic) {
-        return Failure::Tenant { mnemonic: known, message };
-    }
-    if let Some(known) = PROTOCOL.iter().find(|m| **m == mnemonic) {
-        return Failure::Request { mnemonic: known, message };
-    }
-    if let Some(known) = ITEM.iter().find(|m| **m == mnemonic) {
-        let about_items = field.as_deref().zip(array).is_some_and(|(f, a)| f.starts_with(a));
-        if !about_items {
-            return Failure::Request { mnemonic: known, message };
+    let Some(known) = lookup(mnemonic) else {
+        // Anything CoMagic may add later: retrying is the safe default, and `retry_for` bounds
+        // it before the dead-letter queue.
+        return Failure::Transient { label: "unknown_error", reason: format!("{mnemonic}: {message}") };
+    };
+    match known.treatment {
+        Treatment::Duplicate => Failure::Duplicate { index },
+        Treatment::Quota => {
+            let window = if message.to_lowercase().contains("day") { QuotaWindow::Day } else { QuotaWindow::Minute };
+            Failure::Quota { window }
         }
-        return Failure::Item { mnemonic: known, message, index, field };
+        Treatment::Pause => Failure::Tenant { mnemonic: known.name, message },
+        Treatment::Request => Failure::Request { mnemonic: known.name, message },
+        Treatment::Item => {
+            let about_items = field.as_deref().zip(array).is_some_and(|(f, a)| f.starts_with(a));
+            if about_items {
+                Failure::Item { mnemonic: known.name, message, index, field }
+            } else {
+                Failure::Request { mnemonic: known.name, message }
+            }
+        }
+        Treatment::Retry => Failure::Transient { label: known.name, reason: format!("{mnemonic}: {message}") },
     }
-    // internal_error, and anything CoMagic may add later: retrying is the safe default, and
-    // `retry_for` bounds it before the dead-letter queue.
-    let label = if mnemonic == "internal_error" { "internal_error" } else { "unknown_error" };
-    Failure::Transient { label, reason: format!("{mnemonic}: {message}") }
 }
 
 /// `chats.3.phone` or `chats[3].phone` → 3.
@@ -169,6 +139,7 @@ fn item_index(field: &str, array: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::comagic::mnemonics::MNEMONICS;
     use serde_json::json;
 
     fn error(code: i64, mnemonic: &str, field: Option<&str>) -> Vec<u8> {
@@ -222,10 +193,9 @@ mod tests {
 
     #[test]
     fn tenant_level_mnemonics() {
-        for m in TENANT {
-            assert!(
-                matches!(classify(200, &error(-32001, m, None), None), Err(Failure::Tenant { mnemonic, .. }) if mnemonic == *m)
-            );
+        for m in MNEMONICS.iter().filter(|m| m.treatment == Treatment::Pause) {
+            let got = classify(200, &error(m.code, m.name, None), None);
+            assert!(matches!(got, Err(Failure::Tenant { mnemonic, .. }) if mnemonic == m.name), "{}", m.name);
         }
     }
 

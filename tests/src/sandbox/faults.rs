@@ -87,7 +87,7 @@ pub(super) fn take_faults(state: &Shared, account: Option<&str>) -> (Duration, F
             FaultKind::Error => {
                 let mnemonic = fault.mnemonic.as_deref().unwrap_or("internal_error");
                 let mut e = RpcError::by_mnemonic(mnemonic)
-                    .unwrap_or_else(|| RpcError::new(-32603, "internal_error", "unknown injected mnemonic"));
+                    .unwrap_or_else(|| RpcError::new("internal_error", "unknown injected mnemonic"));
                 e.field = fault.field.clone();
                 if let Some(message) = &fault.message {
                     e.message = message.clone();

@@ -180,14 +180,11 @@ fn add_account(state: &mut State, account: Account) -> std::io::Result<()> {
 async fn rpc_endpoint(state: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     let request: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => {
-            return HttpResponse::Ok().json(RpcError::new(-32700, "parse_error", e.to_string()).to_json(&Value::Null))
-        }
+        Err(e) => return HttpResponse::Ok().json(RpcError::new("parse_error", e.to_string()).to_json(&Value::Null)),
     };
     let Some(request) = request.as_object() else {
         return HttpResponse::Ok().json(
-            RpcError::new(-32099, "notifications_not_supported", "Batch requests are not supported")
-                .to_json(&Value::Null),
+            RpcError::new("notifications_not_supported", "Batch requests are not supported").to_json(&Value::Null),
         );
     };
     let id = request.get("id").cloned().unwrap_or(Value::Null);
@@ -261,9 +258,9 @@ fn well_formed(request: &Map<String, Value>, id: &Value, method: &str) -> Result
         || method.is_empty()
         || request.get("params").is_some_and(|p| !p.is_object())
     {
-        Err(RpcError::new(-32600, "invalid_request", "Not a JSON-RPC 2.0 request"))
+        Err(RpcError::new("invalid_request", "Not a JSON-RPC 2.0 request"))
     } else if id.is_null() {
-        Err(RpcError::new(-32099, "notifications_not_supported", "Notifications are not supported"))
+        Err(RpcError::new("notifications_not_supported", "Notifications are not supported"))
     } else {
         Ok(())
     }
@@ -277,20 +274,20 @@ fn handle_call(state: &mut State, method: &str, params: &Map<String, Value>) -> 
         .accounts
         .iter_mut()
         .find(|a| a.config.token == token)
-        .ok_or_else(|| RpcError::new(-32001, "access_token_invalid", "Access token is invalid"))?;
+        .ok_or_else(|| RpcError::new("access_token_invalid", "Access token is invalid"))?;
     if !account.config.ip_whitelisted {
-        return Err(RpcError::new(-32003, "ip_not_whitelisted", "IP address is not in the white list"));
+        return Err(RpcError::new("ip_not_whitelisted", "IP address is not in the white list"));
     }
     if !account.config.active {
-        return Err(RpcError::new(-32009, "account_inactive", "Account is inactive"));
+        return Err(RpcError::new("account_inactive", "Account is inactive"));
     }
     let (day_remaining, day_reset) = account.day.remaining(account.config.day_limit, windows.day);
     let (minute_remaining, minute_reset) = account.minute.remaining(account.config.minute_limit, windows.minute);
     if day_remaining == 0 {
-        return Err(RpcError::new(-32029, "limit_exceeded", "Limit per day has been exceeded"));
+        return Err(RpcError::new("limit_exceeded", "Limit per day has been exceeded"));
     }
     if minute_remaining == 0 {
-        return Err(RpcError::new(-32029, "limit_exceeded", "Limit per minute has been exceeded"));
+        return Err(RpcError::new("limit_exceeded", "Limit per minute has been exceeded"));
     }
     let now_local: NaiveDateTime = Utc::now().with_timezone(&account.tz).naive_local();
     let data = match method {
@@ -329,7 +326,7 @@ fn handle_call(state: &mut State, method: &str, params: &Map<String, Value>) -> 
             .iter()
             .map(|s| json!({"id": s.id, "name": s.name, "state": "active"}))
             .collect::<Vec<_>>()),
-        other => return Err(RpcError::new(-32601, "method_not_found", format!("Method {other} not found"))),
+        other => return Err(RpcError::new("method_not_found", format!("Method {other} not found"))),
     };
     // Only successful requests are charged, one point each.
     account.minute.used += 1;
@@ -350,7 +347,7 @@ fn upload(
     next_item_id: &mut u64,
 ) -> Result<Value, RpcError> {
     if !account.config.components.iter().any(|c| c == component) {
-        return Err(RpcError::new(-32008, "method_component_disabled", format!("Component {component} is disabled")));
+        return Err(RpcError::new("method_component_disabled", format!("Component {component} is disabled")));
     }
     let items = validate::upload(kind, params, &account.config, now_local)?;
     let mut seen = HashSet::new();
@@ -359,8 +356,9 @@ fn upload(
             let key = (kind.key(), ext_id.to_owned());
             let repeated = account.ext_ids.contains(&key) || !seen.insert(key);
             if repeated && account.config.refuses_repeated_ext_id {
-                return Err(RpcError::new(-32602, "duplicate_entity", "Entity already exists")
-                    .at(format!("{}.{i}.ext_id", kind.key())));
+                return Err(
+                    RpcError::new("duplicate_entity", "Entity already exists").at(format!("{}.{i}.ext_id", kind.key()))
+                );
             }
         }
     }

@@ -17,7 +17,7 @@ const PARAMS: [&str; 8] = ["access_token", "user_id", "date_from", "date_till", 
 fn date(params: &Map<String, Value>, key: &str) -> Result<NaiveDateTime, RpcError> {
     let text = params.get(key).ok_or_else(|| RpcError::missing(key))?.as_str().unwrap_or("");
     NaiveDateTime::parse_from_str(text, DATE_TIME)
-        .map_err(|_| RpcError::new(-32602, "invalid_date_time", "Expected YYYY-MM-DD hh:mm:ss").at(key))
+        .map_err(|_| RpcError::new("invalid_date_time", "Expected YYYY-MM-DD hh:mm:ss").at(key))
 }
 
 /// The ext_ids a filter accepts (`None`: every item).
@@ -48,8 +48,9 @@ fn wanted_ext_ids(filter: Option<&Value>) -> Result<Option<Vec<String>>, RpcErro
 
 pub(super) fn report(account: &AccountState, kind: Upload, params: &Map<String, Value>) -> Result<Value, RpcError> {
     if let Some(unexpected) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
-        return Err(RpcError::new(-32602, "unexpected_parameters", format!("Unexpected parameter {unexpected}"))
-            .at(unexpected.clone()));
+        return Err(
+            RpcError::new("unexpected_parameters", format!("Unexpected parameter {unexpected}")).at(unexpected.clone())
+        );
     }
     let (from, till) = (date(params, "date_from")?, date(params, "date_till")?);
     if from > till {

@@ -66,20 +66,18 @@ pub fn upload(
 ) -> Result<Vec<Map<String, Value>>, RpcError> {
     let key = kind.key();
     if let Some(unexpected) = params.keys().find(|k| !["access_token", key, "user_id"].contains(&k.as_str())) {
-        return Err(RpcError::new(-32602, "unexpected_parameters", format!("Unexpected parameter {unexpected}"))
-            .at(unexpected.clone()));
+        return Err(
+            RpcError::new("unexpected_parameters", format!("Unexpected parameter {unexpected}")).at(unexpected.clone())
+        );
     }
     let items = params.get(key).ok_or_else(|| RpcError::missing(key))?;
-    let items = items
-        .as_array()
-        .ok_or_else(|| RpcError::new(-32602, "data_type_error", format!("{key} must be an array")).at(key))?;
+    let items =
+        items.as_array().ok_or_else(|| RpcError::new("data_type_error", format!("{key} must be an array")).at(key))?;
     if items.is_empty() {
         return Err(RpcError::missing(key));
     }
     if items.len() > MAX_ITEMS {
-        return Err(
-            RpcError::new(-32602, "data_limit_exceeded", format!("At most {MAX_ITEMS} items per request")).at(key)
-        );
+        return Err(RpcError::new("data_limit_exceeded", format!("At most {MAX_ITEMS} items per request")).at(key));
     }
     let check = Check { account, now_local };
     items
@@ -89,7 +87,7 @@ pub fn upload(
             let prefix = format!("{key}.{i}");
             let item = item
                 .as_object()
-                .ok_or_else(|| RpcError::new(-32602, "data_type_error", "item must be an object").at(&prefix))?;
+                .ok_or_else(|| RpcError::new("data_type_error", "item must be an object").at(&prefix))?;
             match kind {
                 Upload::Chats => check.chat(&prefix, item)?,
                 Upload::OfflineMessages => check.offline(&prefix, item)?,
@@ -122,9 +120,8 @@ impl Check<'_> {
             })?;
         for (j, m) in messages.iter().enumerate() {
             let mp = format!("{prefix}.messages.{j}");
-            let m = m
-                .as_object()
-                .ok_or_else(|| RpcError::new(-32602, "data_type_error", "message must be an object").at(&mp))?;
+            let m =
+                m.as_object().ok_or_else(|| RpcError::new("data_type_error", "message must be an object").at(&mp))?;
             only_fields(&mp, m, CHAT_MESSAGE_FIELDS)?;
             self.date_time(&mp, m, "date_time")?;
             let source = one_of(&mp, m, &["source"], &["operator", "visitor", "system"], true)?;
@@ -144,7 +141,7 @@ impl Check<'_> {
         }
         if let Some(ext_id) = item.get("ext_id") {
             ext_id.as_str().ok_or_else(|| {
-                RpcError::new(-32602, "data_type_error", "ext_id must be a string").at(format!("{prefix}.ext_id"))
+                RpcError::new("data_type_error", "ext_id must be a string").at(format!("{prefix}.ext_id"))
             })?;
         }
         Ok(())
@@ -164,11 +161,11 @@ impl Check<'_> {
         let field = format!("{prefix}.{key}");
         let raw = item.get(key).and_then(Value::as_str).ok_or_else(|| RpcError::missing(&field))?;
         let t = NaiveDateTime::parse_from_str(raw, DATE_FORMAT).ok().filter(|_| raw.len() == 19).ok_or_else(|| {
-            RpcError::new(-32602, "invalid_date_time", format!("{raw} is not YYYY-MM-DD hh:mm:ss")).at(&field)
+            RpcError::new("invalid_date_time", format!("{raw} is not YYYY-MM-DD hh:mm:ss")).at(&field)
         })?;
         // A second of slack for the clock of the machine that built the item.
         if t > self.now_local + Duration::seconds(1) {
-            return Err(RpcError::new(-32602, "invalid_date_time", format!("{raw} is in the future")).at(&field));
+            return Err(RpcError::new("invalid_date_time", format!("{raw} is in the future")).at(&field));
         }
         Ok(t)
     }
@@ -222,12 +219,9 @@ impl Check<'_> {
                         }
                     })?;
                 if c.status != "active" {
-                    return Err(RpcError::new(
-                        -32602,
-                        "campaign_is_inactive",
-                        format!("Campaign {} is inactive", c.id),
-                    )
-                    .at(field));
+                    return Err(
+                        RpcError::new("campaign_is_inactive", format!("Campaign {} is inactive", c.id)).at(field)
+                    );
                 }
                 campaign_site = c.site_id;
             }
@@ -238,12 +232,8 @@ impl Check<'_> {
                 return Err(RpcError::not_found(format!("{prefix}.site_id")));
             }
             if campaign_site.is_some_and(|cs| cs != id) {
-                return Err(RpcError::new(
-                    -32602,
-                    "invalid_parameters_combination",
-                    "campaign_id and site_id disagree",
-                )
-                .at(format!("{prefix}.site_id")));
+                return Err(RpcError::new("invalid_parameters_combination", "campaign_id and site_id disagree")
+                    .at(format!("{prefix}.site_id")));
             }
         }
         if let Some(id) = source {
@@ -257,8 +247,9 @@ impl Check<'_> {
 
 fn only_fields(prefix: &str, item: &Map<String, Value>, allowed: &[&str]) -> Result<(), RpcError> {
     match item.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(RpcError::new(-32602, "unexpected_parameters", format!("Unexpected parameter {k}"))
-            .at(format!("{prefix}.{k}"))),
+        Some(k) => {
+            Err(RpcError::new("unexpected_parameters", format!("Unexpected parameter {k}")).at(format!("{prefix}.{k}")))
+        }
         None => Ok(()),
     }
 }
@@ -284,8 +275,7 @@ fn string(prefix: &str, item: &Map<String, Value>, key: &str, required: bool) ->
         None | Some(Value::Null) if required => Err(RpcError::missing(format!("{prefix}.{key}"))),
         None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
         Some(_) => {
-            Err(RpcError::new(-32602, "data_type_error", format!("{key} must be a string"))
-                .at(format!("{prefix}.{key}")))
+            Err(RpcError::new("data_type_error", format!("{key} must be a string")).at(format!("{prefix}.{key}")))
         }
     }
 }
@@ -313,9 +303,9 @@ fn contact(prefix: &str, item: &Map<String, Value>) -> Result<(), RpcError> {
 }
 
 fn number(field: &str, v: &Value) -> Result<u64, RpcError> {
-    v.as_u64().ok_or_else(|| RpcError::new(-32602, "data_type_error", format!("{field} must be a number")).at(field))
+    v.as_u64().ok_or_else(|| RpcError::new("data_type_error", format!("{field} must be a number")).at(field))
 }
 
 fn signed(field: &str, v: &Value) -> Result<i64, RpcError> {
-    v.as_i64().ok_or_else(|| RpcError::new(-32602, "data_type_error", format!("{field} must be a number")).at(field))
+    v.as_i64().ok_or_else(|| RpcError::new("data_type_error", format!("{field} must be a number")).at(field))
 }
