@@ -1,11 +1,12 @@
 //! The webhook receiver: validates Verbox webhooks and answers only once each event is durable in
 //! RabbitMQ (publisher confirms) or, while the broker is down, in the local spool.
 
-pub mod drain;
-pub mod error;
-pub mod refusals;
-pub mod routes;
-pub mod sink;
-pub mod spool;
+pub mod cli;
+pub(crate) mod drain;
+pub(crate) mod error;
+pub(crate) mod refusals;
+pub(crate) mod routes;
+pub(crate) mod sink;
+pub(crate) mod spool;
 pub mod startup;
-pub mod state;
+pub(crate) mod state;
