@@ -163,13 +163,14 @@ impl Courier {
     async fn already_there(&self, s: &mut Sending, mut batch: Vec<Pending>, index: Option<usize>) {
         match index.filter(|i| *i < batch.len()) {
             Some(i) => {
-                s.delivered += 1;
-                self.outlet.delivered(vec![batch.remove(i)], true).await;
+                let there = vec![batch.remove(i)];
+                s.delivered_now(&there);
+                self.outlet.delivered(there, true).await;
                 s.work.push_front(batch);
             }
             None if batch.len() > 1 => bisect(s, batch),
             None => {
-                s.delivered += batch.len();
+                s.delivered_now(&batch);
                 self.outlet.delivered(batch, true).await;
             }
         }

@@ -91,6 +91,14 @@ impl Sending {
         let delays = short_retries(SHORT_RETRY_FOR);
         Sending { hold, work: VecDeque::from([batch]), delays, delivered: 0, may_be_there }
     }
+
+    /// Counts `batch` delivered. CoMagic has it: should its record in the ledger fail, its claim
+    /// must not be forgotten at release (a copy would then be sent clean), so it counts as may
+    /// be there (a recorded one has no claim left to release).
+    fn delivered_now(&mut self, batch: &[Pending]) {
+        self.delivered += batch.len();
+        self.may_be_there.extend(batch.iter().map(|p| p.item.ext_id().to_owned()));
+    }
 }
 
 impl Courier {
@@ -191,7 +199,7 @@ impl Courier {
                     tenant.succeeded(success.limits);
                     s.delays = short_retries(SHORT_RETRY_FOR);
                     self.trace_sent(&batch, &success).await;
-                    s.delivered += batch.len();
+                    s.delivered_now(&batch);
                     self.outlet.delivered(batch, false).await;
                 }
                 Err(failure) if asking => self.report_failed(s, &integration, &tenant, kind, batch, failure).await,

@@ -168,3 +168,24 @@ async fn a_batch_whose_claim_lapsed_and_was_taken_by_a_copy_while_it_waited_for_
     // The copy was claimed clean: the batch that lost the claim never called with it.
     assert!(h.sandbox.calls().iter().all(|c| c.method != "get.chats_report"), "no report asked");
 }
+
+#[tokio::test]
+async fn an_event_delivered_whose_record_failed_is_released_for_the_next_holder_to_ask_about() {
+    use crate::ledger::Claim;
+    let h = Harness::start().await;
+    let (delivered, other) = (h.pending(1).await, h.pending(2).await);
+    let ids = [delivered.item.ext_id().to_owned(), other.item.ext_id().to_owned()];
+    let ledger = &h.courier.outlet.ledger;
+    let hold = ledger.hold();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(matches!(ledger.claim(hold, &refs).await[..], [Claim::Mine, Claim::Mine]));
+    ledger.renew(hold, &refs, &refs).await;
+    // The first was delivered, and its record failed (nothing recorded); the second was not.
+    let mut s = super::Sending::new(hold, Vec::new());
+    s.delivered_now(&[delivered]);
+    ledger.release(hold, &ids, &s.may_be_there).await;
+    let next = ledger.hold();
+    let claims = ledger.claim(next, &refs).await;
+    assert!(matches!(claims[0], Claim::TakenOver { .. }), "asked about first: {:?}", claims[0]);
+    assert!(matches!(claims[1], Claim::Mine), "never delivered, forgotten: {:?}", claims[1]);
+}
