@@ -6,23 +6,24 @@
 #                               # and ingest on the cluster
 #   scripts/bench.sh integrations # 10 against 1,000 integrations, in the file and in PostgreSQL
 #   scripts/bench.sh busy       # deliver's CPU while 1,000 busy integrations wait for call slots;
-#                               # compare builds with target/release/loadgen busy --deliver old=PATH,new=PATH
+#                               # compare builds with loadgen busy --deliver old=PATH,new=PATH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-rabbitmq.sh >/dev/null
 cargo build --release -q -p ingest -p deliver -p bridge-tests --bins
+loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
 benches=("$@"); [ ${#benches[@]} -gt 0 ] || benches=(ingest deliver)
 for bench in "${benches[@]}"; do
   if [ "$bench" = scale ]; then
     scripts/cluster.sh start >/dev/null
     scripts/ensure-postgres.sh >/dev/null
     urls=$(scripts/cluster.sh urls)
-    target/release/loadgen scale --amqp-urls "$urls"
-    target/release/loadgen ingest --amqp-url "${urls%%,*}"
+    "$loadgen" scale --amqp-urls "$urls"
+    "$loadgen" ingest --amqp-url "${urls%%,*}"
   elif [ "$bench" = integrations ]; then
     scripts/ensure-postgres.sh >/dev/null
-    target/release/loadgen integrations
+    "$loadgen" integrations
   else
-    target/release/loadgen "$bench"
+    "$loadgen" "$bench"
   fi
 done

@@ -14,7 +14,7 @@ use bridge_shared::integrations::{IntegrationForm, IntegrationsFile};
 use super::deliver::{delivered, envelope, preload};
 use super::http::KeepAliveClient;
 use super::ingest::{closed_loop, take_median, webhook_of_size, Run};
-use super::{free_addresses, print_table};
+use super::{free_addresses, print_table, sibling};
 use crate::broker::TestBroker;
 use crate::config::{metric_sample, BridgeToml};
 use crate::fixtures::integration;
@@ -22,9 +22,9 @@ use crate::sandbox::{Account, Sandbox, SandboxConfig};
 
 #[derive(clap::Args)]
 pub struct IntegrationsBench {
-    #[arg(long, default_value = "target/release/ingest")]
+    #[arg(long, default_value_os_t = sibling("ingest"))]
     pub ingest_bin: PathBuf,
-    #[arg(long, default_value = "target/release/deliver")]
+    #[arg(long, default_value_os_t = sibling("deliver"))]
     pub deliver_bin: PathBuf,
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,

@@ -7,7 +7,15 @@ pub mod ingest;
 pub mod integrations;
 pub mod scale;
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// A binary built beside the load generator (the same `target/release`, whatever
+/// `CARGO_TARGET_DIR` says): the default of every `--*-bin`.
+pub fn sibling(name: &str) -> PathBuf {
+    let dir = std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
+    dir.unwrap_or_else(|| PathBuf::from("target/release")).join(name)
+}
 
 /// Sorted latencies of one run.
 pub struct Latencies(Vec<Duration>);

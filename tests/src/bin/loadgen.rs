@@ -7,6 +7,7 @@ use bridge_tests::bench::deliver::{self, DeliverBench};
 use bridge_tests::bench::ingest::{self, IngestBench};
 use bridge_tests::bench::integrations::{self, IntegrationsBench};
 use bridge_tests::bench::scale::{self, ScaleBench};
+use bridge_tests::bench::sibling;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -21,7 +22,7 @@ enum Bench {
     /// Webhooks/s and latency through a real ingest process beside the broker's raw confirmed rate.
     Ingest {
         /// The release `ingest` binary to start.
-        #[arg(long, default_value = "target/release/ingest")]
+        #[arg(long, default_value_os_t = sibling("ingest"))]
         ingest_bin: PathBuf,
         #[arg(long, env = "BRIDGE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
         amqp_url: String,
@@ -45,7 +46,7 @@ enum Bench {
     },
     /// Events/s a real deliver process drains into the sandbox, items per call and RSS.
     Deliver {
-        #[arg(long, default_value = "target/release/deliver")]
+        #[arg(long, default_value_os_t = sibling("deliver"))]
         deliver_bin: PathBuf,
         #[arg(long, env = "BRIDGE_TEST_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
         amqp_url: String,
