@@ -94,33 +94,8 @@ impl Application {
         let ledger = Arc::new(open_ledger(&settings, &postgres).await?);
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
-        let outlet = Arc::new(Outlet {
-            publisher: link.publishers(),
-            topology: topology.clone(),
-            ledger: ledger.clone(),
-            metrics: metrics.clone(),
-            acks: Acks::new(metrics.ack_frames.clone()),
-            retry_for: settings.deliver.retry_for,
-            park_for: settings.deliver.park_for,
-            move_warnings: RetryWarnings::default(),
-        });
-        let courier = Arc::new(Courier {
-            client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(&registry)),
-            calls: Slots::new(settings.deliver.concurrency),
-            integrations: integrations.clone(),
-            tenants: Tenants::new((settings.deliver.pause_initial, settings.deliver.pause_max), metrics.clone()),
-            outlet: outlet.clone(),
-            doubt_grace: settings.deliver.doubt_grace(),
-            panics: Panics::default(),
-        });
+        let (intake, lanes) = pipeline(&settings, &registry, &metrics, &link, &integrations, &ledger, &topology);
         let d = &settings.deliver;
-        let limits = LaneLimits {
-            batch_max: d.batch_max,
-            linger: Duration::from_millis(d.batch_linger_ms),
-            max_lag: MAX_LANE_LAG,
-        };
-        let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
-        let intake = Arc::new(Intake { integrations: integrations.clone(), outlet, lanes: lanes.clone() });
         let ready = Arc::new(AtomicBool::new(false));
         let consuming = Consuming {
             link: link.clone(),
@@ -166,6 +141,43 @@ impl Application {
         let served = Served::new(port, server);
         Ok(Application { served, stopper, consumer, watcher, pruner, lease, ledger, lanes, link })
     }
+}
+
+/// The pipeline an event goes through once consumed: intake → lanes → courier → outlet.
+fn pipeline(
+    settings: &Settings,
+    registry: &Registry,
+    metrics: &DeliverMetrics,
+    link: &BrokerLink,
+    integrations: &IntegrationsHandle,
+    ledger: &Arc<Ledger>,
+    topology: &Topology,
+) -> (Arc<Intake>, Arc<Lanes>) {
+    let outlet = Arc::new(Outlet {
+        publisher: link.publishers(),
+        topology: topology.clone(),
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+        acks: Acks::new(metrics.ack_frames.clone()),
+        retry_for: settings.deliver.retry_for,
+        park_for: settings.deliver.park_for,
+        move_warnings: RetryWarnings::default(),
+    });
+    let courier = Arc::new(Courier {
+        client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(registry)),
+        calls: Slots::new(settings.deliver.concurrency),
+        integrations: integrations.clone(),
+        tenants: Tenants::new((settings.deliver.pause_initial, settings.deliver.pause_max), metrics.clone()),
+        outlet: outlet.clone(),
+        doubt_grace: settings.deliver.doubt_grace(),
+        panics: Panics::default(),
+    });
+    let d = &settings.deliver;
+    let limits =
+        LaneLimits { batch_max: d.batch_max, linger: Duration::from_millis(d.batch_linger_ms), max_lag: MAX_LANE_LAG };
+    let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
+    let intake = Arc::new(Intake { integrations: integrations.clone(), outlet, lanes: lanes.clone() });
+    (intake, lanes)
 }
 
 impl Service for Application {
