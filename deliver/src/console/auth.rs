@@ -1,11 +1,16 @@
-//! Admin bearer tokens: from `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by
-//! adding the new one before removing the old), compared in constant time, never logged or echoed.
+//! Signing in: the bearer token of every `/api` request is an admin token from
+//! `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by adding the new one before
+//! removing the old; each a full operator) or a token an operator issued from the console
+//! ([`super::tokens`]); compared in constant time, never logged or echoed. What the token may do
+//! is then [`super::access::authorize`]'s to say, and failed sign-ins are rate limited
+//! ([`super::limiter`]).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use bridge_shared::secret::{is_placeholder, Secret};
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ConsoleState;
@@ -27,19 +32,56 @@ pub enum TokensError {
 
 pub struct AdminTokens(Vec<Secret>);
 
-/// Who a request comes from, as [`admins_only`] found them: what the change history records
+/// What a token is for: every integration, or one tenant's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", content = "integration", rename_all = "snake_case")]
+pub enum Role {
+    Operator,
+    Tenant(String),
+}
+
+impl Role {
+    /// The role's name and its integration, as the API and the database spell them.
+    pub fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Role::Operator => ("operator", None),
+            Role::Tenant(id) => ("tenant", Some(id)),
+        }
+    }
+}
+
+/// Who a request comes from, as [`signed_in`] found them: what the change history records
 /// ("who") and what a handler may allow.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// How the history and the page name them: never the token itself.
     pub name: String,
+    pub role: Role,
+    /// GET requests only.
+    pub read_only: bool,
+    /// Unix seconds; `None` for an admin token, which lives as long as the setting.
+    pub expires_at: Option<i64>,
+}
+
+impl Principal {
+    /// Whether this principal may see integration `id`.
+    pub fn sees(&self, id: &str) -> bool {
+        match &self.role {
+            Role::Operator => true,
+            Role::Tenant(own) => own == id,
+        }
+    }
+
+    pub fn is_tenant(&self) -> bool {
+        matches!(self.role, Role::Tenant(_))
+    }
 }
 
 impl actix_web::FromRequest for Principal {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
-    /// Every `/api` request has one ([`admins_only`] put it there); anything else is refused.
+    /// Every `/api` request has one ([`signed_in`] put it there); anything else is refused.
     fn from_request(request: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         use actix_web::HttpMessage;
         let found = request.extensions().get::<Principal>().cloned();
@@ -67,32 +109,68 @@ impl AdminTokens {
         // Every token is compared, so the time taken says nothing about which one came close.
         let place =
             self.0.iter().enumerate().fold(None, |found, (i, token)| found.or(token.matches(candidate).then_some(i)));
-        place.map(|i| Principal { name: format!("operator token {}", i + 1) })
+        place.map(|i| Principal {
+            name: format!("operator token {}", i + 1),
+            role: Role::Operator,
+            read_only: false,
+            expires_at: None,
+        })
     }
 }
 
-/// Every route under `/api` passes here first, so a request without a valid admin token never
-/// reaches a handler (one added later included).
-pub async fn admins_only(
+/// The principal of `token`: an admin token first, an issued one then.
+async fn admit(state: &ConsoleState, token: &str) -> Result<Option<Principal>, ApiError> {
+    match state.tokens.admits(token) {
+        Some(operator) => Ok(Some(operator)),
+        None => super::tokens::admit(state, token, chrono::Utc::now().timestamp()).await,
+    }
+}
+
+/// Every route under `/api` passes here first, so a request without a valid token never reaches
+/// a handler, nor one its token may not call (a route added later included).
+pub async fn signed_in(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match principal_of(&request).await {
+        Ok(principal) => {
+            actix_web::HttpMessage::extensions_mut(&request).insert(principal);
+            Ok(next.call(request).await?.map_into_left_body())
+        }
+        // An answer, not an error: the headers the scope adds (no-store) are added to it too.
+        Err(refused) => Ok(request.into_response(refused.error_response()).map_into_right_body()),
+    }
+}
+
+async fn principal_of(request: &ServiceRequest) -> Result<Principal, ApiError> {
+    let state = request.app_data::<web::Data<ConsoleState>>().ok_or(ApiError::Unauthorized)?;
+    let peer = request.peer_addr().map(|a| a.ip());
+    if let Some(wait) = peer.and_then(|p| state.limiter.blocked(p)) {
+        return Err(ApiError::TooManyAttempts { retry_after: wait.as_secs().max(1) });
+    }
     let presented = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let admitted = request
-        .app_data::<web::Data<ConsoleState>>()
-        .zip(presented)
-        .and_then(|(state, token)| state.tokens.admits(token.trim()));
-    if let Some(principal) = admitted {
-        actix_web::HttpMessage::extensions_mut(&request).insert(principal);
-        Ok(next.call(request).await?.map_into_left_body())
-    } else {
-        // An answer, not an error: the headers the scope adds (no-store) are added to it too.
-        Ok(request.into_response(ApiError::Unauthorized.error_response()).map_into_right_body())
-    }
+    let admitted = match presented {
+        Some(token) => admit(state, token.trim()).await?,
+        None => None,
+    };
+    let Some(principal) = admitted else {
+        if let Some(peer) = peer {
+            state.limiter.failed(peer);
+        }
+        return Err(ApiError::Unauthorized);
+    };
+    super::access::authorize(
+        &principal,
+        request.method(),
+        request.match_pattern().as_deref(),
+        request.path(),
+        super::API_ROUTES,
+    )?;
+    Ok(principal)
 }
 
 #[cfg(test)]

@@ -9,8 +9,16 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("an admin token is required: Authorization: Bearer <token>")]
+    #[error("a valid, unexpired token is required: Authorization: Bearer <token>")]
     Unauthorized,
+    #[error("too many failed sign-ins from this address: try again in {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
+    /// What this token may not do.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A field of a save only an operator may set.
+    #[error("{0}: only an operator may set it")]
+    ForbiddenField(String),
     #[error("{0}")]
     NotFound(String),
     #[error("an integration `{0}` exists already")]
@@ -33,6 +41,8 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::Forbidden(_) | ApiError::ForbiddenField(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Exists(_) => "exists",
             ApiError::Stale { .. } => "stale",
@@ -48,6 +58,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) | ApiError::ForbiddenField(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Exists(_) | ApiError::Stale { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -59,14 +71,20 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
-            ApiError::Invalid { field, .. } => body["field"] = json!(field),
+            ApiError::Invalid { field, .. } | ApiError::ForbiddenField(field) => body["field"] = json!(field),
             ApiError::Check { problems } => body["problems"] = json!(problems),
             ApiError::Stale { current, .. } => body["current_version"] = json!(current),
             _ => {}
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Unauthorized = self {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::TooManyAttempts { retry_after } => {
+                response.insert_header(("Retry-After", retry_after.to_string()));
+            }
+            _ => {}
         }
         response.json(body)
     }
