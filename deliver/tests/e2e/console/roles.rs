@@ -42,7 +42,7 @@ async fn two_integrations(console: &RunningConsole) {
 }
 
 /// Test chats are posted to an ingest that is not there: the console still remembers them.
-async fn start() -> RunningConsole {
+pub(super) async fn start() -> RunningConsole {
     let console = RunningConsole::start_with(|s| s.ingest.public_url = "http://127.0.0.1:9".into()).await;
     two_integrations(&console).await;
     console
