@@ -7,8 +7,8 @@
 
 use actix_web::http::Method;
 
-use super::auth::{Principal, Role};
 use super::error::ApiError;
+use super::principal::{Principal, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

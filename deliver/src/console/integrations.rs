@@ -11,9 +11,9 @@ use bridge_shared::settings::deserialize_naming_key;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Principal;
 use super::error::ApiError;
-use super::tokens::random_hex;
+use super::principal::Principal;
+use super::random::random_hex;
 use super::views::{masked_form, webhook_urls, with_masked_token};
 use super::ConsoleState;
 use crate::check::{self, AccountKey};

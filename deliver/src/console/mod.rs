@@ -12,6 +12,8 @@ mod dead_letters;
 mod error;
 mod integrations;
 mod limiter;
+mod principal;
+mod random;
 mod state;
 mod test_chat;
 mod tokens;
@@ -38,7 +40,6 @@ use self::tokens::store::TokenStore;
 pub use self::access::{Access, ApiRoute};
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
 pub use self::tokens::store::FILE_NAME as TOKENS_FILE;
-pub use self::tokens::MAX_LIFETIME_DAYS;
 
 /// The setting `listen` is read from, as errors name it.
 const LISTEN: &str = "console.listen";

@@ -21,8 +21,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
-use super::auth::Principal;
 use super::error::ApiError;
+use super::principal::Principal;
 use super::ConsoleState;
 
 /// How long a test chat keeps asking while ingest answers 404 (it has not loaded the

@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use self::store::{Record, TokenStoreError};
-use super::auth::{Principal, Role};
 use super::error::ApiError;
+use super::principal::{Principal, Role};
+use super::random::{hex, random_hex};
 use super::ConsoleState;
 
 /// The longest an issued token may live: a link handed to a tenant is given again, not kept for
@@ -22,20 +23,6 @@ use super::ConsoleState;
 pub const MAX_LIFETIME_DAYS: i64 = 90;
 /// How an issued token starts, so it is told apart from an admin token without a lookup.
 pub const TOKEN_PREFIX: &str = "vbc_";
-
-/// `bytes` bytes from the kernel's random source, as hex.
-pub fn random_hex(bytes: usize, what: &str) -> Result<String, ApiError> {
-    use std::io::Read;
-    let mut buffer = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut buffer))
-        .map_err(|e| ApiError::Unavailable(format!("no random source for {what}: {e}")))?;
-    Ok(hex(&buffer))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))

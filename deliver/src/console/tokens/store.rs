@@ -14,10 +14,10 @@ use bridge_shared::postgres::{Database, DbError, Postgres, Role as DbRole};
 use bridge_shared::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-use crate::console::auth::Role;
+use crate::console::principal::Role;
 
 const MIGRATION: &str = include_str!("../../../../shared/migrations/0004_console_tokens.sql");
-const MIGRATION_LOCK: i64 = 0x7665_7262_746f_6b;
+const MIGRATION_LOCK: i64 = 0x0076_6572_6274_6f6b;
 /// The file store's file, in the directory of `integrations.toml`.
 pub const FILE_NAME: &str = "console-tokens.json";
 
