@@ -7,6 +7,7 @@
 pub mod store;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use bridge_shared::integrations::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -103,7 +104,10 @@ pub async fn issue(
     let now = Utc::now().timestamp();
     let access = match (asked.role, asked.integration) {
         (IssuedRole::Tenant, Some(id)) => {
-            state.store.get(&id).await.map_err(|_| invalid("integration", format!("no integration `{id}`")))?;
+            match state.store.get(&id).await {
+                Err(StoreError::NotFound(_)) => return Err(invalid("integration", format!("no integration `{id}`"))),
+                other => other?,
+            };
             Role::Tenant(id)
         }
         (IssuedRole::Tenant, None) => return Err(invalid("integration", "a tenant's token is for one integration")),

@@ -144,6 +144,8 @@ async fn read_only_tokens_only_look() {
     let long = (chrono::Utc::now() + chrono::Duration::days(91)).to_rfc3339();
     let too_long = json!({"role": "tenant", "integration": "acme", "expires_at": long});
     assert_eq!(console.call(Method::POST, "/api/tokens", Some(too_long)).await.1["field"], "expires_at");
+    let nowhere = json!({"role": "tenant", "integration": "nowhere", "expires_at": in_a_day()});
+    assert_eq!(console.call(Method::POST, "/api/tokens", Some(nowhere)).await.1["field"], "integration");
     console.stop().await;
 }
 
