@@ -30,11 +30,24 @@ pub enum TokensError {
     Placeholder(usize),
 }
 
-pub struct AdminTokens(Vec<Secret>);
+/// Each admin token with the name the logs and the history give its operator.
+pub struct AdminTokens(Vec<(String, Secret)>);
+
+/// `name:token` when what precedes the first `:` is a name (letters, digits, `.`, `_`, `-`, at
+/// most 64); the whole entry is the token otherwise, its operator "operator token N".
+fn named(place: usize, entry: &str) -> (String, &str) {
+    let name_like =
+        |n: &str| !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+    match entry.split_once(':') {
+        Some((name, token)) if name_like(name) => (name.to_owned(), token.trim()),
+        _ => (format!("operator token {place}"), entry),
+    }
+}
 
 impl AdminTokens {
     pub fn parse(value: Option<&str>) -> Result<Self, TokensError> {
-        let tokens: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+        let entries = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty());
+        let (names, tokens): (Vec<String>, Vec<&str>) = entries.enumerate().map(|(i, e)| named(i + 1, e)).unzip();
         if tokens.is_empty() {
             return Err(TokensError::Missing);
         }
@@ -44,20 +57,14 @@ impl AdminTokens {
         if let Some(i) = tokens.iter().position(|t| is_placeholder(t)) {
             return Err(TokensError::Placeholder(i + 1));
         }
-        Ok(AdminTokens(tokens.into_iter().map(Secret::new).collect()))
+        Ok(AdminTokens(names.into_iter().zip(tokens.into_iter().map(Secret::new)).collect()))
     }
 
-    /// The operator a token belongs to: "operator token N", N its place in the list.
+    /// The operator a token belongs to.
     fn admits(&self, candidate: &str) -> Option<Principal> {
         // Every token is compared, so the time taken says nothing about which one came close.
-        let place =
-            self.0.iter().enumerate().fold(None, |found, (i, token)| found.or(token.matches(candidate).then_some(i)));
-        place.map(|i| Principal {
-            name: format!("operator token {}", i + 1),
-            role: Role::Operator,
-            read_only: false,
-            expires_at: None,
-        })
+        let found = self.0.iter().fold(None, |found, (name, token)| found.or(token.matches(candidate).then_some(name)));
+        found.map(|name| Principal { name: name.clone(), role: Role::Operator, read_only: false, expires_at: None })
     }
 }
 
@@ -133,5 +140,11 @@ mod tests {
         let tokens = AdminTokens::parse(Some(&format!("{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
         assert_eq!(tokens.admits(&"b".repeat(30)).map(|p| p.name).as_deref(), Some("operator token 2"));
         assert!(tokens.admits(&"b".repeat(29)).is_none() && tokens.admits("").is_none());
+        // `name:token` names its operator; a short token after the name is still refused.
+        let named = AdminTokens::parse(Some(&format!("alice:{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
+        assert_eq!(named.admits(&"a".repeat(30)).map(|p| p.name).as_deref(), Some("alice"));
+        assert!(named.admits(&format!("alice:{}", "a".repeat(30))).is_none());
+        assert_eq!(named.admits(&"b".repeat(30)).map(|p| p.name).as_deref(), Some("operator token 2"));
+        assert!(matches!(AdminTokens::parse(Some(&format!("bob:{}", "a".repeat(20)))), Err(TokensError::Short(1))));
     }
 }
