@@ -1,5 +1,10 @@
-//! Admin bearer tokens: from `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by
-//! adding the new one before removing the old), compared in constant time, never logged or echoed.
+//! Signing in: the bearer token of every `/api` request is an admin token from
+//! `BRIDGE_ADMIN_TOKENS` (comma-separated, so a token can be rotated by adding the new one before
+//! removing the old; each a full operator) or a token an operator issued from the console
+//! ([`super::tokens`]); compared in constant time, never logged or echoed. What the token may do
+//! is then [`super::access::authorize`]'s to say, and failed sign-ins are rate limited
+//! ([`super::limits`]: [`SIGN_IN_GUESSES`] refused tokens, then one more every
+//! [`SIGN_IN_REFILL`], per peer address).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -8,10 +13,14 @@ use actix_web::{web, ResponseError};
 use bridge_shared::secret::{is_placeholder, Secret};
 
 use super::error::ApiError;
+use super::principal::{Principal, Role};
 use super::ConsoleState;
 
 /// The environment variable the tokens come from.
 pub const ADMIN_TOKENS_VAR: &str = "BRIDGE_ADMIN_TOKENS";
+/// Refused tokens an address may present at once, and how often one more guess is allowed after.
+pub const SIGN_IN_GUESSES: u32 = 10;
+pub const SIGN_IN_REFILL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Shorter tokens are refused at start: they could be guessed.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 24;
 
@@ -25,31 +34,24 @@ pub enum TokensError {
     Placeholder(usize),
 }
 
-pub struct AdminTokens(Vec<Secret>);
+/// Each admin token with the name the logs and the history give its operator.
+pub struct AdminTokens(Vec<(String, Secret)>);
 
-/// Who a request comes from, as [`admins_only`] found them: what the change history records
-/// ("who") and what a handler may allow.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// How the history and the page name them: never the token itself.
-    pub name: String,
-}
-
-impl actix_web::FromRequest for Principal {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    /// Every `/api` request has one ([`admins_only`] put it there); anything else is refused.
-    fn from_request(request: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        use actix_web::HttpMessage;
-        let found = request.extensions().get::<Principal>().cloned();
-        std::future::ready(found.ok_or_else(|| ApiError::Unauthorized.into()))
+/// `name:token` when what precedes the first `:` is a name (letters, digits, `.`, `_`, `-`, at
+/// most 64); the whole entry is the token otherwise, its operator "operator token N".
+fn named(place: usize, entry: &str) -> (String, &str) {
+    let name_like =
+        |n: &str| !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c));
+    match entry.split_once(':') {
+        Some((name, token)) if name_like(name) => (name.to_owned(), token.trim()),
+        _ => (format!("operator token {place}"), entry),
     }
 }
 
 impl AdminTokens {
     pub fn parse(value: Option<&str>) -> Result<Self, TokensError> {
-        let tokens: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+        let entries = value.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty());
+        let (names, tokens): (Vec<String>, Vec<&str>) = entries.enumerate().map(|(i, e)| named(i + 1, e)).unzip();
         if tokens.is_empty() {
             return Err(TokensError::Missing);
         }
@@ -59,40 +61,74 @@ impl AdminTokens {
         if let Some(i) = tokens.iter().position(|t| is_placeholder(t)) {
             return Err(TokensError::Placeholder(i + 1));
         }
-        Ok(AdminTokens(tokens.into_iter().map(Secret::new).collect()))
+        Ok(AdminTokens(names.into_iter().zip(tokens.into_iter().map(Secret::new)).collect()))
     }
 
-    /// The operator a token belongs to: "operator token N", N its place in the list.
+    /// The operator a token belongs to.
     fn admits(&self, candidate: &str) -> Option<Principal> {
         // Every token is compared, so the time taken says nothing about which one came close.
-        let place =
-            self.0.iter().enumerate().fold(None, |found, (i, token)| found.or(token.matches(candidate).then_some(i)));
-        place.map(|i| Principal { name: format!("operator token {}", i + 1) })
+        let found = self.0.iter().fold(None, |found, (name, token)| found.or(token.matches(candidate).then_some(name)));
+        found.map(|name| Principal { name: name.clone(), role: Role::Operator, read_only: false, expires_at: None })
     }
 }
 
-/// Every route under `/api` passes here first, so a request without a valid admin token never
-/// reaches a handler (one added later included).
-pub async fn admins_only(
+/// The principal of `token`: an admin token first, an issued one then.
+async fn admit(state: &ConsoleState, token: &str) -> Result<Option<Principal>, ApiError> {
+    match state.tokens.admits(token) {
+        Some(operator) => Ok(Some(operator)),
+        None => super::tokens::admit(state, token, chrono::Utc::now().timestamp()).await,
+    }
+}
+
+/// Every route under `/api` passes here first, so a request without a valid token never reaches
+/// a handler, nor one its token may not call (a route added later included).
+pub async fn signed_in(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match principal_of(&request).await {
+        Ok(principal) => {
+            actix_web::HttpMessage::extensions_mut(&request).insert(principal);
+            Ok(next.call(request).await?.map_into_left_body())
+        }
+        // An answer, not an error: the headers the scope adds (no-store) are added to it too.
+        Err(refused) => Ok(request.into_response(refused.error_response()).map_into_right_body()),
+    }
+}
+
+async fn principal_of(request: &ServiceRequest) -> Result<Principal, ApiError> {
+    let state = request.app_data::<web::Data<ConsoleState>>().ok_or(ApiError::Unauthorized)?;
+    let peer = request.peer_addr().map(|a| a.ip());
+    // A right token too: else a guesser told to wait could go on guessing and learn from the
+    // answers. Behind a reverse proxy every client shares the proxy's address.
+    let peer = peer.map(|p| p.to_string());
+    if let Some(retry_after) = peer.as_deref().and_then(|p| state.sign_ins.spent(p)) {
+        return Err(ApiError::TooMany { what: "too many refused tokens from this address", retry_after });
+    }
     let presented = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let admitted = request
-        .app_data::<web::Data<ConsoleState>>()
-        .zip(presented)
-        .and_then(|(state, token)| state.tokens.admits(token.trim()));
-    if let Some(principal) = admitted {
-        actix_web::HttpMessage::extensions_mut(&request).insert(principal);
-        Ok(next.call(request).await?.map_into_left_body())
-    } else {
-        // An answer, not an error: the headers the scope adds (no-store) are added to it too.
-        Ok(request.into_response(ApiError::Unauthorized.error_response()).map_into_right_body())
-    }
+    let admitted = match presented {
+        Some(token) => admit(state, token.trim()).await?,
+        None => None,
+    };
+    let Some(principal) = admitted else {
+        if let Some(peer) = &peer {
+            // Spent already or not, the refusal is the answer.
+            let _ = state.sign_ins.take(peer);
+        }
+        return Err(ApiError::Unauthorized);
+    };
+    super::access::authorize(
+        &principal,
+        request.method(),
+        request.match_pattern().as_deref(),
+        request.path(),
+        super::API_ROUTES,
+    )?;
+    Ok(principal)
 }
 
 #[cfg(test)]
@@ -112,5 +148,11 @@ mod tests {
         let tokens = AdminTokens::parse(Some(&format!("{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
         assert_eq!(tokens.admits(&"b".repeat(30)).map(|p| p.name).as_deref(), Some("operator token 2"));
         assert!(tokens.admits(&"b".repeat(29)).is_none() && tokens.admits("").is_none());
+        // `name:token` names its operator; a short token after the name is still refused.
+        let named = AdminTokens::parse(Some(&format!("alice:{}, {}", "a".repeat(30), "b".repeat(30)))).unwrap();
+        assert_eq!(named.admits(&"a".repeat(30)).map(|p| p.name).as_deref(), Some("alice"));
+        assert!(named.admits(&format!("alice:{}", "a".repeat(30))).is_none());
+        assert_eq!(named.admits(&"b".repeat(30)).map(|p| p.name).as_deref(), Some("operator token 2"));
+        assert!(matches!(AdminTokens::parse(Some(&format!("bob:{}", "a".repeat(20)))), Err(TokensError::Short(1))));
     }
 }

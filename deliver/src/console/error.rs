@@ -9,8 +9,14 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("an admin token is required: Authorization: Bearer <token>")]
+    #[error("a valid, unexpired token is required: Authorization: Bearer <token>")]
     Unauthorized,
+    /// What this token may not do.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A field of a save only an operator may set.
+    #[error("{0}: only an operator may set it")]
+    ForbiddenField(String),
     #[error("{0}")]
     NotFound(String),
     #[error("an integration `{0}` exists already")]
@@ -36,6 +42,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) | ApiError::ForbiddenField(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Exists(_) => "exists",
             ApiError::Stale { .. } => "stale",
@@ -52,6 +59,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::ForbiddenField(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Exists(_) | ApiError::Stale { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -64,7 +72,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
-            ApiError::Invalid { field, .. } => body["field"] = json!(field),
+            ApiError::Invalid { field, .. } | ApiError::ForbiddenField(field) => body["field"] = json!(field),
             ApiError::Check { problems } => body["problems"] = json!(problems),
             ApiError::Stale { current, .. } => body["current_version"] = json!(current),
             _ => {}

@@ -11,8 +11,9 @@ use bridge_shared::settings::deserialize_naming_key;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Principal;
 use super::error::ApiError;
+use super::principal::Principal;
+use super::random::random_hex;
 use super::views::{masked_form, webhook_urls, with_masked_token};
 use super::ConsoleState;
 use crate::check::{self, AccountKey};
@@ -38,7 +39,7 @@ struct VersionRequest {
 }
 
 /// A JSON body, with an error naming the field (`integration.employee_id`) but not its value.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     Ok(deserialize_naming_key(&mut json)?)
 }
@@ -46,12 +47,7 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
 /// A webhook token for an integration created without one: 48 hex digits from the kernel's
 /// random source.
 fn new_webhook_token() -> Result<Secret, ApiError> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut bytes))
-        .map_err(|e| ApiError::Unavailable(format!("no random source for a webhook token: {e}")))?;
-    Ok(Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(Secret::new(random_hex(24, "a webhook token")?))
 }
 
 impl ConsoleState {
@@ -114,15 +110,20 @@ impl ConsoleState {
         }
     }
 
-    /// An integration as the API shows it. `token_set` is true in the answer to the save that set
-    /// the webhook token: the only answer that carries the URLs in full, to paste into Verbox.
-    fn view(&self, stored: &Versioned, token_set: bool) -> Value {
+    /// An integration as the API shows it to `to`. `token_set` is true in the answer to the save
+    /// that set the webhook token: the only answer that carries the URLs in full, to paste into
+    /// Verbox. A tenant is not shown the operator's fields ([`operator_field`]).
+    fn view(&self, stored: &Versioned, token_set: bool, to: &Principal) -> Value {
         let public_url = &self.settings.ingest.public_url;
+        let mut form = masked_form(stored);
+        if let Some(fields) = form.as_object_mut().filter(|_| to.is_tenant()) {
+            fields.retain(|key, _| !operator_field(key));
+        }
         let mut view = json!({
             "id": stored.form.id,
             "version": stored.version,
             "active": stored.form.active,
-            "integration": masked_form(stored),
+            "integration": form,
             "state": self.sampler.state_of(&stored.form.id),
         });
         if let Ok(integration) = self.validate(&stored.form) {
@@ -140,15 +141,42 @@ impl ConsoleState {
     }
 }
 
-pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
+/// Fields of a form only an operator sees and sets: where the console sends the CoMagic token,
+/// and the names of the operator's environment variables.
+fn operator_field(key: &str) -> bool {
+    key == "comagic_api" || key.ends_with("_env")
+}
+
+/// A tenant's save, refused if it sets an operator's field, with the stored ones filled in (a
+/// secret the tenant gives replaces the variable that held it).
+fn tenant_save(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
+    let mut request: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(form) = request.get_mut("integration").and_then(Value::as_object_mut) {
+        if let Some(field) = form.keys().find(|key| operator_field(key)) {
+            return Err(ApiError::ForbiddenField(field.clone()));
+        }
+        if let Value::Object(kept) = serde_json::to_value(stored).map_err(|e| ApiError::Unavailable(e.to_string()))? {
+            for (key, value) in kept.into_iter().filter(|(key, _)| operator_field(key)) {
+                if !form.contains_key(key.trim_end_matches("_env")) {
+                    form.insert(key, value);
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&request).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Every integration an operator sees; a tenant's own only.
+pub async fn list(state: State, by: Principal) -> Result<HttpResponse, ApiError> {
     let all = state.store.list().await?;
-    let views: Vec<Value> = all.iter().map(|stored| state.view(stored, false)).collect();
+    let views: Vec<Value> =
+        all.iter().filter(|stored| by.sees(&stored.form.id)).map(|stored| state.view(stored, false, &by)).collect();
     Ok(HttpResponse::Ok().json(json!({ "integrations": views })))
 }
 
-pub async fn get(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: State, by: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
-    Ok(HttpResponse::Ok().json(state.view(&stored, false)))
+    Ok(HttpResponse::Ok().json(state.view(&stored, false, &by)))
 }
 
 pub async fn create(state: State, by: Principal, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -162,7 +190,7 @@ pub async fn create(state: State, by: Principal, bytes: web::Bytes) -> Result<Ht
     state.check(&checked, force).await?;
     let stored = state.store.create(integration, &state.env).await?;
     tracing::info!(integration = %stored.form.id, version = %stored.version, by = %by.name, "integration created");
-    Ok(HttpResponse::Created().json(state.view(&stored, token_set)))
+    Ok(HttpResponse::Created().json(state.view(&stored, token_set, &by)))
 }
 
 pub async fn update(
@@ -171,6 +199,8 @@ pub async fn update(
     id: web::Path<String>,
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.get(&id).await?;
+    let bytes = if by.is_tenant() { tenant_save(&bytes, &stored.form)?.into() } else { bytes };
     let SaveRequest { version, force, mut integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
@@ -179,7 +209,6 @@ pub async fn update(
     if integration.id != *id {
         return Err(ApiError::Invalid { field: "id".into(), message: "an integration's id cannot change".into() });
     }
-    let stored = state.store.get(&id).await?;
     let token_set = integration.webhook_token.is_some();
     state.admit(&integration)?;
     token_follows_address(&integration, &stored.form)?;
@@ -188,7 +217,7 @@ pub async fn update(
     state.check(&checked, force).await?;
     let saved = state.store.update(integration, &version, &state.env).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration updated");
-    Ok(HttpResponse::Ok().json(state.view(&saved, token_set)))
+    Ok(HttpResponse::Ok().json(state.view(&saved, token_set, &by)))
 }
 
 /// A stored CoMagic token goes only to the address it was saved with: a form that moves the
@@ -240,7 +269,7 @@ pub async fn deactivate(
     form.active = false;
     let saved = state.store.update(form, &version, &state.env).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration deactivated");
-    Ok(HttpResponse::Ok().json(state.view(&saved, false)))
+    Ok(HttpResponse::Ok().json(state.view(&saved, false, &by)))
 }
 
 pub async fn state(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
@@ -282,8 +311,19 @@ struct AccountRequest {
     id: Option<String>,
 }
 
-pub async fn account_for_form(state: State, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
+/// A tenant reads its own integration's account only, at its stored address.
+pub async fn account_for_form(state: State, by: Principal, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: AccountRequest = body(&bytes)?;
+    if by.is_tenant() {
+        match &request.id {
+            None => {
+                return Err(ApiError::Forbidden("a tenant reads its own integration's account: give its id".into()))
+            }
+            Some(id) if !by.sees(id) => return Err(ApiError::NotFound(format!("no integration `{id}`"))),
+            Some(_) if request.comagic_api.is_some() => return Err(ApiError::ForbiddenField("comagic_api".into())),
+            Some(_) => {}
+        }
+    }
     let stored = match &request.id {
         Some(id) => Some(state.stored_integration(id).await?),
         None => None,

@@ -6,13 +6,17 @@
 //! It lives in deliver because everything it shows or does is deliver's: the CoMagic client and
 //! check, the dead-letter commands, the per-integration state deliver exports.
 
+mod access;
 mod auth;
 mod dead_letters;
 mod error;
 mod integrations;
 mod limits;
+mod principal;
+mod random;
 mod state;
 mod test_chat;
+mod tokens;
 mod views;
 
 use std::collections::HashMap;
@@ -30,9 +34,12 @@ use bridge_shared::settings::Settings;
 
 use self::state::Sampler;
 use self::test_chat::TestChats;
+use self::tokens::store::TokenStore;
 
+pub use self::access::{Access, ApiRoute};
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
 pub use self::test_chat::TEST_CHAT_BURST;
+pub use self::tokens::store::FILE_NAME as TOKENS_FILE;
 
 /// The setting `listen` is read from, as errors name it.
 const LISTEN: &str = "console.listen";
@@ -46,6 +53,10 @@ pub struct ConsoleState {
     pub settings: Settings,
     pub store: Store,
     tokens: AdminTokens,
+    /// The tokens operators issued.
+    issued: TokenStore,
+    /// Refused tokens per peer address: [`auth::SIGN_IN_GUESSES`], then one per refill.
+    sign_ins: limits::Allowances,
     comagic: ComagicClient,
     /// Posts test chats to ingest.
     http: reqwest::Client,
@@ -67,7 +78,11 @@ pub struct Console {
 impl Console {
     /// Opens the store and binds `[console] listen` (port 0 in tests).
     pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, StartError> {
-        let store = Store::open_with(&Location::of(&settings), &Postgres::new(settings.postgres_timeout)).await?;
+        let location = Location::of(&settings);
+        let postgres = Postgres::new(settings.postgres_timeout);
+        let store = Store::open_with(&location, &postgres).await?;
+        let issued =
+            TokenStore::open(&location, &postgres).await.map_err(|e| StartError::state("console tokens", e))?;
         let (listener, port) = bind(LISTEN, settings.console.listen)?;
         let test_chats = Arc::new(TestChats::default());
         let sampler = Arc::new(Sampler::default());
@@ -86,6 +101,8 @@ impl Console {
             settings,
             store,
             tokens,
+            issued,
+            sign_ins: limits::Allowances::new(auth::SIGN_IN_GUESSES, auth::SIGN_IN_REFILL, TRACKED_KEYS),
             comagic: crate::check::client(),
             http,
             test_chats,
@@ -134,6 +151,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/form.js", "text/javascript", include_str!("assets/form.js")),
     ("/detail.js", "text/javascript", include_str!("assets/detail.js")),
     ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
+    ("/tokens.js", "text/javascript", include_str!("assets/tokens.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.
@@ -149,31 +167,53 @@ fn security_headers() -> DefaultHeaders {
         .add((header::REFERRER_POLICY, "no-referrer"))
 }
 
+/// Declares the API's routes and who may call each ([`Access`]) in one place: [`API_ROUTES`]
+/// for [`access::authorize`] (and the tests, which try every route with every role) and
+/// `api_routes` to register them, so neither can drift from the other.
+macro_rules! api {
+    ($(($method:ident, $path:literal, $access:ident, $handler:path)),* $(,)?) => {
+        pub const API_ROUTES: &[ApiRoute] =
+            &[$(ApiRoute { method: stringify!($method), path: $path, access: Access::$access }),*];
+
+        fn api_routes(config: &mut web::ServiceConfig) {
+            $(config.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+api![
+    (get, "/whoami", Anyone, tokens::whoami),
+    (get, "/integrations", Narrowed, integrations::list),
+    (post, "/integrations", Operator, integrations::create),
+    (get, "/integrations/{id}", Integration, integrations::get),
+    (put, "/integrations/{id}", Integration, integrations::update),
+    (post, "/integrations/{id}/deactivate", Integration, integrations::deactivate),
+    (get, "/integrations/{id}/setup", Integration, integrations::setup),
+    (get, "/integrations/{id}/account", Integration, integrations::account),
+    (get, "/integrations/{id}/state", Integration, integrations::state),
+    (post, "/integrations/{id}/test-chat", Integration, test_chat::send),
+    (get, "/test-chats/{event_id}", Narrowed, test_chat::follow),
+    (get, "/integrations/{id}/dead-letters", Integration, dead_letters::list),
+    (post, "/integrations/{id}/dead-letters/replay", Integration, dead_letters::replay),
+    (post, "/integrations/{id}/dead-letters/purge", Operator, dead_letters::purge),
+    (post, "/account", Narrowed, integrations::account_for_form),
+    (get, "/tokens", Operator, tokens::list),
+    (post, "/tokens", Operator, tokens::issue),
+    (post, "/tokens/{id}/revoke", Operator, tokens::revoke),
+];
+
 fn routes(config: &mut web::ServiceConfig) {
     for &(path, content_type, body) in ASSETS {
         config.route(path, web::get().to(asset(content_type, body)));
     }
     config.service(
         web::scope("/api")
-            .wrap(from_fn(auth::admins_only))
+            .wrap(from_fn(auth::signed_in))
             // What the API answers is about one tenant's account: no cache keeps it.
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             .app_data(
                 web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
             )
-            .route("/integrations", web::get().to(integrations::list))
-            .route("/integrations", web::post().to(integrations::create))
-            .route("/integrations/{id}", web::get().to(integrations::get))
-            .route("/integrations/{id}", web::put().to(integrations::update))
-            .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
-            .route("/integrations/{id}/setup", web::get().to(integrations::setup))
-            .route("/integrations/{id}/account", web::get().to(integrations::account))
-            .route("/integrations/{id}/state", web::get().to(integrations::state))
-            .route("/integrations/{id}/test-chat", web::post().to(test_chat::send))
-            .route("/test-chats/{event_id}", web::get().to(test_chat::follow))
-            .route("/integrations/{id}/dead-letters", web::get().to(dead_letters::list))
-            .route("/integrations/{id}/dead-letters/replay", web::post().to(dead_letters::replay))
-            .route("/integrations/{id}/dead-letters/purge", web::post().to(dead_letters::purge))
-            .route("/account", web::post().to(integrations::account_for_form)),
+            .configure(api_routes),
     );
 }

@@ -22,6 +22,7 @@ use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::principal::Principal;
 use super::ConsoleState;
 
 /// How long a test chat keeps asking while ingest answers 404 (it has not loaded the
@@ -36,8 +37,8 @@ const KEPT: usize = 1000;
 pub const TEST_CHAT_BURST: u32 = 10;
 pub const TEST_CHAT_REFILL: Duration = Duration::from_secs(60);
 
-/// Each test chat's steps by event id, and the ids in the order they were sent.
-type Followed = (HashMap<String, Vec<Trace>>, VecDeque<String>);
+/// Each test chat's integration and steps by event id, and the ids in the order they were sent.
+type Followed = (HashMap<String, (String, Vec<Trace>)>, VecDeque<String>);
 
 /// What is known of each test chat sent from this console.
 #[derive(Default)]
@@ -46,10 +47,10 @@ pub struct TestChats {
 }
 
 impl TestChats {
-    fn sent(&self, event_id: &str) {
+    fn sent(&self, event_id: &str, integration: &str) {
         let mut guard = self.chats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (chats, order) = &mut *guard;
-        if chats.insert(event_id.to_owned(), Vec::new()).is_none() {
+        if chats.insert(event_id.to_owned(), (integration.to_owned(), Vec::new())).is_none() {
             order.push_back(event_id.to_owned());
         }
         while order.len() > KEPT {
@@ -61,12 +62,13 @@ impl TestChats {
 
     fn record(&self, trace: Trace) {
         let mut guard = self.chats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(steps) = guard.0.get_mut(&trace.event_id) {
+        if let Some((_, steps)) = guard.0.get_mut(&trace.event_id) {
             steps.push(trace);
         }
     }
 
-    fn steps(&self, event_id: &str) -> Option<Vec<Trace>> {
+    /// The test chat's integration and steps.
+    fn steps(&self, event_id: &str) -> Option<(String, Vec<Trace>)> {
         self.chats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.get(event_id).cloned()
     }
 
@@ -161,7 +163,7 @@ pub async fn send(state: web::Data<ConsoleState>, id: web::Path<String>) -> Resu
         bridge_shared::verbox::parse(&body).map_err(|e| ApiError::Unavailable(format!("the test chat: {e}")))?;
     let event_id = EventId::derive(&integration.id, EventKind::Chat, &event, &body);
     let url = bridge_shared::setup::webhook_url(&state.settings.ingest.public_url, &integration, "chat");
-    state.test_chats.sent(event_id.as_str());
+    state.test_chats.sent(event_id.as_str(), &integration.id);
     // A new or just-changed integration reaches ingest within moments (the file is polled every
     // 2 s): a 404 is asked again for a little while before it is the answer.
     let deadline = tokio::time::Instant::now() + RELOAD_GRACE;
@@ -197,11 +199,18 @@ pub async fn send(state: web::Data<ConsoleState>, id: web::Path<String>) -> Resu
     })))
 }
 
-/// What is known of a test chat: each step deliver reported, the latest last.
-pub async fn follow(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// What is known of a test chat: each step deliver reported, the latest last. A tenant follows
+/// its own integration's only (another's is not found, as one never sent).
+pub async fn follow(
+    state: web::Data<ConsoleState>,
+    by: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let steps = state
         .test_chats
         .steps(&id)
+        .filter(|(integration, _)| by.sees(integration))
+        .map(|(_, steps)| steps)
         .ok_or_else(|| ApiError::NotFound(format!("no test chat `{id}` sent from this console")))?;
     let latest = steps.last().map(|t| t.outcome.clone());
     Ok(HttpResponse::Ok().json(json!({"event_id": id.as_str(), "outcome": latest, "steps": steps})))

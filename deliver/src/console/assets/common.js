@@ -8,7 +8,8 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
 
 // The integration being edited, as the API last returned it (null: a new one), and its
 // account's pick-lists.
-export const page = { current: null, choices: null };
+// `who` is the caller as /api/whoami answers.
+export const page = { current: null, choices: null, who: null };
 // The one timer polling for the page shown; replaced, never stacked.
 let poll = null;
 
@@ -18,6 +19,17 @@ export function signIn(value) {
   token = value;
   sessionStorage.setItem(TOKEN_KEY, token);
 }
+
+// A link an operator issued carries its token in the fragment (`#token=…`), which no server
+// sees: it is kept for this tab's session and taken out of the address bar and the history.
+export function tokenFromLink() {
+  const found = /^#token=([A-Za-z0-9_]+)$/.exec(location.hash);
+  if (!found) return;
+  signIn(found[1]);
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+export const isTenant = () => !!page.who && page.who.role === "tenant";
 
 // `path` as the API names it ("/api/…"), fetched relative to the page, so the console also works
 // behind a proxy that serves it under a path prefix.
@@ -50,13 +62,15 @@ function stopPolling() {
 }
 
 export function show(section) {
-  for (const id of ["sign-in", "list", "detail"]) $(id).hidden = id !== section;
+  for (const id of ["sign-in", "list", "detail", "access"]) $(id).hidden = id !== section;
   $("sign-out").hidden = section === "sign-in";
+  $("who").hidden = section === "sign-in";
   stopPolling();
 }
 
 export function signOut() {
   token = "";
+  page.who = null;
   sessionStorage.removeItem(TOKEN_KEY);
   show("sign-in");
   $("admin-token").focus();

@@ -61,9 +61,11 @@ $("deactivate").addEventListener("click", async () => {
 
 $("load-choices").addEventListener("click", async () => {
   $("choices-status").textContent = "";
-  const request = { comagic_api: $("f-api").value.trim() };
+  const request = {};
+  if ($("f-api")) request.comagic_api = $("f-api").value.trim();
   const typed = $("f-comagic-token").value.trim();
-  if (typed) request.comagic_token = typed; else if (page.current) request.id = page.current.id;
+  if (typed) request.comagic_token = typed;
+  if (page.current) request.id = page.current.id;
   const { ok, data } = await api("POST", "/api/account", request);
   if (!ok) { $("choices-status").className = "error"; $("choices-status").textContent = (data.problems || [data.message]).join(" "); return; }
   $("choices-status").className = "ok";

@@ -70,7 +70,8 @@ export function fillForm(form) {
   $("f-id").readOnly = !!page.current;
   $("f-active").checked = f.active !== false;
   $("f-offline").checked = f.offline_enabled !== false;
-  $("f-api").value = f.comagic_api || "https://dataapi.comagic.ru/v2.0";
+  // A tenant's page has no address field: the operator sets where its token goes.
+  if ($("f-api")) $("f-api").value = f.comagic_api || "https://dataapi.comagic.ru/v2.0";
   for (const [field, input] of SECRET_INPUTS) {
     $(input).value = "";
     $(input).placeholder = f[field] ? `saved (${f[field]}); leave empty to keep` : "";
@@ -97,13 +98,13 @@ export function readForm() {
     id: $("f-id").value.trim(),
     active: $("f-active").checked,
     offline_enabled: $("f-offline").checked,
-    comagic_api: $("f-api").value.trim(),
     employee_id: Number($(employeeTyped() ? "f-employee-manual" : "f-employee").value || 0),
     timezone: $("f-timezone").value.trim(),
     session_key: $("f-session-key").value.trim(),
     default: readTarget("default") || {},
     messengers: {},
   };
+  if ($("f-api")) form.comagic_api = $("f-api").value.trim();
   for (const [field, input] of SECRET_INPUTS) {
     const value = $(input).value.trim();
     if (value) form[field] = value;

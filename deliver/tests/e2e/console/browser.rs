@@ -203,3 +203,41 @@ async fn an_admin_sets_up_tests_breaks_repairs_and_replays_from_the_console() {
     console.stop().await;
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_issues_a_tenant_link_and_the_tenant_sees_its_own_integration_only() {
+    let console = super::roles::start().await;
+    let operator = Browser::start().await;
+    operator.client.goto(&console.url).await.unwrap();
+    operator.fill("#admin-token", ADMIN_TOKEN).await;
+    operator.click("#sign-in-form button[type=submit]").await;
+    operator.text_with("#who", "operator token 1 · operator", Duration::from_secs(10)).await;
+    operator.click("#open-access").await;
+    operator.text_with("#issue-integration", "other", Duration::from_secs(10)).await;
+    operator.select("#issue-integration", "acme").await;
+    operator.fill("#issue-name", "Acme's manager").await;
+    operator.click("#issue").await;
+    operator.text_with("#tokens", "Acme's manager", Duration::from_secs(10)).await;
+    operator.shot("10-access").await;
+    let link_input = operator.client.find(Locator::Css("#issued-link")).await.unwrap();
+    let link = link_input.prop("value").await.unwrap().unwrap();
+    assert!(link.contains("#token=vbc_"), "{link}");
+    operator.close().await;
+
+    let tenant = Browser::start().await;
+    tenant.client.goto(&link).await.unwrap();
+    tenant.text_with("#who", "Acme's manager", Duration::from_secs(10)).await;
+    let who = tenant.text_with("#who", "tenant of acme", Duration::from_secs(1)).await;
+    assert!(who.contains("until"), "the expiry is shown: {who}");
+    let id = tenant.client.find(Locator::Css("#f-id")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(id.as_deref(), Some("acme"), "its integration opens directly");
+    for absent in ["#f-api", "#back", "#new-integration", "#open-access"] {
+        assert!(tenant.client.find(Locator::Css(absent)).await.is_err(), "{absent} is not on a tenant's page");
+    }
+    assert!(!tenant.shown("#list").await && !tenant.shown("#access").await);
+    let address = tenant.client.current_url().await.unwrap();
+    assert!(!address.as_str().contains("token"), "the token left the address bar: {address}");
+    tenant.shot("11-tenant").await;
+    tenant.close().await;
+    console.stop().await;
+}

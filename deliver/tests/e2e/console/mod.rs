@@ -5,6 +5,7 @@ mod api;
 mod boundaries;
 mod browser;
 mod hostile;
+mod roles;
 mod test_chat;
 
 use std::time::Duration;
@@ -49,7 +50,12 @@ impl ConsoleClient {
 
     /// An admin request: status and JSON body.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN);
+        self.call_as(ADMIN_TOKEN, method, path, body).await
+    }
+
+    /// A request with `token` (an issued one, say): status and JSON body.
+    pub async fn call_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }

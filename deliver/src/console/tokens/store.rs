@@ -1,0 +1,218 @@
+//! Where issued tokens are kept: beside the integrations, so consoles that share the
+//! integrations share their tokens too. The file store keeps `console-tokens.json` beside
+//! `integrations.toml` (mode 0600); the PostgreSQL store a table (migration 0004). Both are read
+//! on every request that presents an issued token (no cache), so a revocation or an expiry holds
+//! at once, on every replica. Only the token's SHA-256 is kept: a token has 256 random bits, so
+//! no salt or slow hash is needed, and a copy of the store lets no one in.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use bridge_shared::integrations::store::Location;
+use bridge_shared::postgres::{Database, DbError, Postgres, Role as DbRole};
+use bridge_shared::secret::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::console::principal::Role;
+
+const MIGRATION: &str = include_str!("../../../../shared/migrations/0004_console_tokens.sql");
+const MIGRATION_LOCK: i64 = 0x0076_6572_6274_6f6b;
+/// The file store's file, in the directory of `integrations.toml`.
+pub const FILE_NAME: &str = "console-tokens.json";
+
+/// One issued token as stored: everything but the token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub access: Role,
+    pub read_only: bool,
+    pub issued_by: String,
+    /// Unix seconds, as every time here.
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    /// The token's SHA-256, hex.
+    pub hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenStoreError {
+    #[error("console tokens file {path}: {message}")]
+    File { path: String, message: String },
+    /// The message says what failed, never the database URL.
+    #[error("console tokens database: {0}")]
+    Database(#[from] DbError),
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct TokensFile {
+    tokens: Vec<Record>,
+}
+
+pub enum TokenStore {
+    /// `writing` keeps two saves of this process from losing one another's record.
+    File {
+        path: PathBuf,
+        writing: tokio::sync::Mutex<()>,
+    },
+    Postgres {
+        database: Database,
+        scope: String,
+    },
+}
+
+/// A row's role, or `None` for a row edited by hand into something that admits no one.
+fn role_of(role: &str, integration: Option<String>) -> Option<Role> {
+    match (role, integration) {
+        ("operator", None) => Some(Role::Operator),
+        ("tenant", Some(id)) => Some(Role::Tenant(id)),
+        _ => None,
+    }
+}
+
+fn record_of(row: &tokio_postgres::Row) -> Option<Record> {
+    Some(Record {
+        id: row.get(0),
+        name: row.get(1),
+        access: role_of(row.get(2), row.get(3))?,
+        read_only: row.get(4),
+        issued_by: row.get(5),
+        issued_at: row.get(6),
+        expires_at: row.get(7),
+        revoked_at: row.get(8),
+        hash: row.get(9),
+    })
+}
+
+const COLUMNS: &str = "id, name, role, integration, read_only, issued_by, issued_at, expires_at, revoked_at, hash";
+
+impl TokenStore {
+    /// The store beside `location`'s integrations (for PostgreSQL: its migration applied).
+    pub async fn open(location: &Location, postgres: &Postgres) -> Result<Self, TokenStoreError> {
+        Ok(match location {
+            Location::File(path) => {
+                TokenStore::File { path: path.with_file_name(FILE_NAME), writing: Default::default() }
+            }
+            Location::Postgres { url, scope } => {
+                let database = postgres.database(url, DbRole::Integrations)?;
+                database.migrate(MIGRATION_LOCK, MIGRATION).await?;
+                TokenStore::Postgres { database, scope: scope.clone() }
+            }
+        })
+    }
+
+    fn file_error(path: &std::path::Path, error: impl std::fmt::Display) -> TokenStoreError {
+        TokenStoreError::File { path: path.display().to_string(), message: error.to_string() }
+    }
+
+    fn read_file(path: &std::path::Path) -> Result<TokensFile, TokenStoreError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Self::file_error(path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
+            Err(e) => Err(Self::file_error(path, e)),
+        }
+    }
+
+    /// Writes beside the file and renames over it, readable by its owner only.
+    fn write_file(path: &std::path::Path, file: &TokensFile) -> Result<(), TokenStoreError> {
+        let temporary = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(file).map_err(|e| Self::file_error(path, e))?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(|e| Self::file_error(&temporary, e))?;
+        out.write_all(&json).and_then(|()| out.sync_all()).map_err(|e| Self::file_error(&temporary, e))?;
+        std::fs::rename(&temporary, path).map_err(|e| Self::file_error(path, e))
+    }
+
+    pub async fn add(&self, record: &Record) -> Result<(), TokenStoreError> {
+        match self {
+            TokenStore::File { path, writing } => {
+                let _guard = writing.lock().await;
+                let mut file = Self::read_file(path)?;
+                file.tokens.push(record.clone());
+                Self::write_file(path, &file)
+            }
+            TokenStore::Postgres { database, scope } => {
+                let (role, integration) = record.access.parts();
+                database
+                    .execute(
+                        &format!("INSERT INTO bridge_console_tokens (scope, {COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+                        &[&scope, &record.id, &record.name, &role, &integration, &record.read_only, &record.issued_by,
+                          &record.issued_at, &record.expires_at, &record.revoked_at, &record.hash],
+                    )
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every issued token, the newest first.
+    pub async fn list(&self) -> Result<Vec<Record>, TokenStoreError> {
+        let mut records = match self {
+            TokenStore::File { path, .. } => Self::read_file(path)?.tokens,
+            TokenStore::Postgres { database, scope } => database
+                .query(&format!("SELECT {COLUMNS} FROM bridge_console_tokens WHERE scope = $1"), &[&scope])
+                .await?
+                .iter()
+                .filter_map(record_of)
+                .collect(),
+        };
+        records.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    /// The token whose hash is `hash`. The file's records are all compared, in constant time; the
+    /// database looks the hash up by its index (what a lookup's timing could tell is about a
+    /// hash, which says nothing of any token).
+    pub async fn find(&self, hash: &str) -> Result<Option<Record>, TokenStoreError> {
+        match self {
+            TokenStore::File { path, .. } => {
+                let tokens = Self::read_file(path)?.tokens;
+                Ok(tokens
+                    .into_iter()
+                    .fold(None, |found, r| found.or(Secret::new(r.hash.clone()).matches(hash).then_some(r))))
+            }
+            TokenStore::Postgres { database, scope } => Ok(database
+                .query_opt(
+                    &format!("SELECT {COLUMNS} FROM bridge_console_tokens WHERE scope = $1 AND hash = $2"),
+                    &[&scope, &hash],
+                )
+                .await?
+                .as_ref()
+                .and_then(record_of)),
+        }
+    }
+
+    /// Marks token `id` revoked at `at` (a second revocation keeps the first time); `None` when
+    /// there is no such token.
+    pub async fn revoke(&self, id: &str, at: i64) -> Result<Option<Record>, TokenStoreError> {
+        match self {
+            TokenStore::File { path, writing } => {
+                let _guard = writing.lock().await;
+                let mut file = Self::read_file(path)?;
+                let Some(record) = file.tokens.iter_mut().find(|r| r.id == id) else { return Ok(None) };
+                record.revoked_at = record.revoked_at.or(Some(at));
+                let revoked = record.clone();
+                Self::write_file(path, &file)?;
+                Ok(Some(revoked))
+            }
+            TokenStore::Postgres { database, scope } => Ok(database
+                .query_opt(
+                    &format!(
+                        "UPDATE bridge_console_tokens SET revoked_at = COALESCE(revoked_at, $3)
+                         WHERE scope = $1 AND id = $2 RETURNING {COLUMNS}"
+                    ),
+                    &[&scope, &id, &at],
+                )
+                .await?
+                .as_ref()
+                .and_then(record_of)),
+        }
+    }
+}
