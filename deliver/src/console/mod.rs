@@ -6,6 +6,7 @@
 //! It lives in deliver because everything it shows or does is deliver's: the CoMagic client and
 //! check, the dead-letter commands, the per-integration state deliver exports.
 
+mod applied;
 mod auth;
 mod dead_letters;
 mod error;
@@ -27,7 +28,7 @@ use bridge_shared::postgres::Postgres;
 use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
 
-use self::state::Sampler;
+use self::state::{Pages, Sampler};
 use self::test_chat::TestChats;
 
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
@@ -61,13 +62,26 @@ pub struct Console {
 impl Console {
     /// Opens the store and binds `[console] listen` (port 0 in tests).
     pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, StartError> {
+        Self::build_with_env(settings, tokens, std::env::vars()).await
+    }
+
+    /// [`Self::build`] with `env` as the console's environment: a test gives the console a
+    /// variable the services in the same process do not see, as separate processes would have.
+    pub async fn build_with_env(
+        settings: Settings,
+        tokens: AdminTokens,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, StartError> {
         let store = Store::open_with(&Location::of(&settings), &Postgres::new(settings.postgres_timeout)).await?;
         let (listener, port) = bind(LISTEN, settings.console.listen)?;
         let test_chats = Arc::new(TestChats::default());
         let sampler = Arc::new(Sampler::default());
         let stopper = Stopper::default();
         tokio::spawn(test_chats.clone().listen(settings.amqp.clone(), stopper.listener()));
-        let pages = settings.console.metrics_pages(&settings.deliver);
+        let pages = Pages {
+            deliver: settings.console.metrics_pages(&settings.deliver),
+            ingest: settings.console.ingest_pages(&settings.ingest),
+        };
         tokio::spawn(sampler.clone().run(pages, settings.amqp.clone(), stopper.listener()));
         let http = reqwest::Client::builder()
             .timeout(TEST_CHAT_TIMEOUT)
@@ -75,7 +89,7 @@ impl Console {
             .build()
             .expect("an HTTP client builds");
         // Only the variables a form may name: never the admin tokens or a database URL.
-        let env = std::env::vars().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
+        let env = env.into_iter().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
         let state = web::Data::new(ConsoleState {
             settings,
             store,
@@ -123,6 +137,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/form.js", "text/javascript", include_str!("assets/form.js")),
     ("/detail.js", "text/javascript", include_str!("assets/detail.js")),
     ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
+    ("/applied.js", "text/javascript", include_str!("assets/applied.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.
