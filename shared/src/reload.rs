@@ -24,8 +24,8 @@ pub struct ReloadMetrics {
     pub(crate) failures: IntCounter,
     pub(crate) integrations: IntGauge,
     pub(crate) store_up: IntGauge,
-    version: IntGaugeVec,
-    invalid: IntGaugeVec,
+    pub(crate) version: IntGaugeVec,
+    pub(crate) invalid: IntGaugeVec,
 }
 
 impl ReloadMetrics {
@@ -269,13 +269,10 @@ mod tests {
 
     fn series(registry: &Registry, name: &str) -> Vec<Vec<String>> {
         let families = registry.gather();
-        let family = families.iter().find(|f| f.get_name() == name);
+        let family = families.iter().find(|f| f.name() == name);
         family
             .map(|f| {
-                f.get_metric()
-                    .iter()
-                    .map(|m| m.get_label().iter().map(|l| l.get_value().to_owned()).collect())
-                    .collect()
+                f.get_metric().iter().map(|m| m.get_label().iter().map(|l| l.value().to_owned()).collect()).collect()
             })
             .unwrap_or_default()
     }

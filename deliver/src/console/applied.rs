@@ -24,7 +24,7 @@ pub struct Versions {
 }
 
 impl Versions {
-    /// Takes one sample of a metrics page (see [`super::state`]'s parser); others are ignored.
+    /// Takes one sample of a metrics page; samples of other metrics are ignored.
     pub fn add(&mut self, name: &str, labels: &HashMap<&str, &str>, value: f64) {
         let (Some(id), Some(version)) = (labels.get("integration"), labels.get("version")) else { return };
         if value <= 0.0 {
