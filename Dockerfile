@@ -19,7 +19,8 @@ ENV RUST_LOG=info BRIDGE_CONFIG=/etc/verbox-bridge/bridge.toml
 
 FROM runtime AS ingest
 COPY --from=build /out/ingest /usr/local/bin/ingest
-EXPOSE 8080
+# Webhooks; metrics ([ingest] metrics_listen).
+EXPOSE 8080 9094
 ENTRYPOINT ["/usr/local/bin/ingest"]
 
 FROM runtime AS deliver

@@ -106,7 +106,7 @@ if $prometheus; then
 global: { scrape_interval: 5s, evaluation_interval: 5s }
 rule_files: ["$PWD/deploy/prometheus/alerts.yml"]
 scrape_configs:
-  - { job_name: ingest, static_configs: [{ targets: ["127.0.0.1:8080"] }] }
+  - { job_name: ingest, static_configs: [{ targets: ["127.0.0.1:9094"] }] }
   - { job_name: deliver, static_configs: [{ targets: [$deliver_targets] }] }
   - { job_name: comagic-sandbox, static_configs: [{ targets: ["127.0.0.1:8099"] }] }
   - { job_name: rabbitmq, metrics_path: /metrics/per-object, static_configs: [{ targets: [$rabbit_targets] }] }
@@ -157,7 +157,7 @@ cat <<TXT
 
 webhooks:  $hook/chat/$token
            $hook/offline/$token
-metrics:   http://127.0.0.1:8080/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
+metrics:   http://127.0.0.1:9094/metrics (ingest), http://127.0.0.1:9091/metrics (deliver)$($cluster && echo ", :9092 (deliver 2)")
 console:   http://127.0.0.1:9093  admin token: $admin_token
 sandbox:   http://127.0.0.1:8099/__sandbox/calls
 logs:      $run/*.log

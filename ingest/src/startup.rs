@@ -24,6 +24,11 @@ use crate::state::AppState;
 
 pub struct Application {
     served: Served,
+    /// `/metrics` with the probes, on `[ingest] metrics_listen`, running on a task of its own
+    /// (an actix server runs only while polled); stopped after `served`.
+    metrics_port: u16,
+    metrics: actix_web::dev::ServerHandle,
+    metrics_task: JoinHandle<std::io::Result<()>>,
     stopper: Stopper,
     supervisor: JoinHandle<Option<Option<Arc<lapin::Connection>>>>,
     tasks: Vec<JoinHandle<Option<()>>>,
@@ -36,8 +41,9 @@ pub struct Application {
 /// Time the HTTP server gives in-flight requests at shutdown; then the spool gets `[ingest]
 /// drain_on_stop` to reach the broker, and the background tasks what is left.
 const HTTP_SHUTDOWN: Duration = Duration::from_secs(10);
-/// The setting `listen` is read from, as errors name it.
+/// The settings the listeners are read from, as errors name them.
 const LISTEN: &str = "ingest.listen";
+const METRICS_LISTEN: &str = "ingest.metrics_listen";
 
 const TASK_SHUTDOWN: Duration = Duration::from_secs(5);
 
@@ -86,13 +92,26 @@ impl Application {
             times_out_of_range: RefusalLog::default(),
         });
         let (listener, port) = bind(LISTEN, settings.ingest.listen)?;
+        let (metrics_listener, metrics_port) = bind(METRICS_LISTEN, settings.ingest.metrics_listen)?;
+        let metrics_state = state.clone();
+        let metrics = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics_state.clone())
+                .route("/metrics", web::get().to(routes::metrics))
+                .route("/healthz", web::get().to(routes::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(1)
+        .listen(metrics_listener)
+        .map_err(StartError::bind(METRICS_LISTEN))?
+        .run();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .route("/v1/verbox/{integration}/{kind}/{token}", web::post().to(routes::webhook))
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
-                .route("/metrics", web::get().to(routes::metrics))
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(HTTP_SHUTDOWN.as_secs());
@@ -100,9 +119,12 @@ impl Application {
             server = server.workers(settings.ingest.workers);
         }
         let server = server.listen(listener).map_err(StartError::bind(LISTEN))?.run();
-        tracing::info!(port, spooled = spool.len(), "ingest listening");
+        tracing::info!(port, metrics_port, spooled = spool.len(), "ingest listening");
         Ok(Application {
             served: Served::new(port, server),
+            metrics_port,
+            metrics: metrics.handle(),
+            metrics_task: tokio::spawn(metrics),
             stopper,
             supervisor,
             tasks,
@@ -117,6 +139,10 @@ impl Application {
 impl Service for Application {
     fn served(&self) -> &Served {
         &self.served
+    }
+
+    fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// Serves until SIGTERM/SIGINT (or [`Served::handle`]`.stop`): stops accepting and answers what
@@ -147,6 +173,8 @@ impl Service for Application {
             let _ = tokio::time::timeout(TASK_SHUTDOWN, task).await;
         }
         self.spool.flush().await;
+        self.metrics.stop(true).await;
+        let _ = self.metrics_task.await;
         tracing::info!(spooled = self.spool.len(), "ingest stopped");
         served
     }

@@ -1,14 +1,19 @@
 //! The integrations in force, kept current without a restart: from `integrations.toml` (re-read
 //! when its modification time changes, or on SIGHUP) or from the PostgreSQL store (re-read on
-//! each change it notifies). A set that does not validate, or a store that cannot be read, keeps
-//! the last good set in force; the failure is logged and shows in the metrics.
+//! each change it notifies). The set is taken one integration at a time: one that does not
+//! validate here (a `*_env` variable this process lacks) stays at its last good version, or absent
+//! if it never had one, while every other change applies; it is logged and shows in
+//! `bridge_integration_invalid`, and the version each integration runs at in
+//! `bridge_integration_version`, which the console reads to say whether a save reached every
+//! process. A store that cannot be read, or a file that does not parse, keeps the whole last good
+//! set in force (at start-up: the process refuses to start).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::integrations::store::{Location, Store, StoreError};
 use crate::integrations::Integrations;
@@ -19,6 +24,8 @@ pub struct ReloadMetrics {
     pub(crate) failures: IntCounter,
     pub(crate) integrations: IntGauge,
     pub(crate) store_up: IntGauge,
+    pub(crate) version: IntGaugeVec,
+    pub(crate) invalid: IntGaugeVec,
 }
 
 impl ReloadMetrics {
@@ -35,11 +42,54 @@ impl ReloadMetrics {
             "1 when the integrations' store answered the last read (0: running on the last good set)",
         )
         .expect("valid metric");
+        let version = IntGaugeVec::new(
+            Opts::new("bridge_integration_version", "1 for the store's version of each integration this process runs"),
+            &["integration", "version"],
+        )
+        .expect("valid metric");
+        let invalid = IntGaugeVec::new(
+            Opts::new(
+                "bridge_integration_invalid",
+                "1 for each integration whose stored version this process refused, and why (it runs the last good version, or none)",
+            ),
+            &["integration", "version", "reason"],
+        )
+        .expect("valid metric");
         for metric in [&integrations, &store_up] {
             registry.register(Box::new(metric.clone())).expect("registered once");
         }
+        for metric in [&version, &invalid] {
+            registry.register(Box::new(metric.clone())).expect("registered once");
+        }
         registry.register(Box::new(failures.clone())).expect("registered once");
-        ReloadMetrics { failures, integrations, store_up }
+        ReloadMetrics { failures, integrations, store_up, version, invalid }
+    }
+
+    /// Shows `set` (the series of integrations that left it go), and logs each refusal that is
+    /// new since `before`.
+    fn publish(&self, before: &Integrations, set: &Integrations) {
+        self.store_up.set(1);
+        self.integrations.set(set.len() as i64);
+        self.version.reset();
+        for integration in set.iter() {
+            let version = set.version(&integration.id).unwrap_or_default();
+            self.version.with_label_values(&[&integration.id, version]).set(1);
+        }
+        self.invalid.reset();
+        for (id, refused) in set.refused() {
+            self.invalid.with_label_values(&[id, &refused.version, &refused.reason]).set(1);
+            if !before.refused().any(|(was, r)| was == id && r == refused) {
+                self.failures.inc();
+                let running = set.version(id).unwrap_or("none");
+                tracing::error!(
+                    integration = id,
+                    version = %refused.version,
+                    reason = %refused.reason,
+                    running,
+                    "integration not applied; it stays at its last good version (none: not served)"
+                );
+            }
+        }
     }
 }
 
@@ -72,9 +122,8 @@ impl IntegrationsHandle {
         postgres: &crate::postgres::Postgres,
     ) -> Result<Self, StoreError> {
         let store = Store::open_with(location, postgres).await?;
-        let set = store.integrations(&environment()).await?;
-        metrics.integrations.set(set.len() as i64);
-        metrics.store_up.set(1);
+        let set = Integrations::applying(store.list().await?, &environment(), &Integrations::default());
+        metrics.publish(&Integrations::default(), &set);
         Ok(IntegrationsHandle {
             current: Arc::new(RwLock::new(Arc::new(set))),
             store: Arc::new(store),
@@ -102,12 +151,14 @@ impl IntegrationsHandle {
         self.current()
     }
 
-    /// Re-reads the store; on error the last good set stays in force.
+    /// Re-reads the store: what validates applies, what does not stays at its last good version;
+    /// a store that cannot be read keeps the last good set in force.
     async fn reload(&self) {
-        match self.store.integrations(&environment()).await {
-            Ok(set) => {
-                self.metrics.store_up.set(1);
-                self.metrics.integrations.set(set.len() as i64);
+        match self.store.list().await {
+            Ok(stored) => {
+                let before = self.current();
+                let set = Integrations::applying(stored, &environment(), &before);
+                self.metrics.publish(&before, &set);
                 *self.current.write().expect("never poisoned") = Arc::new(set);
                 tracing::info!("integrations reloaded");
             }
@@ -214,5 +265,51 @@ mod tests {
         let same = handle.current_after(before).await;
         assert!(same.get("gamma").is_none(), "a read that began after `before` already answers it");
         assert!(handle.current_after(Instant::now()).await.get("gamma").is_some());
+    }
+
+    fn series(registry: &Registry, name: &str) -> Vec<Vec<String>> {
+        let families = registry.gather();
+        let family = families.iter().find(|f| f.name() == name);
+        family
+            .map(|f| {
+                f.get_metric().iter().map(|m| m.get_label().iter().map(|l| l.value().to_owned()).collect()).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn each_version_in_force_and_each_refusal_is_a_series_that_goes_when_its_integration_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("integrations.toml");
+        let location = Location::File(path.clone());
+        let console = Store::open(&location).await.unwrap();
+        let good = console.create(form("acme", 1), &HashMap::new()).await.unwrap();
+        let registry = Registry::new();
+        let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
+        let handle = IntegrationsHandle::open(&location, ReloadMetrics::new(&registry), &postgres).await.unwrap();
+        assert_eq!(series(&registry, "bridge_integration_version"), [["acme".to_owned(), good.version.clone()]]);
+
+        // Saved by a console that has the variable; this process has not.
+        let env = HashMap::from([("BRIDGE_SECRET_ACME_TOKEN".to_owned(), "ct-from-the-console".to_owned())]);
+        let mut needing = form("acme", 1);
+        (needing.comagic_token, needing.comagic_token_env) = (None, Some("BRIDGE_SECRET_ACME_TOKEN".into()));
+        let refused = console.update(needing, &good.version, &env).await.unwrap();
+        console.create(form("beta", 2), &env).await.unwrap();
+        handle.reload().await;
+        assert!(handle.current().get("beta").is_some(), "the valid change applies");
+        let versions = series(&registry, "bridge_integration_version");
+        assert!(versions.contains(&vec!["acme".to_owned(), good.version.clone()]), "{versions:?}");
+        let invalid = series(&registry, "bridge_integration_invalid");
+        assert_eq!(invalid.len(), 1);
+        assert_eq!(invalid[0][0], "acme");
+        assert!(
+            invalid[0].contains(&refused.version) && invalid[0].iter().any(|l| l.contains("is not set")),
+            "{invalid:?}"
+        );
+
+        std::fs::write(&path, "").unwrap();
+        handle.reload().await;
+        assert!(series(&registry, "bridge_integration_version").is_empty());
+        assert!(series(&registry, "bridge_integration_invalid").is_empty());
     }
 }

@@ -73,6 +73,11 @@ impl Served {
 pub trait Service: Sized + Send + 'static {
     fn served(&self) -> &Served;
 
+    /// The port of its `/metrics`: the served one unless the service keeps metrics apart.
+    fn metrics_port(&self) -> u16 {
+        self.served().port()
+    }
+
     /// Serves until the server is stopped, then stops the process's own tasks.
     fn run_until_stopped(self) -> impl Future<Output = std::io::Result<()>> + Send;
 }

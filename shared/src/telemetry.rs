@@ -342,6 +342,8 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &r.failures,
         &r.integrations,
         &r.store_up,
+        &r.version,
+        &r.invalid,
         &postgres,
     ];
     let histograms: Vec<&dyn Collector> = vec![&i.request_duration, &d.end_to_end, &c.request_duration, &c.batch_items];

@@ -10,6 +10,7 @@ pub struct BridgeToml {
     pub amqp_urls: Vec<String>,
     pub prefix: String,
     pub ingest_listen: String,
+    pub ingest_metrics_listen: String,
     pub deliver_listen: String,
     pub amqp: String,
     pub ingest: String,
@@ -23,6 +24,7 @@ impl BridgeToml {
             amqp_urls: vec![amqp_url.to_owned()],
             prefix: prefix.to_owned(),
             ingest_listen: "127.0.0.1:0".into(),
+            ingest_metrics_listen: "127.0.0.1:0".into(),
             deliver_listen: "127.0.0.1:0".into(),
             amqp: String::new(),
             ingest: String::new(),
@@ -41,12 +43,13 @@ impl BridgeToml {
         let text = format!(
             "integrations = \"integrations.toml\"\n\
              [amqp]\n{broker}\ntopology_prefix = \"{}\"\n{}\n\
-             [ingest]\nlisten = \"{}\"\nspool_dir = \"{}\"\n{}\n\
+             [ingest]\nlisten = \"{}\"\nmetrics_listen = \"{}\"\nspool_dir = \"{}\"\n{}\n\
              [deliver]\nlisten = \"{}\"\nledger_dir = \"{}\"\n{}\n\
              [console]\n{}\n",
             self.prefix,
             self.amqp,
             self.ingest_listen,
+            self.ingest_metrics_listen,
             dir.join("spool").display(),
             self.ingest,
             self.deliver_listen,

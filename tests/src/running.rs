@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 /// A service running on a task of its own.
 pub struct Running {
     address: String,
+    metrics_address: String,
     handle: ServerHandle,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -15,13 +16,19 @@ pub struct Running {
 impl Running {
     pub fn start(service: impl Service) -> Running {
         let address = format!("http://127.0.0.1:{}", service.served().port());
+        let metrics_address = format!("http://127.0.0.1:{}", service.metrics_port());
         let handle = service.served().handle();
-        Running { address, handle, task: tokio::spawn(service.run_until_stopped()) }
+        Running { address, metrics_address, handle, task: tokio::spawn(service.run_until_stopped()) }
     }
 
     /// Its HTTP address, `http://127.0.0.1:<port>`.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Where its `/metrics` is: [`Self::address`] but for ingest, which keeps it off the public port.
+    pub fn metrics_address(&self) -> &str {
+        &self.metrics_address
     }
 
     /// Stops it as SIGTERM does and waits until it has wound down.

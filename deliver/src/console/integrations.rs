@@ -125,6 +125,7 @@ impl ConsoleState {
             "active": stored.form.active,
             "integration": form,
             "state": self.sampler.state_of(&stored.form.id),
+            "applied": self.sampler.applied_of(&stored.form.id, &stored.version),
         });
         if let Ok(integration) = self.validate(&stored.form) {
             view["webhook_urls"] = webhook_urls(public_url, &with_masked_token(&integration));
@@ -272,9 +273,12 @@ pub async fn deactivate(
     Ok(HttpResponse::Ok().json(state.view(&saved, false, &by)))
 }
 
+/// The state, with whether every process runs the stored version (the page polls it).
 pub async fn state(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    state.store.get(&id).await?;
-    Ok(HttpResponse::Ok().json(state.sampler.state_of(&id)))
+    let stored = state.store.get(&id).await?;
+    let mut answer = state.sampler.state_of(&id);
+    answer["applied"] = state.sampler.applied_of(&id, &stored.version);
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// What to paste into Verbox and onto the site (`ingest setup`), the token masked.

@@ -7,6 +7,7 @@
 //! check, the dead-letter commands, the per-integration state deliver exports.
 
 mod access;
+mod applied;
 mod auth;
 mod dead_letters;
 mod error;
@@ -32,7 +33,7 @@ use bridge_shared::postgres::Postgres;
 use bridge_shared::service::{bind, Served, Service, StartError};
 use bridge_shared::settings::Settings;
 
-use self::state::Sampler;
+use self::state::{Pages, Sampler};
 use self::test_chat::TestChats;
 use self::tokens::store::TokenStore;
 
@@ -78,6 +79,16 @@ pub struct Console {
 impl Console {
     /// Opens the store and binds `[console] listen` (port 0 in tests).
     pub async fn build(settings: Settings, tokens: AdminTokens) -> Result<Self, StartError> {
+        Self::build_with_env(settings, tokens, std::env::vars()).await
+    }
+
+    /// [`Self::build`] with `env` as the console's environment: a test gives the console a
+    /// variable the services in the same process do not see, as separate processes would have.
+    pub async fn build_with_env(
+        settings: Settings,
+        tokens: AdminTokens,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, StartError> {
         let location = Location::of(&settings);
         let postgres = Postgres::new(settings.postgres_timeout);
         let store = Store::open_with(&location, &postgres).await?;
@@ -88,7 +99,10 @@ impl Console {
         let sampler = Arc::new(Sampler::default());
         let stopper = Stopper::default();
         tokio::spawn(test_chats.clone().listen(settings.amqp.clone(), stopper.listener()));
-        let pages = settings.console.metrics_pages(&settings.deliver);
+        let pages = Pages {
+            deliver: settings.console.metrics_pages(&settings.deliver),
+            ingest: settings.console.ingest_pages(&settings.ingest),
+        };
         tokio::spawn(sampler.clone().run(pages, settings.amqp.clone(), stopper.listener()));
         let http = reqwest::Client::builder()
             .timeout(TEST_CHAT_TIMEOUT)
@@ -96,7 +110,7 @@ impl Console {
             .build()
             .expect("an HTTP client builds");
         // Only the variables a form may name: never the admin tokens or a database URL.
-        let env = std::env::vars().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
+        let env = env.into_iter().filter(|(name, _)| settings.console.env_name_allowed(name)).collect();
         let state = web::Data::new(ConsoleState {
             settings,
             store,
@@ -152,6 +166,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/detail.js", "text/javascript", include_str!("assets/detail.js")),
     ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
     ("/tokens.js", "text/javascript", include_str!("assets/tokens.js")),
+    ("/applied.js", "text/javascript", include_str!("assets/applied.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.

@@ -1,7 +1,8 @@
 //! Each integration's state as the deliver replicas report it on their metrics pages: paused and
 //! why (with the fix), CoMagic quota left, events per minute, the last delivery; and its dead
-//! letters, counted from the dead-letter queue. Sampled in the background, so the table costs the
-//! replicas and the broker nothing per page view.
+//! letters, counted from the dead-letter queue; and, from every ingest and deliver process's page,
+//! which version of each integration it runs ([`super::applied`]). Sampled in the background, so
+//! the table costs the replicas and the broker nothing per page view.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use bridge_shared::lifecycle::Shutdown;
 use bridge_shared::settings::AmqpSettings;
 use serde_json::{json, Value};
 
+use super::applied::{self, Process, Versions};
 use crate::dlq::{self, Format, Selection};
 
 /// How often the replicas' metrics are read, and how often the dead-letter queue is counted (a
@@ -78,24 +80,33 @@ impl Reading {
 #[derive(Default)]
 pub struct Sampler {
     readings: Mutex<VecDeque<(Instant, Reading)>>,
+    /// Every process's page as last read, deliver's then ingest's.
+    processes: Mutex<Vec<Process>>,
     dead_letters: Mutex<Option<HashMap<String, u64>>>,
 }
 
 impl Sampler {
-    /// Reads `pages` every [`METRICS_EVERY`] and counts dead letters every [`DEAD_LETTERS_EVERY`],
-    /// until `stop`.
-    pub async fn run(self: std::sync::Arc<Self>, pages: Vec<String>, amqp: AmqpSettings, stop: Shutdown) {
+    /// Reads the deliver and ingest `pages` every [`METRICS_EVERY`] and counts dead letters every
+    /// [`DEAD_LETTERS_EVERY`], until `stop`.
+    pub async fn run(self: std::sync::Arc<Self>, pages: Pages, amqp: AmqpSettings, stop: Shutdown) {
         let http = reqwest::Client::builder().timeout(METRICS_EVERY).build().expect("an HTTP client builds");
         let mut counted: Option<Instant> = None;
         loop {
             let mut reading = Reading::default();
-            for page in &expand(&pages).await {
-                let read = async { http.get(page).send().await?.error_for_status()?.text().await };
-                if let Ok(text) = read.await as Result<String, reqwest::Error> {
-                    reading.add_page(&text);
+            let mut processes = Vec::new();
+            for page in expand(&pages.deliver).await {
+                let text = read(&http, &page).await;
+                if let Some(text) = &text {
+                    reading.add_page(text);
                 }
+                processes.push(Process { page, seen: text.as_deref().map(versions) });
+            }
+            for page in expand(&pages.ingest).await {
+                let seen = read(&http, &page).await.as_deref().map(versions);
+                processes.push(Process { page, seen });
             }
             self.keep(reading);
+            *self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = processes;
             if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
                 counted = Some(Instant::now());
                 let counts = dead_letters(&amqp).await;
@@ -114,6 +125,12 @@ impl Sampler {
         while readings.front().is_some_and(|(at, _)| at.elapsed() > RATE_WINDOW) {
             readings.pop_front();
         }
+    }
+
+    /// Whether every process read runs `version` of `integration` ([`applied::applied`]).
+    pub fn applied_of(&self, integration: &str, version: &str) -> Value {
+        let processes = self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied::applied(&processes, integration, version)
     }
 
     /// The state of `integration` as last read.
@@ -161,6 +178,27 @@ impl Sampler {
     }
 }
 
+/// The metrics pages the sampler reads: `[console] deliver_metrics` and `ingest_metrics`.
+pub struct Pages {
+    pub deliver: Vec<String>,
+    pub ingest: Vec<String>,
+}
+
+/// A page's text; `None` when it does not answer, or answers an error.
+async fn read(http: &reqwest::Client, page: &str) -> Option<String> {
+    let read = async { http.get(page).send().await?.error_for_status()?.text().await };
+    (read.await as Result<String, reqwest::Error>).ok()
+}
+
+/// The integration versions a page reports.
+fn versions(page: &str) -> Versions {
+    let mut versions = Versions::default();
+    for (name, labels, value) in page.lines().filter(|l| !l.starts_with('#')).filter_map(sample) {
+        versions.add(name, &labels, value);
+    }
+    versions
+}
+
 /// The pages to read: a `dns+http://host:port/path` page is one page per address `host` resolves
 /// to (in Kubernetes, a headless Service's name gives every deliver pod).
 async fn expand(pages: &[String]) -> Vec<String> {
@@ -173,7 +211,11 @@ async fn expand(pages: &[String]) -> Vec<String> {
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         match tokio::net::lookup_host(authority).await {
             Ok(addresses) => expanded.extend(addresses.map(|a| format!("{scheme}://{a}/{path}"))),
-            Err(error) => tracing::warn!(%error, host = authority, "cannot resolve the deliver replicas' name"),
+            Err(error) => {
+                tracing::warn!(%error, host = authority, "cannot resolve the replicas' name");
+                // Read as a page that does not answer: its processes count as unknown.
+                expanded.push(page.clone());
+            }
         }
     }
     expanded

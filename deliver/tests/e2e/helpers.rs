@@ -142,9 +142,14 @@ impl Pipeline {
         pipeline
     }
 
-    /// ingest's HTTP address (webhooks, health and metrics).
+    /// ingest's HTTP address (webhooks and health).
     pub fn ingest_address(&self) -> &str {
         self.ingest.address()
+    }
+
+    /// Where ingest's `/metrics` is (`[ingest] metrics_listen`).
+    pub fn ingest_metrics_address(&self) -> &str {
+        self.ingest.metrics_address()
     }
 
     /// Starts another ingest replica beside the pipeline's own on the pipeline's config, with a spool of its own.
@@ -178,7 +183,8 @@ impl Pipeline {
     }
 
     async fn wait_ready(&self) {
-        for address in std::iter::once(self.ingest.address()).chain(self.deliver.as_ref().map(Running::address)) {
+        for address in std::iter::once(self.ingest.metrics_address()).chain(self.deliver.as_ref().map(Running::address))
+        {
             wait_for("the services to reach the broker", Duration::from_secs(20), || async {
                 let r = self.http.get(format!("{address}/readyz")).send().await.ok()?;
                 let m = self.http.get(format!("{address}/metrics")).send().await.ok()?.text().await.ok()?;
@@ -204,7 +210,7 @@ impl Pipeline {
 
     /// One sample of ingest's `/metrics`.
     pub async fn ingest_metric(&self, sample: &str) -> f64 {
-        self.metric(self.ingest.address(), sample).await
+        self.metric(self.ingest.metrics_address(), sample).await
     }
 
     async fn metric(&self, address: &str, sample: &str) -> f64 {

@@ -50,7 +50,7 @@ async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_ale
     std::fs::create_dir_all(&dir).unwrap();
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml");
     let targets = [
-        Target { job: "ingest", address: host_port(p.ingest_address()), path: "/metrics" },
+        Target { job: "ingest", address: host_port(p.ingest_metrics_address()), path: "/metrics" },
         Target { job: "deliver", address: host_port(p.deliver_address()), path: "/metrics" },
         Target { job: "comagic-sandbox", address: host_port(p.sandbox.url()), path: "/metrics" },
         Target { job: "rabbitmq", address: RABBITMQ_METRICS.into(), path: "/metrics/per-object" },

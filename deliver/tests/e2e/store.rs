@@ -91,7 +91,13 @@ async fn four_processes_ride_out(outage: Outage, store_url: String) {
     let ingest_2 = p.another_ingest(2).await;
     let deliver_2 = p.another_deliver(2).await;
     let ingests = [p.ingest_address().to_owned(), ingest_2.address().to_owned()];
-    let all = [ingests[0].clone(), ingests[1].clone(), p.deliver_address().to_owned(), deliver_2.address().to_owned()];
+    // Their metrics pages.
+    let all = [
+        p.ingest_metrics_address().to_owned(),
+        ingest_2.metrics_address().to_owned(),
+        p.deliver_address().to_owned(),
+        deliver_2.address().to_owned(),
+    ];
     let store = Store::open(&Location::Postgres { url: direct, scope: p.broker.prefix.clone() }).await.unwrap();
     let env = HashMap::new();
     let api = p.sandbox.url().to_owned();

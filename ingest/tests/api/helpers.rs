@@ -32,6 +32,8 @@ pub fn integrations_toml() -> String {
 
 pub struct TestApp {
     pub address: String,
+    /// Its `/metrics`, off the webhook port.
+    pub metrics_address: String,
     pub broker: TestBroker,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -75,7 +77,14 @@ pub async fn spawn_app(test: &str, options: Options) -> TestApp {
         settings.ingest.drain_on_stop = drain_on_stop;
     }
     let ingest = Running::start(Application::build(settings).await.expect("ingest starts"));
-    TestApp { address: ingest.address().to_owned(), broker, http: reqwest::Client::new(), dir, ingest }
+    TestApp {
+        address: ingest.address().to_owned(),
+        metrics_address: ingest.metrics_address().to_owned(),
+        broker,
+        http: reqwest::Client::new(),
+        dir,
+        ingest,
+    }
 }
 
 impl TestApp {
@@ -102,7 +111,7 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap()
+        self.http.get(format!("{}/metrics", self.metrics_address)).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of one sample line of `/metrics`, e.g. `bridge_ingest_spool_events`.

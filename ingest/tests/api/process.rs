@@ -16,6 +16,8 @@ use crate::helpers::{write_config, SECRET_KEY};
 struct Ingest {
     child: Child,
     address: String,
+    /// Its `/metrics`, off the webhook port.
+    metrics_address: String,
     log: std::path::PathBuf,
 }
 
@@ -26,10 +28,12 @@ fn free_port() -> u16 {
 async fn start(config: &std::path::Path, port: u16, run: usize) -> Ingest {
     let log = config.with_file_name(format!("ingest-{run}.log"));
     let out = std::fs::File::create(&log).unwrap();
+    let metrics_address = format!("http://127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
         .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "debug")
         .env("BRIDGE__INGEST__LISTEN", format!("127.0.0.1:{port}"))
+        .env("BRIDGE__INGEST__METRICS_LISTEN", metrics_address.trim_start_matches("http://"))
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .spawn()
@@ -40,7 +44,7 @@ async fn start(config: &std::path::Path, port: u16, run: usize) -> Ingest {
         http.get(format!("{address}/healthz")).send().await.ok().filter(|r| r.status() == 200).map(|_| ())
     })
     .await;
-    Ingest { child, address, log }
+    Ingest { child, address, metrics_address, log }
 }
 
 async fn post(http: &reqwest::Client, ingest: &Ingest, kind: &str, body: &Value) -> String {
@@ -76,7 +80,7 @@ async fn sigkill_right_after_200_loses_nothing() {
     // Broker reachable: a 200 means confirmed, so a kill right after it loses nothing.
     let mut first = start(&config, port, 1).await;
     wait_for("the broker connection", Duration::from_secs(20), || async {
-        let m = http.get(format!("{}/metrics", first.address)).send().await.ok()?.text().await.ok()?;
+        let m = http.get(format!("{}/metrics", first.metrics_address)).send().await.ok()?.text().await.ok()?;
         m.lines().any(|l| l == "bridge_amqp_connected 1").then_some(())
     })
     .await;
@@ -122,7 +126,7 @@ async fn sigterm_stops_cleanly_and_refuses_a_bad_config_with_one_line() {
     let mut ingest = start(&config, free_port(), 1).await;
     let http = reqwest::Client::new();
     wait_for("the broker connection", Duration::from_secs(20), || async {
-        let m = http.get(format!("{}/metrics", ingest.address)).send().await.ok()?.text().await.ok()?;
+        let m = http.get(format!("{}/metrics", ingest.metrics_address)).send().await.ok()?.text().await.ok()?;
         m.lines().any(|l| l == "bridge_amqp_connected 1").then_some(())
     })
     .await;

@@ -125,20 +125,26 @@ async fn every_refusal_has_its_answer_and_publishes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_readiness_and_unknown_paths() {
+async fn health_readiness_and_unknown_paths_and_metrics_only_off_the_public_port() {
     let app = spawn_app("health", Options::default()).await;
     app.wait_connected().await;
-    let get = |path: &str| app.http.get(format!("{}{path}", app.address)).send();
-    assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    let ready = get("/readyz").await.unwrap();
-    assert_eq!(ready.status(), 200);
-    let nowhere = get("/nowhere").await.unwrap();
-    assert_eq!(nowhere.status(), 404);
-    assert_eq!(nowhere.json::<Value>().await.unwrap()["error"], "not_found");
+    for address in [&app.address, &app.metrics_address] {
+        let get = |path: &str| app.http.get(format!("{address}{path}")).send();
+        assert_eq!(get("/healthz").await.unwrap().status(), 200, "{address}");
+        let ready = get("/readyz").await.unwrap();
+        assert_eq!(ready.status(), 200, "{address}");
+        let nowhere = get("/nowhere").await.unwrap();
+        assert_eq!(nowhere.status(), 404);
+        assert_eq!(nowhere.json::<Value>().await.unwrap()["error"], "not_found");
+    }
+    // The page names the integrations and why they are paused or refused: not for the internet.
+    let public = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(public.status(), 404);
     let metrics = app.metrics().await;
     for name in ["bridge_amqp_connected 1", "bridge_ingest_spool_events 0", "bridge_config_integrations 3"] {
         assert!(metrics.contains(name), "{name}");
     }
+    assert!(metrics.contains("bridge_integration_version{integration=\"acme\",version=\""), "{metrics}");
     app.stop().await;
 }
 

@@ -13,6 +13,7 @@ mod form;
 pub mod store;
 
 pub use form::{IntegrationForm, IntegrationsFile, TargetForm, MIN_WEBHOOK_TOKEN_LEN};
+use store::Versioned;
 
 /// Messenger channels an integration may map. Verbox's channel strings are known only for
 /// Instagram; the rest are the obvious lower-case names, and unknown keys are refused so a typo in
@@ -80,10 +81,51 @@ impl Integration {
     }
 }
 
-/// The validated set of integrations, looked up by id.
+/// An integration the set could not take at its stored version: the version refused and why.
+/// The reason is a [`ConfigError`]'s message (which names fields and variables, never a
+/// value), cut to [`REASON_MAX`] characters and cleared of quotes and line breaks, so it can be
+/// a metric's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub version: String,
+    pub reason: String,
+}
+
+/// The longest [`Refused::reason`], in characters.
+pub const REASON_MAX: usize = 160;
+
+impl Refused {
+    fn new(version: String, error: &ConfigError) -> Self {
+        let message = error.to_string();
+        // `integration[3].comagic_token_env: …`: the position differs between readers; the field does not.
+        let message = match message.split_once("].") {
+            Some((head, rest)) if head.starts_with("integration[") => rest.to_owned(),
+            _ => message,
+        };
+        let reason = message
+            .chars()
+            .map(|c| {
+                if c == '"' || c == '\\' {
+                    '\''
+                } else if c.is_control() {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .take(REASON_MAX)
+            .collect();
+        Refused { version, reason }
+    }
+}
+
+/// The validated set of integrations, looked up by id, with the store's version of each; and,
+/// when it was built leniently ([`Integrations::applying`]), the integrations it refused.
 #[derive(Debug, Clone, Default)]
 pub struct Integrations {
     by_id: HashMap<String, Arc<Integration>>,
+    versions: HashMap<String, String>,
+    refused: BTreeMap<String, Refused>,
 }
 
 impl Integrations {
@@ -105,6 +147,51 @@ impl Integrations {
         self.by_id.is_empty()
     }
 
+    /// The store's version of the integration in force under `id`.
+    pub fn version(&self, id: &str) -> Option<&str> {
+        self.versions.get(id).map(String::as_str)
+    }
+
+    /// The integrations refused at their stored version, in id order; each is absent from the
+    /// set, or in it at its last good version.
+    pub fn refused(&self) -> impl Iterator<Item = (&str, &Refused)> {
+        self.refused.iter().map(|(id, refused)| (id.as_str(), refused))
+    }
+
+    /// The set as stored, one integration at a time: each that validates (against `env`) is in
+    /// force at its stored version; each that does not is refused, and stays at its version in
+    /// `last_good` if it had one there (absent otherwise). An id stored twice (a hand edit of the
+    /// file) is refused as a whole: which of the two is meant is not for a reader to guess.
+    pub fn applying(stored: Vec<Versioned>, env: &HashMap<String, String>, last_good: &Integrations) -> Self {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for v in &stored {
+            *seen.entry(v.form.id.clone()).or_default() += 1;
+        }
+        let mut set = Integrations::default();
+        for (index, Versioned { form, version }) in stored.into_iter().enumerate() {
+            let id = form.id.clone();
+            let validated = if seen[&id] > 1 {
+                Err(ConfigError::invalid(format!("integration[{index}].id"), format!("`{id}` is used twice")))
+            } else {
+                form.validate(index, env)
+            };
+            match validated {
+                Ok(integration) => {
+                    set.versions.insert(id.clone(), version);
+                    set.by_id.insert(id, Arc::new(integration));
+                }
+                Err(error) => {
+                    if let (Some(good), Some(good_version)) = (last_good.by_id.get(&id), last_good.versions.get(&id)) {
+                        set.by_id.insert(id.clone(), good.clone());
+                        set.versions.insert(id.clone(), good_version.clone());
+                    }
+                    set.refused.insert(id, Refused::new(version, &error));
+                }
+            }
+        }
+        set
+    }
+
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: String::new(),
@@ -114,18 +201,21 @@ impl Integrations {
         Self::from_forms(file.integration, env)
     }
 
-    /// Validates every form; ids must be unique.
+    /// Validates every form, all or nothing (what a save may write, what a command reads); ids
+    /// must be unique.
     pub fn from_forms(forms: Vec<IntegrationForm>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut by_id = HashMap::new();
+        let mut set = Integrations::default();
         for (index, form) in forms.into_iter().enumerate() {
+            let version = store::version_of(&form);
             let integration = form.validate(index, env)?;
             let key = format!("integration[{index}].id");
-            if by_id.contains_key(&integration.id) {
+            if set.by_id.contains_key(&integration.id) {
                 return Err(ConfigError::invalid(key, format!("`{}` is used twice", integration.id)));
             }
-            by_id.insert(integration.id.clone(), Arc::new(integration));
+            set.versions.insert(integration.id.clone(), version);
+            set.by_id.insert(integration.id.clone(), Arc::new(integration));
         }
-        Ok(Integrations { by_id })
+        Ok(set)
     }
 }
 

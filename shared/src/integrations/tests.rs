@@ -139,3 +139,69 @@ fn configured_event_filters_replace_the_defaults() {
     assert!(!i.accepts_event(EventKind::Chat, Some("dialogFinished")));
     assert!(!i.accepts_event(EventKind::Chat, None));
 }
+
+mod applying {
+    use super::*;
+    use crate::integrations::store::tests::form;
+    use crate::integrations::store::{version_of, Versioned};
+
+    fn stored(form: IntegrationForm) -> Versioned {
+        Versioned { version: version_of(&form), form }
+    }
+
+    fn needing(id: &str, var: &str) -> IntegrationForm {
+        IntegrationForm { comagic_token: None, comagic_token_env: Some(var.into()), ..form(id, 2) }
+    }
+
+    #[test]
+    fn one_invalid_integration_leaves_the_others_applied_and_is_reported_with_why() {
+        let bad = stored(needing("beta", "BRIDGE_SECRET_BETA"));
+        let set =
+            Integrations::applying(vec![stored(form("acme", 1)), bad.clone()], &HashMap::new(), &Default::default());
+        assert!(set.get("acme").is_some());
+        assert_eq!(set.version("acme"), Some(version_of(&form("acme", 1)).as_str()));
+        assert!(set.get("beta").is_none(), "never good: absent");
+        let refused: Vec<_> = set.refused().collect();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, "beta");
+        assert_eq!(refused[0].1.version, bad.version);
+        assert_eq!(refused[0].1.reason, "comagic_token_env: environment variable BRIDGE_SECRET_BETA is not set");
+    }
+
+    #[test]
+    fn a_refused_integration_stays_at_its_last_good_version() {
+        let good = stored(form("beta", 2));
+        let last_good = Integrations::applying(vec![good.clone()], &HashMap::new(), &Default::default());
+        let set =
+            Integrations::applying(vec![stored(needing("beta", "BRIDGE_SECRET_BETA"))], &HashMap::new(), &last_good);
+        assert_eq!(set.version("beta"), Some(good.version.as_str()));
+        assert!(set.get("beta").unwrap().comagic_token.expose() == "ct-secret-token-42", "the old form runs");
+        assert_eq!(set.refused().count(), 1);
+        let fixed = Integrations::applying(vec![good], &HashMap::new(), &set);
+        assert_eq!(fixed.refused().count(), 0, "a refusal ends with the fix");
+    }
+
+    #[test]
+    fn an_id_stored_twice_is_refused_and_keeps_its_last_good_version() {
+        let last_good = Integrations::applying(vec![stored(form("acme", 1))], &HashMap::new(), &Default::default());
+        let twice = vec![stored(form("acme", 3)), stored(form("acme", 4)), stored(form("beta", 2))];
+        let set = Integrations::applying(twice.clone(), &HashMap::new(), &last_good);
+        assert_eq!(set.version("acme"), last_good.version("acme"));
+        assert!(set.refused().any(|(id, r)| id == "acme" && r.reason.contains("used twice")));
+        assert!(set.get("beta").is_some());
+        let fresh = Integrations::applying(twice, &HashMap::new(), &Default::default());
+        assert!(fresh.get("acme").is_none());
+    }
+
+    #[test]
+    fn a_reason_is_a_label_short_of_quotes_and_line_breaks() {
+        let mut odd = form("acme", 1);
+        let name = format!("te\"le\ngram{}", "x".repeat(300));
+        odd.messengers.insert(name, TargetForm { campaign_id: Some(1), site_id: None, source_id: None });
+        let set = Integrations::applying(vec![stored(odd)], &HashMap::new(), &Default::default());
+        let (_, refused) = set.refused().next().unwrap();
+        assert!(refused.reason.starts_with("messengers.te'le gram"), "{}", refused.reason);
+        assert_eq!(refused.reason.chars().count(), REASON_MAX);
+        assert!(!refused.reason.contains(['"', '\n', '\\']));
+    }
+}

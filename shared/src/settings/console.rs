@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_http, ConfigError, DeliverSettings};
+use super::{is_http, ConfigError, DeliverSettings, IngestSettings};
 
 /// `deliver console`: the admin API and the settings console. Its admin tokens come from the
 /// environment only (`BRIDGE_ADMIN_TOKENS`, comma-separated), never from a file.
@@ -19,6 +19,9 @@ pub struct ConsoleSettings {
     /// The deliver replicas' `/metrics` pages it reads each integration's state from (paused,
     /// quota, deliveries). Empty: the local deliver at `[deliver] listen`.
     pub deliver_metrics: Vec<String>,
+    /// The ingest replicas' `/metrics` pages: with deliver's, where it reads which version of each
+    /// integration every process runs. Empty: the local ingest at `[ingest] metrics_listen`.
+    pub ingest_metrics: Vec<String>,
     /// The CoMagic Data API addresses a saved form, an account look-up or a check may name besides
     /// CoMagic's and UIS's own (a sandbox, a proxy). Empty: those two only.
     pub comagic_endpoints: Vec<String>,
@@ -32,6 +35,7 @@ impl Default for ConsoleSettings {
         ConsoleSettings {
             listen: "127.0.0.1:9093".parse().expect("literal address"),
             deliver_metrics: Vec::new(),
+            ingest_metrics: Vec::new(),
             comagic_endpoints: Vec::new(),
             secret_env_prefix: "BRIDGE_SECRET_".to_owned(),
         }
@@ -39,22 +43,25 @@ impl Default for ConsoleSettings {
 }
 
 impl ConsoleSettings {
-    /// The metrics pages to read, the local deliver's when none is set.
+    /// The deliver metrics pages to read, the local deliver's when none is set.
     pub fn metrics_pages(&self, deliver: &DeliverSettings) -> Vec<String> {
-        if self.deliver_metrics.is_empty() {
-            vec![format!("http://127.0.0.1:{}/metrics", deliver.listen.port())]
-        } else {
-            self.deliver_metrics.clone()
-        }
+        local_unless_set(&self.deliver_metrics, deliver.listen.port())
+    }
+
+    /// The ingest metrics pages to read, the local ingest's when none is set.
+    pub fn ingest_pages(&self, ingest: &IngestSettings) -> Vec<String> {
+        local_unless_set(&self.ingest_metrics, ingest.metrics_listen.port())
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let page_ok = |u: &String| is_http(u.strip_prefix("dns+").unwrap_or(u));
-        if let Some(i) = self.deliver_metrics.iter().position(|u| !page_ok(u)) {
-            return Err(ConfigError::invalid(
-                format!("console.deliver_metrics[{i}]"),
-                "must be an http(s) URL, or dns+http(s):// for every address a name resolves to",
-            ));
+        for (key, pages) in [("deliver_metrics", &self.deliver_metrics), ("ingest_metrics", &self.ingest_metrics)] {
+            if let Some(i) = pages.iter().position(|u| !page_ok(u)) {
+                return Err(ConfigError::invalid(
+                    format!("console.{key}[{i}]"),
+                    "must be an http(s) URL, or dns+http(s):// for every address a name resolves to",
+                ));
+            }
         }
         if let Some(i) = self.comagic_endpoints.iter().position(|u| !is_http(u)) {
             return Err(ConfigError::invalid(format!("console.comagic_endpoints[{i}]"), "must be an http(s) URL"));
@@ -77,5 +84,13 @@ impl ConsoleSettings {
     /// Whether a form may name the environment variable `name`.
     pub fn env_name_allowed(&self, name: &str) -> bool {
         name.len() > self.secret_env_prefix.len() && name.starts_with(&self.secret_env_prefix)
+    }
+}
+
+fn local_unless_set(pages: &[String], local_port: u16) -> Vec<String> {
+    if pages.is_empty() {
+        vec![format!("http://127.0.0.1:{local_port}/metrics")]
+    } else {
+        pages.to_vec()
     }
 }

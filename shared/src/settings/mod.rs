@@ -66,7 +66,11 @@ pub struct AmqpSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
+    /// The public webhook port (with `/healthz` and `/readyz` for the probes).
     pub listen: SocketAddr,
+    /// `/metrics` (and `/healthz`, `/readyz`), off the public port: the page names integrations
+    /// and why they are paused or refused. Keep it on an internal network.
+    pub metrics_listen: SocketAddr,
     pub public_url: String,
     pub spool_dir: PathBuf,
     pub max_body_bytes: usize,
@@ -192,6 +196,7 @@ impl Default for IngestSettings {
     fn default() -> Self {
         IngestSettings {
             listen: "0.0.0.0:8080".parse().expect("literal address"),
+            metrics_listen: "0.0.0.0:9094".parse().expect("literal address"),
             public_url: "http://127.0.0.1:8080".into(),
             spool_dir: PathBuf::from("var/spool"),
             max_body_bytes: 1 << 20,

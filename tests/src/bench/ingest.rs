@@ -164,15 +164,17 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, started: In
     Run { count: samples.len(), elapsed: started.elapsed(), latencies: Latencies::new(samples) }
 }
 
-fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// The ingest binary, its webhook address and its metrics address.
+fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child, String, String) {
+    let [listen, metrics_listen] = super::free_addresses(2)[..] else { unreachable!("two addresses asked for") };
     std::fs::write(
         dir.join("integrations.toml"),
         integration("bench", WEBHOOK_TOKEN, "http://127.0.0.1:9/v2.0", "ct-bench", ""),
     )
     .unwrap();
     let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
-    config.ingest_listen = format!("127.0.0.1:{port}");
+    config.ingest_listen = listen.to_string();
+    config.ingest_metrics_listen = metrics_listen.to_string();
     config.amqp = format!("publish_channels = {}", bench.channels);
     config.ingest = format!("workers = {}", bench.workers);
     let config = config.write(dir);
@@ -182,7 +184,7 @@ fn start_ingest(bench: &IngestBench, dir: &Path, broker: &TestBroker) -> (Child,
         .stdout(Stdio::null())
         .spawn()
         .expect("the ingest binary starts");
-    (child, format!("http://127.0.0.1:{port}"))
+    (child, format!("http://{listen}"), format!("http://{metrics_listen}"))
 }
 
 pub async fn run(bench: IngestBench) {
@@ -197,10 +199,10 @@ pub async fn run(bench: IngestBench) {
     let publisher = Arc::new(Publisher::new(&connection, bench.channels, Duration::from_secs(10)).await.unwrap());
     let ingest_broker = TestBroker::on(bench.amqp_url.clone(), "bench-ingest").await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, address) = start_ingest(&bench, dir.path(), &ingest_broker);
+    let (mut child, address, metrics_address) = start_ingest(&bench, dir.path(), &ingest_broker);
     let http = reqwest::Client::new();
     wait_for("ingest to connect to the broker", Duration::from_secs(30), || async {
-        let m = http.get(format!("{address}/metrics")).send().await.ok()?.text().await.ok()?;
+        let m = http.get(format!("{metrics_address}/metrics")).send().await.ok()?.text().await.ok()?;
         m.lines().any(|l| l == "bridge_amqp_connected 1").then_some(())
     })
     .await;
@@ -238,7 +240,7 @@ pub async fn run(bench: IngestBench) {
     // Half the full rate (open loop), for the latency target.
     let half = open_loop(clients().await, bench.seconds, full.median.rate() / 2.0).await;
     let (peak_mib, _) = memory_mib(child.id());
-    let spooled = http.get(format!("{address}/metrics")).send().await.unwrap().text().await.unwrap();
+    let spooled = http.get(format!("{metrics_address}/metrics")).send().await.unwrap().text().await.unwrap();
     let spooled = spooled.lines().any(|l| l.contains("outcome=\"spooled\""));
     let _ = child.kill();
     let _ = child.wait();

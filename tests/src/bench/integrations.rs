@@ -98,8 +98,9 @@ impl Stage {
             }
         }
         let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
-        let listen = free_addresses(2);
+        let listen = free_addresses(3);
         config.ingest_listen = listen[0].to_string();
+        config.ingest_metrics_listen = listen[2].to_string();
         config.ingest = "workers = 0".into();
         config.deliver_listen = listen[1].to_string();
         let config = config.write(dir.path());
@@ -123,6 +124,12 @@ impl Stage {
         let settings = bridge_shared::settings::Settings::load(&self.config).unwrap();
         let listen = if section == "ingest" { settings.ingest.listen } else { settings.deliver.listen };
         format!("http://{listen}")
+    }
+
+    /// Where ingest's `/metrics` is (off its webhook port).
+    fn ingest_metrics_address(&self) -> String {
+        let settings = bridge_shared::settings::Settings::load(&self.config).unwrap();
+        format!("http://{}", settings.ingest.metrics_listen)
     }
 }
 
@@ -150,9 +157,10 @@ async fn measure(bench: &IntegrationsBench, kind: Kind, count: usize) -> Figures
     let stage = Stage::set_up(bench, kind, count).await;
     let http = reqwest::Client::new();
     let (ingest_address, deliver_address) = (stage.address("ingest"), stage.address("deliver"));
+    let ingest_metrics = stage.ingest_metrics_address();
     let mut ingest = stage.start(&bench.ingest_bin);
     wait_until("ingest to connect", async || {
-        metric(&http, &ingest_address, "bridge_amqp_connected").await == Some(1.0)
+        metric(&http, &ingest_metrics, "bridge_amqp_connected").await == Some(1.0)
     })
     .await;
 
@@ -194,7 +202,7 @@ async fn measure(bench: &IntegrationsBench, kind: Kind, count: usize) -> Figures
     stage.store.create(late, &env).await.unwrap();
     let want = (count + 1) as f64;
     wait_until("both processes to apply the change", async || {
-        metric(&http, &ingest_address, "bridge_config_integrations").await == Some(want)
+        metric(&http, &ingest_metrics, "bridge_config_integrations").await == Some(want)
             && metric(&http, &deliver_address, "bridge_config_integrations").await == Some(want)
     })
     .await;

@@ -73,6 +73,7 @@ fn the_dashboard_queries_only_metrics_that_exist_and_covers_each_topic() {
         "bridge_comagic_batch_items_sum",
         "bridge_deliver_attribution_total",
         "bridge_integration_paused",
+        "bridge_integration_invalid",
         "bridge_comagic_quota_remaining",
     ] {
         assert!(used.contains(topic), "no panel shows {topic}");

@@ -4,6 +4,7 @@
 import { $, api, el, page, polling, show } from "./common.js";
 import { SECRET_INPUTS, clearErrors, fillForm, inputFor, readForm } from "./form.js";
 import { loadDeadLetters } from "./tools.js";
+import { showApplied } from "./applied.js";
 
 function showError(data, retryForced) {
   const box = $("save-error");
@@ -91,6 +92,7 @@ export async function openIntegration(id) {
     for (const s of ["setup-section", "test-section", "dead-section"]) $(s).hidden = true;
     $("deactivate").hidden = true;
     $("paused-banner").hidden = true;
+    showApplied(null);
     fillForm(null);
     $("f-id").focus();
     return;
@@ -113,6 +115,7 @@ async function showIntegration(view) {
   }
   fillForm(view.integration);
   showState(view.state);
+  showApplied(view.applied);
   if (view.new_webhook_urls) {
     $("full-urls").hidden = false;
     $("full-urls").textContent = "Paste these into the Verbox handlers now; they are shown only once: " +
@@ -129,7 +132,7 @@ async function showIntegration(view) {
   polling(async () => {
     const s = await api("GET", `/api/integrations/${encodeURIComponent(view.id)}/state`);
     // An answer that comes back after another integration was opened is not this page's.
-    if (s.ok && page.current && page.current.id === view.id) showState(s.data);
+    if (s.ok && page.current && page.current.id === view.id) { showState(s.data); showApplied(s.data.applied); }
   }, 2000);
 }
 

@@ -153,15 +153,18 @@ async fn an_admin_sets_up_tests_breaks_repairs_and_replays_from_the_console() {
     // The default campaign changed: the next test chat uses it (once every process reloaded).
     b.select("#t-default-campaign", "5002").await;
     b.click("#save").await;
-    b.text_with("#saved", "Saved", Duration::from_secs(10)).await;
-    wait_for("a test chat filed under campaign 5002", Duration::from_secs(30), || async {
-        let before = p.sandbox.stored("acme", Upload::Chats).len();
-        b.click("#send-test").await;
-        b.text_with("#test-result", "delivered to CoMagic", Duration::from_secs(30)).await;
-        let stored = p.sandbox.stored("acme", Upload::Chats);
-        (stored.len() > before && stored.last().unwrap()["campaign_id"] == 5002).then_some(())
-    })
-    .await;
+    let saved = b.text_with("#saved", "Saved", Duration::from_secs(10)).await;
+    let version = saved.trim_start_matches("Saved (version ").trim_end_matches(").");
+    // The page says when every process runs the save; then one test chat shows it.
+    let applied = format!("Applied: all 2 running processes run version {version}");
+    b.text_with("#applied", &applied, Duration::from_secs(20)).await;
+    b.shot_at("05b-applied", "#settings .actions").await;
+    let before = p.sandbox.stored("acme", Upload::Chats).len();
+    b.click("#send-test").await;
+    b.text_with("#test-result", "delivered to CoMagic", Duration::from_secs(30)).await;
+    let stored = p.sandbox.stored("acme", Upload::Chats);
+    assert_eq!(stored.len(), before + 1);
+    assert_eq!(stored.last().unwrap()["campaign_id"], 5002);
 
     // The account refuses this server: paused, with the fix; repaired, it resumes.
     p.sandbox.update_account("acme", |a| a.ip_whitelisted = false);

@@ -2,6 +2,7 @@
 //! store (and the PostgreSQL store where a test says so).
 
 mod api;
+mod applied;
 mod boundaries;
 mod browser;
 mod hostile;
@@ -33,17 +34,29 @@ impl ConsoleClient {
     /// A console beside a running pipeline: its ingest, its deliver's state, its sandbox as an
     /// address forms may name.
     pub async fn beside(p: &Pipeline) -> Self {
+        Self::beside_with_env(p, Vec::new()).await
+    }
+
+    /// [`Self::beside`], the console's environment being `env` (the pipeline's services do not
+    /// see it), and every process's metrics page read for the versions it runs.
+    pub async fn beside_with_env(p: &Pipeline, env: Vec<(String, String)>) -> Self {
         let mut settings = Settings::load(&p.config).unwrap();
         settings.ingest.public_url = p.ingest_address().to_owned();
         settings.console.deliver_metrics = vec![format!("{}/metrics", p.deliver_address())];
+        settings.console.ingest_metrics = vec![format!("{}/metrics", p.ingest_metrics_address())];
         settings.console.comagic_endpoints = vec![p.sandbox.url().to_owned()];
-        Self::start(settings).await
+        Self::start_with_env(settings, env).await
     }
 
-    pub async fn start(mut settings: Settings) -> Self {
+    pub async fn start(settings: Settings) -> Self {
+        Self::start_with_env(settings, Vec::new()).await
+    }
+
+    async fn start_with_env(mut settings: Settings, env: Vec<(String, String)>) -> Self {
         settings.console.listen = "127.0.0.1:0".parse().unwrap();
         let tokens = AdminTokens::parse(Some(ADMIN_TOKEN)).unwrap();
-        let console = Running::start(Console::build(settings, tokens).await.expect("the console starts"));
+        let built = Console::build_with_env(settings, tokens, env).await;
+        let console = Running::start(built.expect("the console starts"));
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         ConsoleClient { url: console.address().to_owned(), http, console }
     }

@@ -51,13 +51,16 @@ async fn a_test_chat_is_followed_to_its_comagic_id_and_a_paused_account_shows_it
         .call(Method::PUT, "/api/integrations/shop", Some(json!({"version": shop["version"], "integration": form})))
         .await;
     assert_eq!(status, 200, "{saved}");
-    wait_for("the next test chat to use campaign 5002", Duration::from_secs(20), || async {
-        let event_id = send_test_chat(&console, "shop").await;
-        followed_to(&console, &event_id, "delivered").await;
-        let stored = p.sandbox.stored("shop", Upload::Chats);
-        (stored.last().unwrap()["campaign_id"] == 5002).then_some(())
+    // Once the console shows the save applied by ingest and deliver, one test chat tells (each
+    // is a real chat: they are rationed).
+    wait_for("the save to be applied by every process", Duration::from_secs(20), || async {
+        let (_, view) = console.call(Method::GET, "/api/integrations/shop", None).await;
+        (view["applied"]["applied"] == true && view["applied"]["version"] == saved["version"]).then_some(())
     })
     .await;
+    let event_id = send_test_chat(&console, "shop").await;
+    followed_to(&console, &event_id, "delivered").await;
+    assert_eq!(p.sandbox.stored("shop", Upload::Chats).last().unwrap()["campaign_id"], 5002);
 
     // A broken account: the test chat is paused with the mnemonic and its fix; so is the state.
     p.sandbox.update_account("shop", |a| a.ip_whitelisted = false);
@@ -76,9 +79,12 @@ async fn a_test_chat_is_followed_to_its_comagic_id_and_a_paused_account_shows_it
     p.sandbox.update_account("shop", |a| a.ip_whitelisted = true);
     let followed = followed_to(&console, &event_id, "delivered").await;
     assert!(followed["steps"].as_array().unwrap().len() >= 2, "paused, then delivered: {followed}");
-    let (_, listed) = console.call(Method::GET, "/api/integrations", None).await;
-    let shop = &listed["integrations"][0]["state"];
-    assert!(shop["delivered"].as_f64().unwrap() >= 3.0, "{shop}");
+    // The table's count is sampled from deliver's metrics every 2 s.
+    wait_for("the table to count the three delivered", Duration::from_secs(10), || async {
+        let (_, listed) = console.call(Method::GET, "/api/integrations", None).await;
+        (listed["integrations"][0]["state"]["delivered"].as_f64() >= Some(3.0)).then_some(())
+    })
+    .await;
     console.stop().await;
     p.stop().await;
 }
