@@ -193,7 +193,7 @@ async fn modified(path: &Path) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrations::store::tests::form;
+    use crate::integrations::store::tests::{by_test, form};
 
     #[tokio::test]
     async fn a_miss_re_reads_the_store_once_for_everything_that_came_before_the_read() {
@@ -201,16 +201,16 @@ mod tests {
         let location = Location::File(dir.path().join("integrations.toml"));
         let console = Store::open(&location).await.unwrap();
         let env = HashMap::new();
-        console.create(form("acme", 1), &env).await.unwrap();
+        console.create(form("acme", 1), &env, &by_test()).await.unwrap();
         let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
         let handle =
             IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
 
         let before = Instant::now();
-        console.create(form("beta", 2), &env).await.unwrap();
+        console.create(form("beta", 2), &env, &by_test()).await.unwrap();
         assert!(handle.current().get("beta").is_none(), "no watcher runs here");
         assert!(handle.current_after(before).await.get("beta").is_some(), "re-read for a miss");
-        console.create(form("gamma", 3), &env).await.unwrap();
+        console.create(form("gamma", 3), &env, &by_test()).await.unwrap();
         let same = handle.current_after(before).await;
         assert!(same.get("gamma").is_none(), "a read that began after `before` already answers it");
         assert!(handle.current_after(Instant::now()).await.get("gamma").is_some());

@@ -8,6 +8,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use bridge_shared::integrations::store::{Action, Edit};
+
+use super::auth::Principal;
 use super::error::ApiError;
 use super::ConsoleState;
 use crate::dlq::{self, DlqError, Filter, Format, ReplayOptions, Selection};
@@ -44,8 +47,17 @@ pub struct ReplayRequest {
     dry_run: bool,
 }
 
+/// Records a dead-letter action in the integration's history; its failure is said, not the
+/// action's (which was done).
+async fn record(state: &ConsoleState, id: &str, edit: Edit, result: &str) {
+    if let Err(e) = state.store.record(id, &edit, result).await {
+        tracing::warn!(integration = %id, error = %e, "a dead-letter action was not recorded in the history");
+    }
+}
+
 pub async fn replay(
     state: web::Data<ConsoleState>,
+    by: Principal,
     id: web::Path<String>,
     request: web::Json<ReplayRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -56,7 +68,10 @@ pub async fn replay(
         publish_timeout: Duration::from_millis(amqp.publish_timeout_ms),
     };
     let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
-    tracing::info!(integration = %id, result = %result.trim(), "dead letters replayed from the console");
+    tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters replayed from the console");
+    if !request.dry_run {
+        record(&state, &id, Edit::new(&by.name, Action::Replayed), result.trim()).await;
+    }
     Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
 }
 
@@ -71,6 +86,7 @@ pub struct PurgeRequest {
 
 pub async fn purge(
     state: web::Data<ConsoleState>,
+    by: Principal,
     id: web::Path<String>,
     request: web::Json<PurgeRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -83,6 +99,9 @@ pub async fn purge(
         });
     }
     let result = dlq::purge(&state.settings.amqp, &of(&id, None), request.dry_run).await.map_err(unavailable)?;
-    tracing::info!(integration = %id, result = %result.trim(), "dead letters purged from the console");
+    tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters purged from the console");
+    if !request.dry_run {
+        record(&state, &id, Edit::new(&by.name, Action::Purged), result.trim()).await;
+    }
     Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
 }

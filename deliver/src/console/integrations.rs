@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use bridge_shared::comagic::{COMAGIC_URL, UIS_URL};
-use bridge_shared::integrations::store::Versioned;
+use bridge_shared::integrations::store::{Action, Edit, Versioned};
 use bridge_shared::integrations::{Integration, IntegrationForm};
 use bridge_shared::secret::Secret;
 use bridge_shared::settings::deserialize_naming_key;
@@ -33,12 +33,12 @@ struct SaveRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VersionRequest {
-    version: String,
+pub(super) struct VersionRequest {
+    pub(super) version: String,
 }
 
 /// A JSON body, with an error naming the field (`integration.employee_id`) but not its value.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     Ok(deserialize_naming_key(&mut json)?)
 }
@@ -157,11 +157,22 @@ pub async fn create(state: State, by: Principal, bytes: web::Bytes) -> Result<Ht
         integration.webhook_token = Some(new_webhook_token()?);
     }
     let token_set = integration.webhook_token.is_some();
+    save_new(&state, integration, force, token_set, &Edit::new(&by.name, Action::Created)).await
+}
+
+/// A save of a new integration: a create, or the restore of a deleted one.
+pub(super) async fn save_new(
+    state: &ConsoleState,
+    integration: IntegrationForm,
+    force: bool,
+    token_set: bool,
+    edit: &Edit,
+) -> Result<HttpResponse, ApiError> {
     state.admit(&integration)?;
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
-    let stored = state.store.create(integration, &state.env).await?;
-    tracing::info!(integration = %stored.form.id, version = %stored.version, by = %by.name, "integration created");
+    let stored = state.store.create(integration, &state.env, edit).await?;
+    tracing::info!(integration = %stored.form.id, version = %stored.version, by = %edit.who, action = ?edit.action, "integration created");
     Ok(HttpResponse::Created().json(state.view(&stored, token_set)))
 }
 
@@ -171,7 +182,7 @@ pub async fn update(
     id: web::Path<String>,
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let SaveRequest { version, force, mut integration } = body(&bytes)?;
+    let SaveRequest { version, force, integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
         message: "is required: the version you read, so a save never overwrites someone else's".into(),
@@ -179,15 +190,27 @@ pub async fn update(
     if integration.id != *id {
         return Err(ApiError::Invalid { field: "id".into(), message: "an integration's id cannot change".into() });
     }
-    let stored = state.store.get(&id).await?;
     let token_set = integration.webhook_token.is_some();
+    save_over(&state, integration, &version, force, token_set, &Edit::new(&by.name, Action::Updated)).await
+}
+
+/// A save over an integration at `version`: an update, or a restore of an earlier form.
+pub(super) async fn save_over(
+    state: &ConsoleState,
+    mut integration: IntegrationForm,
+    version: &str,
+    force: bool,
+    token_set: bool,
+    edit: &Edit,
+) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.get(&integration.id).await?;
     state.admit(&integration)?;
     token_follows_address(&integration, &stored.form)?;
     keep_unsent_secrets(&mut integration, &stored.form);
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
-    let saved = state.store.update(integration, &version, &state.env).await?;
-    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration updated");
+    let saved = state.store.update(integration, version, &state.env, edit).await?;
+    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %edit.who, action = ?edit.action, "integration updated");
     Ok(HttpResponse::Ok().json(state.view(&saved, token_set)))
 }
 
@@ -238,7 +261,7 @@ pub async fn deactivate(
     let VersionRequest { version } = body(&bytes)?;
     let mut form = state.store.get(&id).await?.form;
     form.active = false;
-    let saved = state.store.update(form, &version, &state.env).await?;
+    let saved = state.store.update(form, &version, &state.env, &Edit::new(&by.name, Action::Deactivated)).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration deactivated");
     Ok(HttpResponse::Ok().json(state.view(&saved, false)))
 }

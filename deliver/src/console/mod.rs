@@ -9,6 +9,7 @@
 mod auth;
 mod dead_letters;
 mod error;
+mod history;
 mod integrations;
 mod state;
 mod test_chat;
@@ -154,7 +155,10 @@ fn routes(config: &mut web::ServiceConfig) {
             .route("/integrations", web::post().to(integrations::create))
             .route("/integrations/{id}", web::get().to(integrations::get))
             .route("/integrations/{id}", web::put().to(integrations::update))
+            .route("/integrations/{id}", web::delete().to(history::delete))
             .route("/integrations/{id}/deactivate", web::post().to(integrations::deactivate))
+            .route("/integrations/{id}/history", web::get().to(history::list))
+            .route("/integrations/{id}/restore", web::post().to(history::restore))
             .route("/integrations/{id}/setup", web::get().to(integrations::setup))
             .route("/integrations/{id}/account", web::get().to(integrations::account))
             .route("/integrations/{id}/state", web::get().to(integrations::state))

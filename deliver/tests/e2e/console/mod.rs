@@ -4,6 +4,7 @@
 mod api;
 mod boundaries;
 mod browser;
+mod history;
 mod test_chat;
 
 use std::time::Duration;
