@@ -124,6 +124,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/form.js", "text/javascript", include_str!("assets/form.js")),
     ("/detail.js", "text/javascript", include_str!("assets/detail.js")),
     ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
+    ("/history.js", "text/javascript", include_str!("assets/history.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.
