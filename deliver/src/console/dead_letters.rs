@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use bridge_shared::integrations::store::{Action, Edit};
 
 use super::auth::Principal;
 use super::error::ApiError;
 use super::ConsoleState;
-use crate::dlq::{self, DlqError, Filter, Format, ReplayOptions, Selection};
+use crate::dlq::{self, DlqError, Filter, ReplayOptions, Selection};
 
 /// Letters listed at most; the counts cover all of them.
 const LISTED: usize = 200;
@@ -26,16 +26,10 @@ fn unavailable(error: DlqError) -> ApiError {
     ApiError::Unavailable(format!("the dead-letter queue: {error}"))
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
+/// The counts and the first letters, in one scan of the queue.
 pub async fn list(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let amqp = &state.settings.amqp;
-    let stats = dlq::stats(amqp, &of(&id, None), Format::Json).await.map_err(unavailable)?;
-    let letters = dlq::list(amqp, &of(&id, Some(LISTED)), Format::Json).await.map_err(unavailable)?;
-    let stats: Value = serde_json::from_str(&stats).unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": json_lines(&letters), "listed_at_most": LISTED})))
+    let (stats, letters) = dlq::overview(&state.settings.amqp, &of(&id, None), LISTED).await.map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": letters, "listed_at_most": LISTED})))
 }
 
 #[derive(Deserialize, Default)]
