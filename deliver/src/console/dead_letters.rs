@@ -28,6 +28,7 @@ fn unavailable(error: DlqError) -> ApiError {
 
 /// The counts and the first letters, in one scan of the queue.
 pub async fn list(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let _alone = state.sampler.scanning_alone().await;
     let (stats, letters) = dlq::overview(&state.settings.amqp, &of(&id, None), LISTED).await.map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": letters, "listed_at_most": LISTED})))
 }
@@ -61,6 +62,7 @@ pub async fn replay(
         dry_run: request.dry_run,
         publish_timeout: Duration::from_millis(amqp.publish_timeout_ms),
     };
+    let _alone = state.sampler.scanning_alone().await;
     let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
     tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters replayed from the console");
     if !request.dry_run {
@@ -92,6 +94,7 @@ pub async fn purge(
             ),
         });
     }
+    let _alone = state.sampler.scanning_alone().await;
     let result = dlq::purge(&state.settings.amqp, &of(&id, None), request.dry_run).await.map_err(unavailable)?;
     tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters purged from the console");
     if !request.dry_run {
