@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
-use bridge_shared::integrations::store::{Location, Store, StoreError};
+use bridge_shared::integrations::store::{Action, Edit, Location, Store, StoreError};
 use bridge_shared::lifecycle::invalid_configuration;
 use bridge_shared::service::run_to_exit;
 use bridge_shared::settings::Settings;
@@ -207,8 +207,9 @@ async fn run_import(settings: &Settings, from: PathBuf) -> ExitCode {
         Err(e) => return failed(e),
     };
     let (mut imported, mut kept) = (0, Vec::new());
+    let edit = Edit::new("deliver import-integrations", Action::Created);
     for stored in source {
-        match target.create(stored.form, &env).await {
+        match target.create(stored.form, &env, &edit).await {
             Ok(_) => imported += 1,
             Err(StoreError::Exists(id)) => kept.push(id),
             Err(e) => return failed(e),

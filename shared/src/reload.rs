@@ -244,7 +244,7 @@ async fn modified(path: &Path) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrations::store::tests::form;
+    use crate::integrations::store::tests::{by_test, form};
 
     #[tokio::test]
     async fn a_miss_re_reads_the_store_once_for_everything_that_came_before_the_read() {
@@ -252,16 +252,16 @@ mod tests {
         let location = Location::File(dir.path().join("integrations.toml"));
         let console = Store::open(&location).await.unwrap();
         let env = HashMap::new();
-        console.create(form("acme", 1), &env).await.unwrap();
+        console.create(form("acme", 1), &env, &by_test()).await.unwrap();
         let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
         let handle =
             IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
 
         let before = Instant::now();
-        console.create(form("beta", 2), &env).await.unwrap();
+        console.create(form("beta", 2), &env, &by_test()).await.unwrap();
         assert!(handle.current().get("beta").is_none(), "no watcher runs here");
         assert!(handle.current_after(before).await.get("beta").is_some(), "re-read for a miss");
-        console.create(form("gamma", 3), &env).await.unwrap();
+        console.create(form("gamma", 3), &env, &by_test()).await.unwrap();
         let same = handle.current_after(before).await;
         assert!(same.get("gamma").is_none(), "a read that began after `before` already answers it");
         assert!(handle.current_after(Instant::now()).await.get("gamma").is_some());
@@ -283,7 +283,7 @@ mod tests {
         let path = dir.path().join("integrations.toml");
         let location = Location::File(path.clone());
         let console = Store::open(&location).await.unwrap();
-        let good = console.create(form("acme", 1), &HashMap::new()).await.unwrap();
+        let good = console.create(form("acme", 1), &HashMap::new(), &by_test()).await.unwrap();
         let registry = Registry::new();
         let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
         let handle = IntegrationsHandle::open(&location, ReloadMetrics::new(&registry), &postgres).await.unwrap();
@@ -293,8 +293,8 @@ mod tests {
         let env = HashMap::from([("BRIDGE_SECRET_ACME_TOKEN".to_owned(), "ct-from-the-console".to_owned())]);
         let mut needing = form("acme", 1);
         (needing.comagic_token, needing.comagic_token_env) = (None, Some("BRIDGE_SECRET_ACME_TOKEN".into()));
-        let refused = console.update(needing, &good.version, &env).await.unwrap();
-        console.create(form("beta", 2), &env).await.unwrap();
+        let refused = console.update(needing, &good.version, &env, &by_test()).await.unwrap();
+        console.create(form("beta", 2), &env, &by_test()).await.unwrap();
         handle.reload().await;
         assert!(handle.current().get("beta").is_some(), "the valid change applies");
         let versions = series(&registry, "bridge_integration_version");

@@ -51,3 +51,9 @@ pub fn offline(client_id: &str, question: &str) -> Value {
         "operator": {"login": "Offline"}
     })
 }
+
+/// Who a test's own save to the integrations store is recorded as.
+pub fn by_test() -> bridge_shared::integrations::store::Edit {
+    use bridge_shared::integrations::store::{Action, Edit};
+    Edit::new("test", Action::Created)
+}

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+
+use bridge_shared::integrations::store::{Action, Edit};
 
 use super::error::ApiError;
+use super::principal::Principal;
 use super::ConsoleState;
-use crate::dlq::{self, DlqError, Filter, Format, ReplayOptions, Selection};
+use crate::dlq::{self, DlqError, Filter, ReplayOptions, Selection};
 
 /// Letters listed at most; the counts cover all of them.
 const LISTED: usize = 200;
@@ -23,16 +26,11 @@ fn unavailable(error: DlqError) -> ApiError {
     ApiError::Unavailable(format!("the dead-letter queue: {error}"))
 }
 
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
+/// The counts and the first letters, in one scan of the queue.
 pub async fn list(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let amqp = &state.settings.amqp;
-    let stats = dlq::stats(amqp, &of(&id, None), Format::Json).await.map_err(unavailable)?;
-    let letters = dlq::list(amqp, &of(&id, Some(LISTED)), Format::Json).await.map_err(unavailable)?;
-    let stats: Value = serde_json::from_str(&stats).unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": json_lines(&letters), "listed_at_most": LISTED})))
+    let _alone = state.sampler.scanning_alone().await;
+    let (stats, letters) = dlq::overview(&state.settings.amqp, &of(&id, None), LISTED).await.map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": letters, "listed_at_most": LISTED})))
 }
 
 #[derive(Deserialize, Default)]
@@ -44,8 +42,17 @@ pub struct ReplayRequest {
     dry_run: bool,
 }
 
+/// Records a dead-letter action in the integration's history; its failure is said, not the
+/// action's (which was done).
+async fn record(state: &ConsoleState, id: &str, edit: Edit, result: &str) {
+    if let Err(e) = state.store.record(id, &edit, result).await {
+        tracing::warn!(integration = %id, error = %e, "a dead-letter action was not recorded in the history");
+    }
+}
+
 pub async fn replay(
     state: web::Data<ConsoleState>,
+    by: Principal,
     id: web::Path<String>,
     request: web::Json<ReplayRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -55,8 +62,12 @@ pub async fn replay(
         dry_run: request.dry_run,
         publish_timeout: Duration::from_millis(amqp.publish_timeout_ms),
     };
+    let _alone = state.sampler.scanning_alone().await;
     let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
-    tracing::info!(integration = %id, result = %result.trim(), "dead letters replayed from the console");
+    tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters replayed from the console");
+    if !request.dry_run {
+        record(&state, &id, Edit::new(&by.name, Action::Replayed), result.trim()).await;
+    }
     Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
 }
 
@@ -71,6 +82,7 @@ pub struct PurgeRequest {
 
 pub async fn purge(
     state: web::Data<ConsoleState>,
+    by: Principal,
     id: web::Path<String>,
     request: web::Json<PurgeRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -82,7 +94,11 @@ pub async fn purge(
             ),
         });
     }
+    let _alone = state.sampler.scanning_alone().await;
     let result = dlq::purge(&state.settings.amqp, &of(&id, None), request.dry_run).await.map_err(unavailable)?;
-    tracing::info!(integration = %id, result = %result.trim(), "dead letters purged from the console");
+    tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters purged from the console");
+    if !request.dry_run {
+        record(&state, &id, Edit::new(&by.name, Action::Purged), result.trim()).await;
+    }
     Ok(HttpResponse::Ok().json(json!({"result": result.trim()})))
 }

@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use bridge_shared::comagic::{COMAGIC_URL, UIS_URL};
-use bridge_shared::integrations::store::Versioned;
+use bridge_shared::integrations::store::{Action, Edit, Versioned};
 use bridge_shared::integrations::{Integration, IntegrationForm};
 use bridge_shared::secret::Secret;
 use bridge_shared::settings::deserialize_naming_key;
@@ -34,8 +34,8 @@ struct SaveRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VersionRequest {
-    version: String,
+pub(super) struct VersionRequest {
+    pub(super) version: String,
 }
 
 /// A JSON body, with an error naming the field (`integration.employee_id`) but not its value.
@@ -148,6 +148,21 @@ fn operator_field(key: &str) -> bool {
     key == "comagic_api" || key.ends_with("_env")
 }
 
+/// A tenant's save or restore leaves the operator's fields as they are (a restore would otherwise
+/// bring back an address or a variable an operator has since changed).
+fn operator_fields_kept(form: &IntegrationForm, stored: &IntegrationForm) -> Result<(), ApiError> {
+    let fields = |f: &IntegrationForm| match serde_json::to_value(f) {
+        Ok(Value::Object(map)) => map.into_iter().filter(|(key, _)| operator_field(key)).collect(),
+        _ => serde_json::Map::new(),
+    };
+    let (now, then) = (fields(stored), fields(form));
+    let changed = now.keys().chain(then.keys()).find(|key| now.get(*key) != then.get(*key));
+    match changed {
+        Some(field) => Err(ApiError::ForbiddenField(field.clone())),
+        None => Ok(()),
+    }
+}
+
 /// A tenant's save, refused if it sets an operator's field, with the stored ones filled in (a
 /// secret the tenant gives replaces the variable that held it).
 fn tenant_save(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
@@ -186,12 +201,27 @@ pub async fn create(state: State, by: Principal, bytes: web::Bytes) -> Result<Ht
         integration.webhook_token = Some(new_webhook_token()?);
     }
     let token_set = integration.webhook_token.is_some();
+    save_new(&state, &by, integration, force, token_set, &Edit::new(&by.name, Action::Created)).await
+}
+
+/// A save of a new integration: a create, or the restore of a deleted one.
+pub(super) async fn save_new(
+    state: &ConsoleState,
+    by: &Principal,
+    integration: IntegrationForm,
+    force: bool,
+    token_set: bool,
+    edit: &Edit,
+) -> Result<HttpResponse, ApiError> {
+    if by.is_tenant() {
+        return Err(ApiError::Forbidden("only an operator may create an integration".into()));
+    }
     state.admit(&integration)?;
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
-    let stored = state.store.create(integration, &state.env).await?;
-    tracing::info!(integration = %stored.form.id, version = %stored.version, by = %by.name, "integration created");
-    Ok(HttpResponse::Created().json(state.view(&stored, token_set, &by)))
+    let stored = state.store.create(integration, &state.env, edit).await?;
+    tracing::info!(integration = %stored.form.id, version = %stored.version, by = %edit.who, action = ?edit.action, "integration created");
+    Ok(HttpResponse::Created().json(state.view(&stored, token_set, by)))
 }
 
 pub async fn update(
@@ -202,7 +232,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
     let bytes = if by.is_tenant() { tenant_save(&bytes, &stored.form)?.into() } else { bytes };
-    let SaveRequest { version, force, mut integration } = body(&bytes)?;
+    let SaveRequest { version, force, integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
         message: "is required: the version you read, so a save never overwrites someone else's".into(),
@@ -211,14 +241,31 @@ pub async fn update(
         return Err(ApiError::Invalid { field: "id".into(), message: "an integration's id cannot change".into() });
     }
     let token_set = integration.webhook_token.is_some();
+    save_over(&state, &by, integration, &version, force, token_set, &Edit::new(&by.name, Action::Updated)).await
+}
+
+/// A save over an integration at `version`: an update, or a restore of an earlier form.
+pub(super) async fn save_over(
+    state: &ConsoleState,
+    by: &Principal,
+    mut integration: IntegrationForm,
+    version: &str,
+    force: bool,
+    token_set: bool,
+    edit: &Edit,
+) -> Result<HttpResponse, ApiError> {
+    let stored = state.store.get(&integration.id).await?;
+    if by.is_tenant() {
+        operator_fields_kept(&integration, &stored.form)?;
+    }
     state.admit(&integration)?;
     token_follows_address(&integration, &stored.form)?;
     keep_unsent_secrets(&mut integration, &stored.form);
     let checked = state.validate(&integration)?;
     state.check(&checked, force).await?;
-    let saved = state.store.update(integration, &version, &state.env).await?;
-    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration updated");
-    Ok(HttpResponse::Ok().json(state.view(&saved, token_set, &by)))
+    let saved = state.store.update(integration, version, &state.env, edit).await?;
+    tracing::info!(integration = %saved.form.id, version = %saved.version, by = %edit.who, action = ?edit.action, "integration updated");
+    Ok(HttpResponse::Ok().json(state.view(&saved, token_set, by)))
 }
 
 /// A stored CoMagic token goes only to the address it was saved with: a form that moves the
@@ -268,7 +315,7 @@ pub async fn deactivate(
     let VersionRequest { version } = body(&bytes)?;
     let mut form = state.store.get(&id).await?.form;
     form.active = false;
-    let saved = state.store.update(form, &version, &state.env).await?;
+    let saved = state.store.update(form, &version, &state.env, &Edit::new(&by.name, Action::Deactivated)).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, by = %by.name, "integration deactivated");
     Ok(HttpResponse::Ok().json(state.view(&saved, false, &by)))
 }

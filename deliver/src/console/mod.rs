@@ -11,6 +11,7 @@ mod applied;
 mod auth;
 mod dead_letters;
 mod error;
+mod history;
 mod integrations;
 mod limits;
 mod principal;
@@ -167,6 +168,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/tools.js", "text/javascript", include_str!("assets/tools.js")),
     ("/tokens.js", "text/javascript", include_str!("assets/tokens.js")),
     ("/applied.js", "text/javascript", include_str!("assets/applied.js")),
+    ("/history.js", "text/javascript", include_str!("assets/history.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.
@@ -202,7 +204,10 @@ api![
     (post, "/integrations", Operator, integrations::create),
     (get, "/integrations/{id}", Integration, integrations::get),
     (put, "/integrations/{id}", Integration, integrations::update),
+    (delete, "/integrations/{id}", Operator, history::delete),
     (post, "/integrations/{id}/deactivate", Integration, integrations::deactivate),
+    (get, "/integrations/{id}/history", Integration, history::list),
+    (post, "/integrations/{id}/restore", Integration, history::restore),
     (get, "/integrations/{id}/setup", Integration, integrations::setup),
     (get, "/integrations/{id}/account", Integration, integrations::account),
     (get, "/integrations/{id}/state", Integration, integrations::state),

@@ -83,9 +83,17 @@ pub struct Sampler {
     /// Every process's page as last read, deliver's then ingest's.
     processes: Mutex<Vec<Process>>,
     dead_letters: Mutex<Option<HashMap<String, u64>>>,
+    /// Held by every scan of the dead-letter queue this console makes: a scan holds the letters it
+    /// read unacknowledged until it ends, and a replay or purge running beside it would not see them.
+    scanning: tokio::sync::Mutex<()>,
 }
 
 impl Sampler {
+    /// Waits for the console's other scan of the dead-letter queue to end, and holds off the next.
+    pub async fn scanning_alone(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.scanning.lock().await
+    }
+
     /// Reads the deliver and ingest `pages` every [`METRICS_EVERY`] and counts dead letters every
     /// [`DEAD_LETTERS_EVERY`], until `stop`.
     pub async fn run(self: std::sync::Arc<Self>, pages: Pages, amqp: AmqpSettings, stop: Shutdown) {
@@ -109,7 +117,10 @@ impl Sampler {
             *self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = processes;
             if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
                 counted = Some(Instant::now());
-                let counts = dead_letters(&amqp).await;
+                let counts = {
+                    let _alone = self.scanning_alone().await;
+                    dead_letters(&amqp).await
+                };
                 *self.dead_letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
             }
             tokio::select! {

@@ -45,26 +45,34 @@ pub enum Format {
     Json,
 }
 
+/// Counts of dead letters by integration, kind and class.
+type Counts = BTreeMap<(String, &'static str, &'static str), u64>;
+
+fn count(counts: &mut Counts, letter: &DeadLetter) {
+    *counts.entry((letter.integration.clone(), letter.kind_str(), report::class_of(letter))).or_default() += 1;
+}
+
+fn counts_json(counts: &Counts) -> Value {
+    let total: u64 = counts.values().sum();
+    let groups: Vec<Value> = counts
+        .iter()
+        .map(|((integration, kind, class), n)| json!({"integration": integration, "kind": kind, "class": class, "count": n}))
+        .collect();
+    json!({"total": total, "groups": groups})
+}
+
 /// Counts by integration, kind and class.
 pub async fn stats(amqp: &AmqpSettings, selection: &Selection, format: Format) -> Result<String, DlqError> {
     let mut queue = DeadQueue::open(amqp, "reading").await?;
-    let mut counts: BTreeMap<(String, &str, &str), u64> = BTreeMap::new();
+    let mut counts = Counts::new();
     while let Some((_, letter)) = queue.next_match(selection).await? {
-        *counts.entry((letter.integration.clone(), letter.kind_str(), report::class_of(&letter))).or_default() += 1;
+        count(&mut counts, &letter);
     }
     queue.release().await?;
-    let total: u64 = counts.values().sum();
     Ok(match format {
-        Format::Json => {
-            let groups: Vec<Value> = counts
-                .iter()
-                .map(|((integration, kind, class), n)| {
-                    json!({"integration": integration, "kind": kind, "class": class, "count": n})
-                })
-                .collect();
-            format!("{}\n", json!({"total": total, "groups": groups}))
-        }
+        Format::Json => format!("{}\n", counts_json(&counts)),
         Format::Table => {
+            let total: u64 = counts.values().sum();
             let mut rows: Vec<Vec<String>> = counts
                 .into_iter()
                 .map(|((integration, kind, class), n)| {
@@ -75,6 +83,25 @@ pub async fn stats(amqp: &AmqpSettings, selection: &Selection, format: Format) -
             crate::table::table(&["INTEGRATION", "KIND", "CLASS", "COUNT"], &rows)
         }
     })
+}
+
+/// In one scan, what `stats --json` counts and the first `listed` letters themselves (the
+/// console's page: two scans would read the whole queue twice).
+pub async fn overview(
+    amqp: &AmqpSettings,
+    selection: &Selection,
+    listed: usize,
+) -> Result<(Value, Vec<DeadLetter>), DlqError> {
+    let mut queue = DeadQueue::open(amqp, "reading").await?;
+    let (mut counts, mut letters) = (Counts::new(), Vec::new());
+    while let Some((_, letter)) = queue.next_match(selection).await? {
+        count(&mut counts, &letter);
+        if letters.len() < listed {
+            letters.push(letter);
+        }
+    }
+    queue.release().await?;
+    Ok((counts_json(&counts), letters))
 }
 
 /// The matching dead letters, one per line (JSON lines with `--json`).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bridge_shared::integrations::store::{Location, Store};
 use bridge_shared::integrations::IntegrationsFile;
 use bridge_tests::config::{metric_sample, webhook_url};
-use bridge_tests::fixtures::{chat, integration, WEBHOOK_TOKEN};
+use bridge_tests::fixtures::{by_test, chat, integration, WEBHOOK_TOKEN};
 use bridge_tests::proxy::TcpProxy;
 use bridge_tests::sandbox::Upload;
 use bridge_tests::wait_for;
@@ -104,7 +104,7 @@ async fn four_processes_ride_out(outage: Outage, store_url: String) {
 
     // Created in the store: every process has it within 2 s.
     let created = Instant::now();
-    store.create(form(&api, "shop", ""), &env).await.unwrap();
+    store.create(form(&api, "shop", ""), &env, &by_test()).await.unwrap();
     wait_for("all four processes to know `shop`", Duration::from_secs(2), || async {
         for address in &all {
             if sample(&p.http, address, "bridge_config_integrations").await != 1.0 {
@@ -134,8 +134,11 @@ async fn four_processes_ride_out(outage: Outage, store_url: String) {
     // restarted database answers (nobody can write to a stopped one).
     let change = async || {
         let shop = store.get("shop").await.unwrap();
-        store.update(form(&api, "shop", "default = { campaign_id = 5002 }"), &shop.version, &env).await.unwrap();
-        store.create(form(&api, "other", ""), &env).await.unwrap();
+        store
+            .update(form(&api, "shop", "default = { campaign_id = 5002 }"), &shop.version, &env, &by_test())
+            .await
+            .unwrap();
+        store.create(form(&api, "other", ""), &env, &by_test()).await.unwrap();
     };
     if let Outage::Cut(_) = outage {
         change().await;

@@ -17,7 +17,7 @@ use super::ingest::{closed_loop, take_median, webhook_of_size, Run};
 use super::{free_addresses, print_table, sibling};
 use crate::broker::TestBroker;
 use crate::config::{metric_sample, BridgeToml};
-use crate::fixtures::integration;
+use crate::fixtures::{by_test, integration};
 use crate::sandbox::{Account, Sandbox, SandboxConfig};
 
 #[derive(clap::Args)]
@@ -94,7 +94,7 @@ impl Stage {
         if kind == Kind::Postgres {
             let env = Default::default();
             for form in forms {
-                store.create(form, &env).await.unwrap();
+                store.create(form, &env, &by_test()).await.unwrap();
             }
         }
         let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
@@ -199,7 +199,7 @@ async fn measure(bench: &IntegrationsBench, kind: Kind, count: usize) -> Figures
     late.webhook_token = Some(bridge_shared::secret::Secret::new(webhook_token(count + 1)));
     let changed = Instant::now();
     // As the console saves it: the file rewritten whole and renamed, or a row and its notification.
-    stage.store.create(late, &env).await.unwrap();
+    stage.store.create(late, &env, &by_test()).await.unwrap();
     let want = (count + 1) as f64;
     wait_until("both processes to apply the change", async || {
         metric(&http, &ingest_metrics, "bridge_config_integrations").await == Some(want)

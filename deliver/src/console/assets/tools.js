@@ -36,12 +36,16 @@ $("send-test").addEventListener("click", async () => {
 
 // ---- dead letters ----
 
+// The count the page last showed, for the replay's confirmation.
+let deadTotal = 0;
+
 export async function loadDeadLetters() {
   const { ok, data } = await api("GET", `/api/integrations/${encodeURIComponent(page.current.id)}/dead-letters`);
   const body = $("dead-letters").querySelector("tbody");
   body.replaceChildren();
   if (!ok) { $("dead-summary").textContent = data.message || "The dead-letter queue cannot be read."; return; }
   const total = (data.stats && data.stats.total) || 0;
+  deadTotal = total;
   $("dead-summary").textContent = total === 0 ? "None." : `${total} dead letters.`;
   $("dead-replay").hidden = total === 0;
   for (const l of data.letters) {
@@ -53,7 +57,15 @@ export async function loadDeadLetters() {
 
 $("dead-refresh").addEventListener("click", loadDeadLetters);
 $("dead-replay").addEventListener("click", async () => {
+  if (!confirm(`Replay all ${deadTotal} dead letters of ${page.current.id}?`)) return;
   const { ok, data } = await api("POST", `/api/integrations/${encodeURIComponent(page.current.id)}/dead-letters/replay`, {});
   $("dead-result").textContent = ok ? data.result : data.message;
+  loadDeadLetters();
+});
+
+$("dead-purge").addEventListener("click", async () => {
+  const { ok, data } = await api("POST", `/api/integrations/${encodeURIComponent(page.current.id)}/dead-letters/purge`, { confirm: $("purge-confirm").value.trim() });
+  $("dead-result").textContent = ok ? data.result : data.message;
+  if (ok) $("purge-confirm").value = "";
   loadDeadLetters();
 });

@@ -194,14 +194,29 @@ async fn an_admin_sets_up_tests_breaks_repairs_and_replays_from_the_console() {
     b.shot_at("08-dead-letter", "#test-section").await;
     let before = p.sandbox.stored("acme", Upload::Chats).len();
     b.click("#dead-replay").await;
+    let asked = b.client.get_alert_text().await.unwrap();
+    assert!(asked.contains("Replay all 1 dead letters"), "the replay says how many first: {asked}");
+    b.client.accept_alert().await.unwrap();
     b.text_with("#dead-result", "replayed 1", Duration::from_secs(15)).await;
     p.wait_stored("acme", Upload::Chats, before + 1, Duration::from_secs(30)).await;
     b.text_with("#dead-summary", "None", Duration::from_secs(10)).await;
     b.shot_at("09-replayed", "#dead-section").await;
 
+    // The campaign change is in the history, by whom; its earlier version restored, the form is back.
+    let history = b.text_with("#history", "default", Duration::from_secs(10)).await;
+    assert!(history.contains("operator token 1") && history.contains("updated"), "{history}");
+    b.shot_at("10-history", "#history-section").await;
+    b.click("#history button").await;
+    wait_for("the form restored to campaign 5001", Duration::from_secs(15), || async {
+        let select = b.client.find(Locator::Css("#t-default-campaign")).await.ok()?;
+        (select.prop("value").await.ok()?.as_deref() == Some("5001")).then_some(())
+    })
+    .await;
+    b.text_with("#history", "restored from version", Duration::from_secs(10)).await;
+
     b.click("#back").await;
     b.text_with("#integrations", "new-shop", Duration::from_secs(10)).await;
-    b.shot("10-integrations-after").await;
+    b.shot("11-integrations-after").await;
     b.close().await;
     console.stop().await;
     p.stop().await;

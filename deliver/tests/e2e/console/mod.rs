@@ -5,6 +5,7 @@ mod api;
 mod applied;
 mod boundaries;
 mod browser;
+mod history;
 mod hostile;
 mod roles;
 mod test_chat;

@@ -4,6 +4,7 @@
 //! overwrite each other: the second save is refused as stale.
 
 mod file;
+pub mod history;
 mod postgres;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use crate::postgres::{Postgres, Role};
 use crate::settings::{ConfigError, Settings};
 
 pub use self::file::FileStore;
+pub use self::history::{Action, Edit, Entry};
 pub use self::postgres::{Changes, PgStore};
 
 /// A form as stored, with the version a save must name to replace it.
@@ -125,27 +127,65 @@ impl Store {
         self.list().await?.into_iter().find(|v| v.form.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
 
-    /// Adds an integration whose id is new. The form is validated (with `env` for secrets named
-    /// by environment variable) before anything is written.
-    pub async fn create(&self, form: IntegrationForm, env: &HashMap<String, String>) -> Result<Versioned, StoreError> {
+    /// Adds an integration whose id is new, recording `edit`. The form is validated (with `env`
+    /// for secrets named by environment variable) before anything is written.
+    pub async fn create(
+        &self,
+        form: IntegrationForm,
+        env: &HashMap<String, String>,
+        edit: &Edit,
+    ) -> Result<Versioned, StoreError> {
         validate(&form, env)?;
         match self {
-            Store::File(s) => s.create(form, env).await,
-            Store::Postgres(s) => s.create(form).await,
+            Store::File(s) => s.create(form, env, edit).await,
+            Store::Postgres(s) => s.create(form, edit).await,
         }
     }
 
-    /// Replaces an integration, if it is still at `version`.
+    /// Replaces an integration, if it is still at `version`, recording `edit`.
     pub async fn update(
         &self,
         form: IntegrationForm,
         version: &str,
         env: &HashMap<String, String>,
+        edit: &Edit,
     ) -> Result<Versioned, StoreError> {
         validate(&form, env)?;
         match self {
-            Store::File(s) => s.update(form, version, env).await,
-            Store::Postgres(s) => s.update(form, version).await,
+            Store::File(s) => s.update(form, version, env, edit).await,
+            Store::Postgres(s) => s.update(form, version, edit).await,
+        }
+    }
+
+    /// Deletes an integration, if it is still at `version`; its history keeps the form (for a
+    /// restore). Returns what was deleted.
+    pub async fn delete(
+        &self,
+        id: &str,
+        version: &str,
+        env: &HashMap<String, String>,
+        edit: &Edit,
+    ) -> Result<Versioned, StoreError> {
+        match self {
+            Store::File(s) => s.delete(id, version, env, edit).await,
+            Store::Postgres(s) => s.delete(id, version, edit).await,
+        }
+    }
+
+    /// Records an action on an integration that leaves its form as it is (its dead letters').
+    pub async fn record(&self, id: &str, edit: &Edit, detail: &str) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.record(id, edit, detail).await,
+            Store::Postgres(s) => s.record(id, edit, detail).await,
+        }
+    }
+
+    /// An integration's history (a deleted one's too), newest first, at most
+    /// [`history::KEPT`] entries.
+    pub async fn history(&self, id: &str) -> Result<Vec<Entry>, StoreError> {
+        match self {
+            Store::File(s) => s.history(id).await,
+            Store::Postgres(s) => s.history(id).await,
         }
     }
 

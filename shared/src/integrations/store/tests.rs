@@ -28,35 +28,94 @@ pub(crate) fn form(id: &str, campaign: i64) -> IntegrationForm {
     }
 }
 
+/// Who a test's save is recorded as.
+pub(crate) fn by_test() -> Edit {
+    Edit::new("test", Action::Created)
+}
+
 async fn the_suite(store: Store) {
     let env = HashMap::new();
     assert!(store.list().await.unwrap().is_empty());
-    let acme = store.create(form("acme", 1), &env).await.unwrap();
-    store.create(form("beta", 2), &env).await.unwrap();
-    assert!(matches!(store.create(form("acme", 3), &env).await, Err(StoreError::Exists(_))));
+    let acme = store.create(form("acme", 1), &env, &by("ana", Action::Created)).await.unwrap();
+    store.create(form("beta", 2), &env, &by_test()).await.unwrap();
+    assert!(matches!(store.create(form("acme", 3), &env, &by_test()).await, Err(StoreError::Exists(_))));
     let listed = store.list().await.unwrap();
     assert_eq!(listed.iter().map(|v| v.form.id.as_str()).collect::<Vec<_>>(), ["acme", "beta"]);
     assert_eq!(listed[0], acme, "secrets and every field stored as given");
 
     // Two admins read version 1; the first save wins, the second is refused and changes nothing.
-    let first = store.update(form("acme", 10), &acme.version, &env).await.unwrap();
+    let first = store.update(form("acme", 10), &acme.version, &env, &by("bob", Action::Updated)).await.unwrap();
     assert_ne!(first.version, acme.version);
-    let stale = store.update(form("acme", 20), &acme.version, &env).await;
+    let stale = store.update(form("acme", 20), &acme.version, &env, &by_test()).await;
     assert!(matches!(&stale, Err(StoreError::Stale { current, .. }) if *current == first.version), "{stale:?}");
     assert_eq!(store.get("acme").await.unwrap(), first);
 
     let mut broken = form("acme", 30);
     broken.employee_id = 0;
-    let refused = store.update(broken, &first.version, &env).await.unwrap_err().to_string();
+    let refused = store.update(broken, &first.version, &env, &by_test()).await.unwrap_err().to_string();
     assert!(refused.contains("employee_id"), "{refused}");
     assert_eq!(store.get("acme").await.unwrap(), first, "an invalid form is never written");
-    assert!(matches!(store.update(form("gone", 1), &first.version, &env).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.update(form("gone", 1), &first.version, &env, &by_test()).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     let set = store.integrations(&env).await.unwrap();
     assert_eq!(set.len(), 2);
     let acme = set.get("acme").unwrap();
     assert_eq!(acme.default, crate::integrations::Target::Campaign { campaign_id: 10 });
     assert_eq!(acme.comagic_token.expose(), "ct-secret-token-42");
+    the_history(&store, &first).await;
+}
+
+fn by(who: &str, action: Action) -> Edit {
+    Edit::new(who, action)
+}
+
+/// What `the_suite` left: acme created by ana, updated by bob (the stale and invalid saves
+/// recorded nothing).
+async fn the_history(store: &Store, first: &Versioned) {
+    let env = HashMap::new();
+    let history = store.history("acme").await.unwrap();
+    let seen: Vec<_> = history.iter().map(|e| (e.who.as_str(), e.action.clone())).collect();
+    assert_eq!(seen, [("bob", Action::Updated), ("ana", Action::Created)], "newest first, refused saves not recorded");
+    assert_eq!(history[0].changed, ["default"]);
+    assert_eq!(history[0].to_version.as_deref(), Some(first.version.as_str()));
+    let created = history[1].to_version.clone().unwrap();
+    assert_eq!(history::form_at(&history, &created), Some(form("acme", 1)), "the full form kept, for a restore");
+
+    // A secret changed is named, its value never in the entry's names.
+    let mut rotated = form("acme", 10);
+    rotated.comagic_token = Some(Secret::new("ct-rotated-token-43"));
+    let rotated = store.update(rotated, &first.version, &env, &by_test()).await.unwrap();
+    assert_eq!(store.history("acme").await.unwrap()[0].changed, ["comagic_token"]);
+
+    // Deleted: gone from the set, its form kept; a stale delete refused.
+    assert!(matches!(store.delete("acme", &first.version, &env, &by_test()).await, Err(StoreError::Stale { .. })));
+    store.delete("acme", &rotated.version, &env, &by("cy", Action::Deleted)).await.unwrap();
+    assert!(matches!(store.get("acme").await, Err(StoreError::NotFound(_))));
+    let history = store.history("acme").await.unwrap();
+    assert_eq!((history[0].who.as_str(), &history[0].action), ("cy", &Action::Deleted));
+    assert_eq!(
+        history::form_at(&history, &rotated.version).unwrap().comagic_token.unwrap().expose(),
+        "ct-rotated-token-43"
+    );
+
+    // Dead-letter actions name the version they were taken at.
+    store.record("beta", &by("dee", Action::Replayed), "replayed 2").await.unwrap();
+    let beta = store.history("beta").await.unwrap();
+    assert_eq!((beta[0].action.clone(), beta[0].detail.as_deref()), (Action::Replayed, Some("replayed 2")));
+    assert!(matches!(store.record("acme", &by_test(), "").await, Err(StoreError::NotFound(_))));
+
+    // Bounded: the newest KEPT entries stay.
+    let mut beta = store.get("beta").await.unwrap();
+    for campaign in 0..(2 * history::KEPT as i64 + 3) {
+        beta = store.update(form("beta", 100 + campaign), &beta.version, &env, &by_test()).await.unwrap();
+    }
+    let kept = store.history("beta").await.unwrap();
+    assert_eq!(kept.len(), history::KEPT);
+    assert_eq!(kept[0].to_version.as_deref(), Some(beta.version.as_str()), "the newest kept");
+    assert_eq!(store.history("acme").await.unwrap().len(), 4, "another integration's history untouched");
 }
 
 #[tokio::test]
@@ -66,9 +125,13 @@ async fn the_file_store_keeps_forms_versions_and_secrets() {
     the_suite(Store::open(&Location::File(path.clone())).await.unwrap()).await;
     let text = std::fs::read_to_string(&path).unwrap();
     let reread = Integrations::from_toml(&text, &HashMap::new()).expect("the services read what the console wrote");
-    assert_eq!(reread.len(), 2);
+    assert_eq!(reread.len(), 1, "beta (acme was deleted)");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "it holds tokens");
+    let history = dir.path().join("integrations.history.jsonl");
+    assert_eq!(std::fs::metadata(&history).unwrap().permissions().mode() & 0o777, 0o600, "it holds tokens too");
+    let lines = std::fs::read_to_string(&history).unwrap().lines().count();
+    assert!(lines < 2 * history::KEPT + 4, "rewritten once over the bound: {lines} lines");
 }
 
 #[tokio::test]

@@ -1,0 +1,76 @@
+//! An integration's change history, and what it allows: a restore of an earlier version (a save
+//! through exactly the update's path: admitted, checked, refused when stale) and a delete (kept in
+//! the history, so a restore re-creates it). The history is the store's
+//! (bridge_shared::integrations::store::history); the API shows each entry without the form it
+//! keeps, so no stored secret leaves through it: a changed secret is only named.
+
+use actix_web::{web, HttpResponse};
+use bridge_shared::integrations::store::history::form_at;
+use bridge_shared::integrations::store::{Action, Edit, Entry, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::integrations::{body, save_new, save_over, VersionRequest};
+use super::principal::Principal;
+use super::ConsoleState;
+
+type State = web::Data<ConsoleState>;
+
+/// An entry as the API shows it: everything but the form.
+fn view(entry: Entry) -> Value {
+    serde_json::to_value(Entry { form: None, ..entry }).unwrap_or(Value::Null)
+}
+
+pub async fn list(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let history = state.store.history(&id).await?;
+    let entries: Vec<Value> = history.into_iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(json!({ "id": *id, "entries": entries })))
+}
+
+/// A restore: the version read (none when the integration was deleted), the version to restore,
+/// and `force` as for a save.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreRequest {
+    #[serde(default)]
+    version: Option<String>,
+    restore: String,
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn restore(
+    state: State,
+    by: Principal,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let RestoreRequest { version, restore, force } = body(&bytes)?;
+    let history = state.store.history(&id).await?;
+    let form = form_at(&history, &restore)
+        .ok_or_else(|| ApiError::NotFound(format!("no version {restore} in the history of `{id}`")))?;
+    let edit = Edit::new(&by.name, Action::Restored { restored_from: restore });
+    match (state.store.get(&id).await, version) {
+        (Ok(_), Some(version)) => save_over(&state, &by, form, &version, force, false, &edit).await,
+        (Ok(_), None) => Err(ApiError::Invalid {
+            field: "version".into(),
+            message: "is required: the version you read, so a restore never overwrites someone else's save".into(),
+        }),
+        // Deleted: the restore re-creates it.
+        (Err(StoreError::NotFound(_)), _) => save_new(&state, &by, form, force, false, &edit).await,
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
+pub async fn delete(
+    state: State,
+    by: Principal,
+    id: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let VersionRequest { version } = body(&bytes)?;
+    let deleted = state.store.delete(&id, &version, &state.env, &Edit::new(&by.name, Action::Deleted)).await?;
+    tracing::info!(integration = %id, version = %deleted.version, by = %by.name, "integration deleted");
+    Ok(HttpResponse::Ok().json(json!({ "deleted": *id, "version": deleted.version })))
+}
