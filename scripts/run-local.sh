@@ -165,7 +165,7 @@ operate:   target/release/deliver --config deploy/local/bridge.toml check --all
            target/release/deliver --config deploy/local/bridge.toml dlq stats
 TXT
 if [ -n "$prometheus_url" ]; then
-  echo "prometheus: $prometheus_url (alerts: $prometheus_url/alerts; queries to try: README, \"Watching it\")"
+  echo "prometheus: $prometheus_url (alerts: $prometheus_url/alerts; queries to try: docs/operations.md, \"Watching it\")"
 fi
 if $cluster; then
   echo "cluster:   scripts/cluster.sh kill 1 / start-node 1 / status; each process's node: curl -s 127.0.0.1:9091/readyz"

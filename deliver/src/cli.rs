@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bridge_shared::amqp::headers::DeadClass;
 use bridge_shared::event::EventKind;
@@ -230,8 +229,7 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
         DlqCommand::Stats { filters, json } => dlq::stats(amqp, &filters.select(None), format(json)).await,
         DlqCommand::List { filters, limit, json } => dlq::list(amqp, &filters.select(limit), format(json)).await,
         DlqCommand::Replay { filters, limit, rate, dry_run } => {
-            let options =
-                ReplayOptions { rate, dry_run, publish_timeout: Duration::from_millis(amqp.publish_timeout_ms) };
+            let options = ReplayOptions { rate, dry_run, publish_timeout: amqp.publish_timeout };
             dlq::replay(amqp, &filters.select(limit), &options).await
         }
         DlqCommand::Export { filters, limit, out, force } => {

@@ -173,8 +173,7 @@ fn pipeline(
         panics: Panics::default(),
     });
     let d = &settings.deliver;
-    let limits =
-        LaneLimits { batch_max: d.batch_max, linger: Duration::from_millis(d.batch_linger_ms), max_lag: MAX_LANE_LAG };
+    let limits = LaneLimits { batch_max: d.batch_max, linger: d.batch_linger, max_lag: MAX_LANE_LAG };
     let lanes = Arc::new(Lanes::new(courier, d.concurrency, limits));
     let intake = Arc::new(Intake { integrations: integrations.clone(), outlet, lanes: lanes.clone() });
     (intake, lanes)

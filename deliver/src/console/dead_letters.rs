@@ -2,7 +2,6 @@
 //! letters themselves (read without removing), replay (confirmed publish, then removal), and purge,
 //! which deletes for good and so must be confirmed by typing the integration's id.
 
-use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -57,11 +56,7 @@ pub async fn replay(
     request: web::Json<ReplayRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let amqp = &state.settings.amqp;
-    let options = ReplayOptions {
-        rate: None,
-        dry_run: request.dry_run,
-        publish_timeout: Duration::from_millis(amqp.publish_timeout_ms),
-    };
+    let options = ReplayOptions { rate: None, dry_run: request.dry_run, publish_timeout: amqp.publish_timeout };
     let _alone = state.sampler.scanning_alone().await;
     let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
     tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters replayed from the console");

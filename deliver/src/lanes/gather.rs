@@ -1,4 +1,4 @@
-//! How a lane closes a batch: when it is full, or past `batch_linger_ms` as soon as it could go on
+//! How a lane closes a batch: when it is full, or past `batch_linger` as soon as it could go on
 //! the wire at once (its tenant has allowance left and a call slot is free). Until then it keeps
 //! filling: fewer, fuller calls cost the tenant fewer points and send the same events no later.
 //! A batch that waits is woken by its lane's next event or by a permit given back, never by a

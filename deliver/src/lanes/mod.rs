@@ -1,5 +1,5 @@
 //! One lane per integration and kind: it gathers events into batches of up to `batch_max`, flushed
-//! when full or after `batch_linger_ms`, and sends each batch under a global concurrency limit.
+//! when full or after `batch_linger`, and sends each batch under a global concurrency limit.
 //!
 //! Isolation: all lanes share one queue and one prefetch window, so a lane that cannot keep up (a
 //! slow account, a quota wait) must not fill the window. A lane that holds more than a couple of

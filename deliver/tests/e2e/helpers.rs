@@ -39,7 +39,7 @@ pub fn write_config(dir: &Path, amqp_url: &str, prefix: &str, linger_ms: u64, de
     // Events in doubt wait out one first retry tier (10 s), not a minute, unless a test says.
     let grace =
         if deliver_extra.contains("comagic_timeout") { "" } else { "comagic_timeout = \"10s\"\ndoubt_margin = \"0s\"" };
-    config.deliver = format!("batch_linger_ms = {linger_ms}\n{pauses}\n{grace}\n{deliver_extra}");
+    config.deliver = format!("batch_linger = \"{linger_ms}ms\"\n{pauses}\n{grace}\n{deliver_extra}");
     config.write(dir)
 }
 
@@ -70,7 +70,7 @@ pub struct Pipeline {
 pub struct Options {
     /// Extra `[deliver]` lines.
     pub deliver_extra: &'static str,
-    /// `batch_linger_ms` (100 when 0).
+    /// `batch_linger` in milliseconds (100 when 0).
     pub linger_ms: u64,
     /// Connect deliver through this URL (a cuttable proxy) instead of straight to the broker.
     pub deliver_amqp_url: Option<String>,

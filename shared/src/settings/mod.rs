@@ -60,7 +60,9 @@ pub struct AmqpSettings {
     pub topology_prefix: String,
     /// Publisher-confirm channels kept open by ingest.
     pub publish_channels: usize,
-    pub publish_timeout_ms: u64,
+    /// How long a publish waits for its confirm.
+    #[serde(with = "duration_text")]
+    pub publish_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -96,7 +98,9 @@ pub struct DeliverSettings {
     /// its queue's prefetch, which acks waiting to be coalesced (`deliver::acks`) also occupy.
     pub prefetch_bytes: u64,
     pub batch_max: usize,
-    pub batch_linger_ms: u64,
+    /// How long a batch waits to fill.
+    #[serde(with = "duration_text")]
+    pub batch_linger: Duration,
     pub ledger_dir: PathBuf,
     /// The ledger several deliver replicas share (`postgres://user:password@host/db`); empty keeps
     /// the single-process ledger in `ledger_dir`. Required when more than one deliver runs.
@@ -172,7 +176,7 @@ impl AmqpSettings {
             urls: self.nodes(),
             topology: topology.with_quorum_replicas(self.quorum_replicas),
             channels: self.publish_channels,
-            publish_timeout: std::time::Duration::from_millis(self.publish_timeout_ms),
+            publish_timeout: self.publish_timeout,
             connection_name: name,
             connect_failures,
         }
@@ -187,7 +191,7 @@ impl Default for AmqpSettings {
             quorum_replicas: crate::amqp::topology::DEFAULT_QUORUM_REPLICAS,
             topology_prefix: "bridge".into(),
             publish_channels: 4,
-            publish_timeout_ms: 5_000,
+            publish_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -214,7 +218,7 @@ impl Default for DeliverSettings {
             prefetch: 2000,
             prefetch_bytes: 64 << 20,
             batch_max: 50,
-            batch_linger_ms: 200,
+            batch_linger: Duration::from_millis(200),
             ledger_dir: PathBuf::from("var/ledger"),
             ledger_postgres: String::new(),
             ledger_keep: Duration::from_secs(7 * DAY),
@@ -263,6 +267,7 @@ impl Settings {
             message: syntax_message(&e, text),
         })?;
         apply_env_overrides(&mut table, env)?;
+        renamed::read_old_names(&mut table)?;
         let settings: Settings = deserialize_naming_key(toml::Value::Table(table))?;
         settings.validate()?;
         Ok(settings)
@@ -293,13 +298,13 @@ impl Settings {
         let s = Duration::from_secs;
         let (a, i, d) = (&self.amqp, &self.ingest, &self.deliver);
         in_range("amqp.publish_channels", a.publish_channels as u64, 1, 64)?;
-        in_range("amqp.publish_timeout_ms", a.publish_timeout_ms, 100, 600_000)?;
+        within("amqp.publish_timeout", a.publish_timeout, Duration::from_millis(100), s(600))?;
         in_range("amqp.quorum_replicas", a.quorum_replicas.into(), 1, 9)?;
         in_range("ingest.max_body_bytes", i.max_body_bytes as u64, 1, 64 << 20)?;
         in_range("ingest.spool_max_bytes", i.spool_max_bytes, 1, 1 << 40)?;
         in_range("ingest.workers", i.workers as u64, 0, 256)?;
         within("ingest.drain_on_stop", i.drain_on_stop, s(0), s(3600))?;
-        in_range("deliver.batch_linger_ms", d.batch_linger_ms, 0, 60_000)?;
+        within("deliver.batch_linger", d.batch_linger, s(0), s(60))?;
         in_range("deliver.concurrency", d.concurrency as u64, 1, 1024)?;
         in_range("deliver.prefetch_bytes", d.prefetch_bytes, 1 << 20, 16 << 30)?;
         within("deliver.retry_for", d.retry_for, s(1), s(30 * DAY))?;
@@ -355,6 +360,7 @@ fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<()
 
 mod console;
 mod layers;
+mod renamed;
 mod values;
 
 pub use console::ConsoleSettings;
