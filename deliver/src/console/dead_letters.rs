@@ -2,7 +2,6 @@
 //! letters themselves (read without removing), replay (confirmed publish, then removal), and purge,
 //! which deletes for good and so must be confirmed by typing the integration's id.
 
-
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;

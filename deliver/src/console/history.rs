@@ -70,7 +70,7 @@ pub async fn delete(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let VersionRequest { version } = body(&bytes)?;
-    let deleted = state.store.delete(&id, &version, &state.env, &Edit::new(&by.name, Action::Deleted)).await?;
+    let deleted = state.store.delete(&id, &version, &Edit::new(&by.name, Action::Deleted)).await?;
     tracing::info!(integration = %id, version = %deleted.version, by = %by.name, "integration deleted");
     Ok(HttpResponse::Ok().json(json!({ "deleted": *id, "version": deleted.version })))
 }

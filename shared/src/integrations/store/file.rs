@@ -9,7 +9,6 @@
 //! version the integration had); it never loses the entry of a save that did. Once an integration
 //! has twice [`KEPT`] entries, the file is rewritten with its newest [`KEPT`].
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::{Edit, Entry, KEPT};
 use super::{StoreError, Versioned};
-use crate::integrations::{IntegrationForm, Integrations, IntegrationsFile};
+use crate::integrations::{IntegrationForm, IntegrationsFile};
 use crate::settings::ConfigError;
 
 const HEADER: &str = "# The tenants' integrations (docs/integrations.md). Written by `deliver console` on each save;\n\
@@ -122,16 +121,11 @@ impl FileStore {
         replace(&history, "jsonl.saving", &[kept.as_bytes()]).map_err(failed(&history))
     }
 
-    /// Validates the new set, records the entry, then writes the set.
-    fn save_now(
-        path: &Path,
-        file: &IntegrationsFile,
-        id: &str,
-        entry: Entry,
-        env: &HashMap<String, String>,
-    ) -> Result<(), StoreError> {
-        // What every process would refuse to load is never written.
-        Integrations::from_forms(file.integration.clone(), env)?;
+    /// Records the entry, then writes the set. Only the form saved was validated (by
+    /// [`super::Store`]): whether another one loads is each process's to judge, with its own
+    /// environment (one it cannot load stays at its last good version there), so an integration
+    /// naming a variable the console lacks does not refuse every later save.
+    fn save_now(path: &Path, file: &IntegrationsFile, id: &str, entry: Entry) -> Result<(), StoreError> {
         Self::append_history_now(path, id, entry)?;
         Self::write_now(path, file)
     }
@@ -141,15 +135,9 @@ impl FileStore {
         off_the_workers(move || Self::read_now(&path)).await
     }
 
-    async fn save(
-        &self,
-        file: IntegrationsFile,
-        id: &str,
-        entry: Entry,
-        env: &HashMap<String, String>,
-    ) -> Result<(), StoreError> {
-        let (path, id, env) = (self.path.clone(), id.to_owned(), env.clone());
-        off_the_workers(move || Self::save_now(&path, &file, &id, entry, &env)).await
+    async fn save(&self, file: IntegrationsFile, id: &str, entry: Entry) -> Result<(), StoreError> {
+        let (path, id) = (self.path.clone(), id.to_owned());
+        off_the_workers(move || Self::save_now(&path, &file, &id, entry)).await
     }
 
     pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
@@ -158,19 +146,14 @@ impl FileStore {
         Ok(all)
     }
 
-    pub async fn create(
-        &self,
-        form: IntegrationForm,
-        env: &HashMap<String, String>,
-        edit: &Edit,
-    ) -> Result<Versioned, StoreError> {
+    pub async fn create(&self, form: IntegrationForm, edit: &Edit) -> Result<Versioned, StoreError> {
         let _saving = self.saving.lock().await;
         let mut file = self.read().await?;
         if file.integration.iter().any(|f| f.id == form.id) {
             return Err(StoreError::Exists(form.id));
         }
         file.integration.push(form.clone());
-        self.save(file, &form.id, Entry::of_change(edit, None, Some(&form)), env).await?;
+        self.save(file, &form.id, Entry::of_change(edit, None, Some(&form))).await?;
         Ok(Versioned::new(form))
     }
 
@@ -186,33 +169,21 @@ impl FileStore {
         }
     }
 
-    pub async fn update(
-        &self,
-        form: IntegrationForm,
-        version: &str,
-        env: &HashMap<String, String>,
-        edit: &Edit,
-    ) -> Result<Versioned, StoreError> {
+    pub async fn update(&self, form: IntegrationForm, version: &str, edit: &Edit) -> Result<Versioned, StoreError> {
         let _saving = self.saving.lock().await;
         let mut file = self.read().await?;
         let index = Self::at(&file, &form.id, version)?;
         let before = std::mem::replace(&mut file.integration[index], form.clone());
-        self.save(file, &form.id, Entry::of_change(edit, Some(&before), Some(&form)), env).await?;
+        self.save(file, &form.id, Entry::of_change(edit, Some(&before), Some(&form))).await?;
         Ok(Versioned::new(form))
     }
 
-    pub async fn delete(
-        &self,
-        id: &str,
-        version: &str,
-        env: &HashMap<String, String>,
-        edit: &Edit,
-    ) -> Result<Versioned, StoreError> {
+    pub async fn delete(&self, id: &str, version: &str, edit: &Edit) -> Result<Versioned, StoreError> {
         let _saving = self.saving.lock().await;
         let mut file = self.read().await?;
         let index = Self::at(&file, id, version)?;
         let before = file.integration.remove(index);
-        self.save(file, id, Entry::of_change(edit, Some(&before), None), env).await?;
+        self.save(file, id, Entry::of_change(edit, Some(&before), None)).await?;
         Ok(Versioned::new(before))
     }
 

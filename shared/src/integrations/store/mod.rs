@@ -137,7 +137,7 @@ impl Store {
     ) -> Result<Versioned, StoreError> {
         validate(&form, env)?;
         match self {
-            Store::File(s) => s.create(form, env, edit).await,
+            Store::File(s) => s.create(form, edit).await,
             Store::Postgres(s) => s.create(form, edit).await,
         }
     }
@@ -152,22 +152,16 @@ impl Store {
     ) -> Result<Versioned, StoreError> {
         validate(&form, env)?;
         match self {
-            Store::File(s) => s.update(form, version, env, edit).await,
+            Store::File(s) => s.update(form, version, edit).await,
             Store::Postgres(s) => s.update(form, version, edit).await,
         }
     }
 
     /// Deletes an integration, if it is still at `version`; its history keeps the form (for a
     /// restore). Returns what was deleted.
-    pub async fn delete(
-        &self,
-        id: &str,
-        version: &str,
-        env: &HashMap<String, String>,
-        edit: &Edit,
-    ) -> Result<Versioned, StoreError> {
+    pub async fn delete(&self, id: &str, version: &str, edit: &Edit) -> Result<Versioned, StoreError> {
         match self {
-            Store::File(s) => s.delete(id, version, env, edit).await,
+            Store::File(s) => s.delete(id, version, edit).await,
             Store::Postgres(s) => s.delete(id, version, edit).await,
         }
     }

@@ -66,6 +66,16 @@ async fn the_suite(store: Store) {
     assert_eq!(acme.default, crate::integrations::Target::Campaign { campaign_id: 10 });
     assert_eq!(acme.comagic_token.expose(), "ct-secret-token-42");
     the_history(&store, &first).await;
+
+    // One integration this process cannot load (a variable only another process has) does not
+    // refuse the saves of the others.
+    let mut elsewhere = form("gamma", 4);
+    elsewhere.comagic_token = None;
+    elsewhere.comagic_token_env = Some("BRIDGE_SECRET_ONLY_THERE".into());
+    let there = HashMap::from([("BRIDGE_SECRET_ONLY_THERE".to_owned(), "ct-elsewhere".to_owned())]);
+    store.create(elsewhere, &there, &by_test()).await.unwrap();
+    let beta = store.get("beta").await.unwrap();
+    store.update(form("beta", 5), &beta.version, &env, &by_test()).await.expect("beta saves all the same");
 }
 
 fn by(who: &str, action: Action) -> Edit {
@@ -91,8 +101,8 @@ async fn the_history(store: &Store, first: &Versioned) {
     assert_eq!(store.history("acme").await.unwrap()[0].changed, ["comagic_token"]);
 
     // Deleted: gone from the set, its form kept; a stale delete refused.
-    assert!(matches!(store.delete("acme", &first.version, &env, &by_test()).await, Err(StoreError::Stale { .. })));
-    store.delete("acme", &rotated.version, &env, &by("cy", Action::Deleted)).await.unwrap();
+    assert!(matches!(store.delete("acme", &first.version, &by_test()).await, Err(StoreError::Stale { .. })));
+    store.delete("acme", &rotated.version, &by("cy", Action::Deleted)).await.unwrap();
     assert!(matches!(store.get("acme").await, Err(StoreError::NotFound(_))));
     let history = store.history("acme").await.unwrap();
     assert_eq!((history[0].who.as_str(), &history[0].action), ("cy", &Action::Deleted));
@@ -124,8 +134,9 @@ async fn the_file_store_keeps_forms_versions_and_secrets() {
     let path = dir.path().join("integrations.toml");
     the_suite(Store::open(&Location::File(path.clone())).await.unwrap()).await;
     let text = std::fs::read_to_string(&path).unwrap();
-    let reread = Integrations::from_toml(&text, &HashMap::new()).expect("the services read what the console wrote");
-    assert_eq!(reread.len(), 1, "beta (acme was deleted)");
+    let env = HashMap::from([("BRIDGE_SECRET_ONLY_THERE".to_owned(), "ct-elsewhere".to_owned())]);
+    let reread = Integrations::from_toml(&text, &env).expect("the services read what the console wrote");
+    assert_eq!(reread.len(), 2, "beta and gamma (acme was deleted)");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "it holds tokens");
     let history = dir.path().join("integrations.history.jsonl");
