@@ -224,3 +224,28 @@ async fn with_postgresql_a_revocation_holds_on_every_replica_at_once() {
     one.stop().await;
     other.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_reads_its_history_but_cannot_restore_an_operators_field() {
+    let console = start().await;
+    let tenant = tenant_of(&console, "acme").await;
+    let (_, first) = console.call(Method::GET, "/api/integrations/acme", None).await;
+    // The operator moves acme to UIS (inactive, so no check call leaves the machine).
+    let mut moved = valid_form(bridge_shared::comagic::UIS_URL);
+    moved["active"] = json!(false);
+    let (status, saved) = console
+        .call(Method::PUT, "/api/integrations/acme", Some(json!({"version": first["version"], "integration": moved})))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    let (status, history) = console.call_as(&tenant, Method::GET, "/api/integrations/acme/history", None).await;
+    assert_eq!(status, 200, "{history}");
+    assert!(history["entries"].as_array().is_some_and(|e| e.len() >= 2), "{history}");
+    let restore = json!({"version": saved["version"], "restore": first["version"]});
+    let (status, refused) =
+        console.call_as(&tenant, Method::POST, "/api/integrations/acme/restore", Some(restore)).await;
+    assert_eq!(status, 403, "the earlier version has another comagic_api: {refused}");
+    assert!(refused["message"].as_str().unwrap_or_default().contains("comagic_api"), "{refused}");
+    let (_, now) = console.call(Method::GET, "/api/integrations/acme", None).await;
+    assert_eq!(now["version"], saved["version"], "nothing restored");
+    console.stop().await;
+}
