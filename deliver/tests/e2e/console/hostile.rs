@@ -1,6 +1,6 @@
 //! Hostile strings reach the page as text, never as markup: names from the CoMagic account
 //! (HTML, a script, 10 KB of it) in the pick-lists, and CoMagic's error message in the dead
-//! letters. A page that parsed any of them as HTML would run the script, which sets the
+//! letters, and an operator's token name. A page that parsed any of them as HTML would run the script, which sets the
 //! document's title, or hold the element. (A form's free text, `session_key`, is bounded to a
 //! plain name where it enters: integrations' tests.)
 
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bridge_tests::sandbox::{Fault, FaultKind};
 use fantoccini::Locator;
+use serde_json::json;
 
 use super::browser::Browser;
 use super::{ConsoleClient, ADMIN_TOKEN};
@@ -65,6 +66,16 @@ async fn hostile_names_and_errors_from_comagic_render_as_text() {
     b.click("#dead-refresh").await;
     b.text_with("#dead-letters", "pwned error", Duration::from_secs(10)).await;
     b.shot_at("hostile-strings", "#dead-section").await;
+
+    // An operator's own text: a token's name, shown in the Access list (and in the history).
+    let named = script("token");
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let request = json!({"role": "tenant", "integration": "acme", "expires_at": expires, "name": named});
+    let (status, issued) = console.call(reqwest::Method::POST, "/api/tokens", Some(request)).await;
+    assert_eq!(status, 201, "{issued}");
+    b.click("#back").await;
+    b.click("#open-access").await;
+    b.text_with("#tokens", &named, Duration::from_secs(10)).await;
 
     let title = b.client.title().await.unwrap();
     assert_eq!(title, TITLE, "no string ran as a script");
