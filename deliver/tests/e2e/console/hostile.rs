@@ -1,8 +1,8 @@
 //! Hostile strings reach the page as text, never as markup: names from the CoMagic account
-//! (HTML, a script, 10 KB of it) in the pick-lists, and CoMagic's error message in the dead
-//! letters, and an operator's token name. A page that parsed any of them as HTML would run the script, which sets the
-//! document's title, or hold the element. (A form's free text, `session_key`, is bounded to a
-//! plain name where it enters: integrations' tests.)
+//! (HTML, a script, 10 KB of it) in the pick-lists, CoMagic's error message in the dead letters,
+//! and an operator's token name in the Access list. A page that parsed any of them as HTML would
+//! run the script, which sets the document's title, or hold the element. (A form's free text,
+//! `session_key`, is bounded to a plain name where it enters: integrations' tests.)
 
 use std::time::Duration;
 
