@@ -111,11 +111,15 @@ impl Intake {
         let kind = envelope.kind.as_str();
         let raw = Raw { integration: Some(&envelope.integration), kind: Some(kind) };
         let mut integrations = self.integrations.current();
-        if integrations.get(&envelope.integration).is_none() {
+        let id = envelope.integration.as_str();
+        if integrations.get(id).is_none() && integrations.refused_outright(id).is_none() {
             // Created a moment ago, perhaps: ingest's watcher may have read the store before ours.
             integrations = self.integrations.current_after(taken).await;
         }
-        let Some(integration) = integrations.get(&envelope.integration) else {
+        if integrations.refused_outright(id).is_some() {
+            return self.outlet.park_refused(&message, raw).await;
+        }
+        let Some(integration) = integrations.get(id) else {
             let error = format!("no integration `{}` in the integrations store", envelope.integration);
             return self.outlet.dead_raw(&message, raw, DeadClass::InvalidEvent, &error).await;
         };

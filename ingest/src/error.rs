@@ -20,6 +20,8 @@ pub enum WebhookError {
     Unauthorized,
     #[error("the event cannot be stored right now (broker and spool both unavailable); retry later")]
     Unavailable,
+    #[error("this integration's settings do not apply on this server yet (its operator is told); retry later")]
+    NotApplied,
 }
 
 impl WebhookError {
@@ -30,6 +32,7 @@ impl WebhookError {
             WebhookError::Invalid(_) | WebhookError::BodyUnreadable => "invalid_webhook",
             WebhookError::Unauthorized => "unauthorized",
             WebhookError::Unavailable => "unavailable",
+            WebhookError::NotApplied => "not_applied",
         }
     }
 
@@ -49,7 +52,7 @@ impl ResponseError for WebhookError {
             WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Invalid(_) | WebhookError::BodyUnreadable => StatusCode::BAD_REQUEST,
             WebhookError::Unauthorized => StatusCode::UNAUTHORIZED,
-            WebhookError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Unavailable | WebhookError::NotApplied => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

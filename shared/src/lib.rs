@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod attribution;
 pub mod comagic;
+pub mod disk;
 pub mod event;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;

@@ -98,28 +98,21 @@ pub async fn signed_in(
 
 async fn principal_of(request: &ServiceRequest) -> Result<Principal, ApiError> {
     let state = request.app_data::<web::Data<ConsoleState>>().ok_or(ApiError::Unauthorized)?;
-    let peer = request.peer_addr().map(|a| a.ip());
-    // A right token too: else a guesser told to wait could go on guessing and learn from the
-    // answers. Behind a reverse proxy every client shares the proxy's address.
-    let peer = peer.map(|p| p.to_string());
-    if let Some(retry_after) = peer.as_deref().and_then(|p| state.sign_ins.spent(p)) {
-        return Err(ApiError::TooMany { what: "too many refused tokens from this address", retry_after });
-    }
     let presented = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let admitted = match presented {
-        Some(token) => admit(state, token.trim()).await?,
-        None => None,
-    };
-    let Some(principal) = admitted else {
-        if let Some(peer) = &peer {
-            // Spent already or not, the refusal is the answer.
-            let _ = state.sign_ins.take(peer);
-        }
-        return Err(ApiError::Unauthorized);
+    let Some(presented) = presented else { return Err(ApiError::Unauthorized) };
+    let Some(principal) = admit(state, presented.trim()).await? else {
+        // Each refused token takes one of the address's guesses, in one step (guesses sent
+        // together cannot all pass a check made before they are counted); a right token is let
+        // in whatever the count, so a guesser cannot lock everyone behind one proxy out.
+        let peer = request.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        return Err(match state.sign_ins.take(&peer) {
+            Ok(()) => ApiError::Unauthorized,
+            Err(retry_after) => ApiError::TooMany { what: "too many refused tokens from this address", retry_after },
+        });
     };
     super::access::authorize(
         &principal,

@@ -11,7 +11,8 @@ use bridge_shared::integrations::store::{Action, Edit};
 use super::error::ApiError;
 use super::principal::Principal;
 use super::ConsoleState;
-use crate::dlq::{self, DlqError, Filter, ReplayOptions, Selection};
+use super::state::ScanError;
+use crate::dlq::{self, Filter, ReplayOptions, Selection};
 
 /// Letters listed at most; the counts cover all of them.
 const LISTED: usize = 200;
@@ -20,14 +21,19 @@ fn of(integration: &str, limit: Option<usize>) -> Selection {
     Selection { filter: Filter { integration: Some(integration.to_owned()), ..Filter::default() }, limit }
 }
 
-fn unavailable(error: DlqError) -> ApiError {
-    ApiError::Unavailable(format!("the dead-letter queue: {error}"))
+fn unavailable(error: ScanError) -> ApiError {
+    ApiError::Unavailable(error.to_string())
 }
 
 /// The counts and the first letters, in one scan of the queue.
 pub async fn list(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let _alone = state.sampler.scanning_alone().await;
-    let (stats, letters) = dlq::overview(&state.settings.amqp, &of(&id, None), LISTED).await.map_err(unavailable)?;
+    state
+        .dead_letter_scans
+        .take(&id)
+        .map_err(|retry_after| ApiError::TooMany { what: "dead-letter scans of this integration", retry_after })?;
+    let selection = of(&id, None);
+    let overview = dlq::overview(&state.settings.amqp, &selection, LISTED);
+    let (stats, letters) = state.sampler.scan_alone(overview).await.map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({"stats": stats, "letters": letters, "listed_at_most": LISTED})))
 }
 
@@ -56,8 +62,9 @@ pub async fn replay(
 ) -> Result<HttpResponse, ApiError> {
     let amqp = &state.settings.amqp;
     let options = ReplayOptions { rate: None, dry_run: request.dry_run, publish_timeout: amqp.publish_timeout };
-    let _alone = state.sampler.scanning_alone().await;
-    let result = dlq::replay(amqp, &of(&id, request.limit), &options).await.map_err(unavailable)?;
+    let selection = of(&id, request.limit);
+    let result = state.sampler.scan_alone(dlq::replay(amqp, &selection, &options)).await;
+    let result = result.map_err(unavailable)?;
     tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters replayed from the console");
     if !request.dry_run {
         record(&state, &id, Edit::new(&by.name, Action::Replayed), result.trim()).await;
@@ -88,8 +95,9 @@ pub async fn purge(
             ),
         });
     }
-    let _alone = state.sampler.scanning_alone().await;
-    let result = dlq::purge(&state.settings.amqp, &of(&id, None), request.dry_run).await.map_err(unavailable)?;
+    let selection = of(&id, None);
+    let result = state.sampler.scan_alone(dlq::purge(&state.settings.amqp, &selection, request.dry_run)).await;
+    let result = result.map_err(unavailable)?;
     tracing::info!(integration = %id, result = %result.trim(), by = %by.name, "dead letters purged from the console");
     if !request.dry_run {
         record(&state, &id, Edit::new(&by.name, Action::Purged), result.trim()).await;

@@ -70,7 +70,14 @@ pub async fn delete(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let VersionRequest { version } = body(&bytes)?;
+    // The tenants' tokens go first: the id may be created again, for someone else, and its old
+    // tenants' links must not open it. A stale delete is refused before it revokes anything.
+    let current = state.store.get(&id).await?;
+    if current.version != version {
+        return Err(StoreError::Stale { id: id.into_inner(), current: current.version }.into());
+    }
+    let revoked = state.issued.revoke_tenants_of(&id, chrono::Utc::now().timestamp()).await?;
     let deleted = state.store.delete(&id, &version, &Edit::new(&by.name, Action::Deleted)).await?;
-    tracing::info!(integration = %id, version = %deleted.version, by = %by.name, "integration deleted");
-    Ok(HttpResponse::Ok().json(json!({ "deleted": *id, "version": deleted.version })))
+    tracing::info!(integration = %id, version = %deleted.version, by = %by.name, tenant_tokens_revoked = revoked, "integration deleted");
+    Ok(HttpResponse::Ok().json(json!({ "deleted": *id, "version": deleted.version, "tenant_tokens_revoked": revoked })))
 }

@@ -2,7 +2,7 @@
 //! `refill`. For what costs somebody something each time it is done: a test chat is a real chat
 //! in a real CoMagic account, so a script holding a token cannot fill an account with them; a
 //! refused sign-in is a guess at a token, so an address that keeps guessing is slowed to one guess
-//! per refill.
+//! per refill (a right token is never refused for it).
 //! Memory is bounded: past `keys` keys, full buckets (keys that would be admitted anyway) are
 //! dropped first, then the oldest.
 
@@ -66,14 +66,6 @@ impl Allowances {
         Ok(())
     }
 
-    /// How long until `key` has an allowance again, when it has none left now.
-    pub fn spent(&self, key: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bucket = self.refilled(*buckets.get(key)?, now);
-        (bucket.left == 0).then(|| (bucket.at + self.refill).saturating_duration_since(now))
-    }
-
     /// Drops the buckets that are full again, and if that is not enough the oldest.
     fn forget(&self, buckets: &mut HashMap<String, Bucket>, now: Instant) {
         buckets.retain(|_, b| self.refilled(*b, now).left < self.burst);
@@ -95,9 +87,7 @@ mod tests {
             assert_eq!(limits.take("acme"), Ok(()));
         }
         assert_eq!(limits.take("acme"), Err(Duration::from_secs(60)));
-        assert_eq!(limits.spent("acme"), Some(Duration::from_secs(60)));
         assert_eq!(limits.take("beta"), Ok(()), "another key has its own bucket");
-        assert_eq!((limits.spent("beta"), limits.spent("unseen")), (None, None));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(limits.take("acme"), Err(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(1)).await;

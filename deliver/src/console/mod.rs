@@ -59,6 +59,8 @@ pub struct ConsoleState {
     issued: TokenStore,
     /// Refused tokens per peer address: [`auth::SIGN_IN_GUESSES`], then one per refill.
     sign_ins: limits::Allowances,
+    /// Scans of the dead-letter queue per integration: each reads the whole queue.
+    dead_letter_scans: limits::Allowances,
     comagic: ComagicClient,
     /// Posts test chats to ingest.
     http: reqwest::Client,
@@ -118,6 +120,7 @@ impl Console {
             tokens,
             issued,
             sign_ins: limits::Allowances::new(auth::SIGN_IN_GUESSES, auth::SIGN_IN_REFILL, TRACKED_KEYS),
+            dead_letter_scans: limits::Allowances::new(10, std::time::Duration::from_secs(3), TRACKED_KEYS),
             comagic: crate::check::client(),
             http,
             test_chats,

@@ -88,17 +88,42 @@ pub struct Sampler {
     scanning: tokio::sync::Mutex<()>,
 }
 
+/// How long a scan of the dead-letter queue waits for the console's other one, and how long it
+/// may take itself: a broker that stops answering mid-scan must not hold the lock (and every other
+/// scan) for ever. A scan given up on lets go of its connection, and the broker puts back what
+/// it held; a replay cut short is taken up again by the next (a letter replayed twice is
+/// harmless: the ledger and CoMagic's `ext_id` ignore the repeat).
+const SCAN_WAIT: Duration = Duration::from_secs(30);
+const SCAN_FOR: Duration = Duration::from_secs(120);
+
+/// Why a scan did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("another scan of the dead-letter queue is still running: try again in a moment")]
+    Busy,
+    #[error("the dead-letter queue did not answer within {} s", SCAN_FOR.as_secs())]
+    TimedOut,
+    #[error("the dead-letter queue: {0}")]
+    Failed(#[from] dlq::DlqError),
+}
+
 impl Sampler {
-    /// Waits for the console's other scan of the dead-letter queue to end, and holds off the next.
-    pub async fn scanning_alone(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.scanning.lock().await
+    /// Runs `scan` of the dead-letter queue once the console's other scan has ended, within
+    /// [`SCAN_FOR`].
+    pub async fn scan_alone<T>(
+        &self,
+        scan: impl std::future::Future<Output = Result<T, dlq::DlqError>>,
+    ) -> Result<T, ScanError> {
+        let _alone = tokio::time::timeout(SCAN_WAIT, self.scanning.lock()).await.map_err(|_| ScanError::Busy)?;
+        Ok(tokio::time::timeout(SCAN_FOR, scan).await.map_err(|_| ScanError::TimedOut)??)
     }
 
-    /// Reads the deliver and ingest `pages` every [`METRICS_EVERY`] and counts dead letters every
+    /// Reads the deliver and ingest `pages` every [`METRICS_EVERY`] and, on a task of its own (a
+    /// slow scan must not stop the pages being read), counts dead letters every
     /// [`DEAD_LETTERS_EVERY`], until `stop`.
     pub async fn run(self: std::sync::Arc<Self>, pages: Pages, amqp: AmqpSettings, stop: Shutdown) {
+        tokio::spawn(self.clone().count_dead_letters(amqp, stop.clone()));
         let http = reqwest::Client::builder().timeout(METRICS_EVERY).build().expect("an HTTP client builds");
-        let mut counted: Option<Instant> = None;
         loop {
             let mut reading = Reading::default();
             let mut processes = Vec::new();
@@ -115,16 +140,22 @@ impl Sampler {
             }
             self.keep(reading);
             *self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = processes;
-            if counted.is_none_or(|at| at.elapsed() >= DEAD_LETTERS_EVERY) {
-                counted = Some(Instant::now());
-                let counts = {
-                    let _alone = self.scanning_alone().await;
-                    dead_letters(&amqp).await
-                };
-                *self.dead_letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
-            }
             tokio::select! {
                 _ = tokio::time::sleep(METRICS_EVERY) => {}
+                _ = stop.stopped() => return,
+            }
+        }
+    }
+
+    /// Counts dead letters per integration every [`DEAD_LETTERS_EVERY`] until `stop`; a count that
+    /// fails or takes too long shows as unknown.
+    async fn count_dead_letters(self: std::sync::Arc<Self>, amqp: AmqpSettings, stop: Shutdown) {
+        loop {
+            let counts = self.scan_alone(dlq::stats(&amqp, &Selection::default(), Format::Json)).await;
+            let counts = counts.ok().and_then(|stats| dead_letters(&stats));
+            *self.dead_letters.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+            tokio::select! {
+                _ = tokio::time::sleep(DEAD_LETTERS_EVERY) => {}
                 _ = stop.stopped() => return,
             }
         }
@@ -220,7 +251,11 @@ async fn expand(pages: &[String]) -> Vec<String> {
             continue;
         };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        match tokio::net::lookup_host(authority).await {
+        // A resolver that does not answer is a page that does not answer, not a stopped sampler.
+        let resolved = tokio::time::timeout(METRICS_EVERY, tokio::net::lookup_host(authority))
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer")));
+        match resolved {
             Ok(addresses) => expanded.extend(addresses.map(|a| format!("{scheme}://{a}/{path}"))),
             Err(error) => {
                 tracing::warn!(%error, host = authority, "cannot resolve the replicas' name");
@@ -232,10 +267,9 @@ async fn expand(pages: &[String]) -> Vec<String> {
     expanded
 }
 
-/// Dead letters per integration, or `None` when the queue cannot be read.
-async fn dead_letters(amqp: &AmqpSettings) -> Option<HashMap<String, u64>> {
-    let stats = dlq::stats(amqp, &Selection::default(), Format::Json).await.ok()?;
-    let stats: Value = serde_json::from_str(&stats).ok()?;
+/// Dead letters per integration, from `deliver dlq stats --json`'s text.
+fn dead_letters(stats: &str) -> Option<HashMap<String, u64>> {
+    let stats: Value = serde_json::from_str(stats).ok()?;
     let mut counts = HashMap::new();
     for group in stats.get("groups")?.as_array()? {
         let integration = group.get("integration")?.as_str()?.to_owned();

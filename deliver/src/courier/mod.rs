@@ -159,9 +159,15 @@ impl Courier {
         let tenant = self.tenants.get(integration_id);
         while let Some(batch) = s.work.pop_front() {
             // Read per batch: an edit of integrations.toml applies from the next batch on.
-            let Some(integration) = self.integrations.current().get(integration_id).cloned() else {
+            let integrations = self.integrations.current();
+            let Some(integration) = integrations.get(integration_id).cloned() else {
+                let refused = integrations.refused_outright(integration_id).is_some();
                 for p in batch {
-                    self.outlet.dead(p, DeadClass::InvalidEvent, "the integration is no longer configured").await;
+                    if refused {
+                        self.outlet.park_refused(&p.message, p.raw()).await;
+                    } else {
+                        self.outlet.dead(p, DeadClass::InvalidEvent, "the integration is no longer configured").await;
+                    }
                 }
                 continue;
             };

@@ -31,6 +31,10 @@ use crate::ledger::Ledger;
 pub const MOVE_RETRY_FOR: Duration = Duration::from_secs(60);
 use crate::pending::{headers_of, Pending};
 
+/// How long an event of an integration refused outright waits before its first new look: a fix is
+/// a save, and a save applies within seconds.
+const REFUSED_WAIT: Duration = Duration::from_secs(10);
+
 /// What is known of a message that could not even be parsed into a [`Pending`].
 pub struct Raw<'a> {
     pub integration: Option<&'a str>,
@@ -118,28 +122,42 @@ impl Outlet {
     /// Holds the message in a retry queue for about `wait` without counting an attempt (a saturated
     /// lane, a spent quota).
     pub async fn park(&self, p: Pending, wait: Duration) {
-        self.park_with(&p, wait, p.headers()).await
+        self.park_with(&p.message, p.kind().as_str(), wait, p.headers()).await
     }
 
     /// Parks the event of a paused integration; once it has waited `park_for` since it was first
     /// parked (or replayed), it is dead-lettered as `tenant_paused` instead, to be replayed when the
     /// account is fixed: an integration nobody repairs must not keep its events cycling for ever.
     pub async fn park_paused(&self, p: Pending, wait: Duration) {
-        let mut h = p.headers();
+        self.park_until_fixed(&p.message, p.headers(), p.raw(), wait, "its integration stayed paused").await
+    }
+
+    /// Parks the event of an integration this process refuses outright (its stored settings do not
+    /// validate here and it has no earlier good version), as a paused one's: its operator is told
+    /// (`bridge_integration_invalid`) and the fix is a save away; an unknown one's is dead.
+    /// It comes back after [`REFUSED_WAIT`] first, then after about as long as it has waited: a fix
+    /// made at once is soon seen, one that takes a day costs few rounds.
+    pub async fn park_refused(&self, message: &Message, raw: Raw<'_>) {
+        let h = headers_of(&message.delivery);
+        let waited = since(&h, headers::PARKED_SINCE).map(age).unwrap_or_default();
+        let why = "its integration's settings stayed refused by this process";
+        self.park_until_fixed(message, h, raw, waited.max(REFUSED_WAIT), why).await
+    }
+
+    async fn park_until_fixed(&self, message: &Message, mut h: FieldTable, raw: Raw<'_>, wait: Duration, why: &str) {
         match since(&h, headers::PARKED_SINCE) {
             Some(first) if age(first) >= self.park_for => {
-                let error = format!("its integration stayed paused for {}s", age(first).as_secs());
-                return self.dead_with(&p.message, h, DeadClass::TenantPaused, &error, p.raw()).await;
+                let error = format!("{why} for {}s", age(first).as_secs());
+                return self.dead_with(message, h, DeadClass::TenantPaused, &error, raw).await;
             }
             Some(_) => {}
             None => headers::set_str(&mut h, headers::PARKED_SINCE, &chrono::Utc::now().to_rfc3339()),
         }
-        self.park_with(&p, wait, h).await
+        self.park_with(message, raw.kind.unwrap_or("unknown"), wait, h).await
     }
 
-    async fn park_with(&self, p: &Pending, wait: Duration, h: FieldTable) {
-        let kind = p.kind().as_str();
-        if self.republish_to_tier(&p.message, kind, park_tier(wait), h).await {
+    async fn park_with(&self, message: &Message, kind: &str, wait: Duration, h: FieldTable) {
+        if self.republish_to_tier(message, kind, park_tier(wait), h).await {
             self.count(kind, "retried", 1);
         }
     }
@@ -273,7 +291,7 @@ impl Outlet {
 }
 
 impl Pending {
-    fn raw(&self) -> Raw<'_> {
+    pub(crate) fn raw(&self) -> Raw<'_> {
         Raw { integration: Some(&self.envelope.integration), kind: Some(self.kind().as_str()) }
     }
 }

@@ -16,6 +16,8 @@ use crate::helpers::{ext_ids, integrations_toml, start_deliver_binary, Options, 
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const OTHER: Tenant = Tenant { id: "other", extra: "" };
+/// Refused by every process (a token set twice, inline and by variable), and never good before.
+const REFUSED: Tenant = Tenant { id: "fresh", extra: "comagic_token_env = \"BRIDGE_TEST_VARIABLE_NEVER_SET\"" };
 
 fn campaign_of(stored: &[Map<String, Value>], event_id: &str) -> Value {
     let item = stored.iter().find(|i| i["ext_id"] == event_id).expect("the event was stored");
@@ -195,5 +197,33 @@ async fn unreadable_unknown_and_poison_messages_are_dead_lettered_with_the_contr
     assert_eq!(header(g, headers::ERROR_CLASS), "invalid_event");
     assert!(header(g, headers::ERROR).contains("no integration `ghost`"));
     assert_eq!((header(g, headers::INTEGRATION), header(g, headers::KIND)), ("ghost".into(), "offline".into()));
+    p.stop().await;
+}
+
+/// An integration stored with settings deliver refuses and that was never good there: its events
+/// wait in the retry queues, not among the dead letters (an unknown integration's fate), and reach
+/// CoMagic once a save fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_integrations_events_wait_for_the_fix_and_are_then_delivered() {
+    let p = Pipeline::start("refusedfix", &[SHOP, REFUSED], Options::default()).await;
+    let envelope = json!({
+        "schema": 1, "event_id": "vb-fresh-1", "integration": "fresh", "kind": "chat",
+        "received_at": chrono::Utc::now().to_rfc3339(), "payload": chat(1, json!({})),
+    });
+    let events = p.broker.topology.events_exchange();
+    let publisher = p.broker.publisher().await;
+    publisher.publish(&events, "chat", envelope.to_string().as_bytes(), FieldTable::default()).await.unwrap();
+    wait_for("the event to be parked", Duration::from_secs(20), || async {
+        (p.deliver_metric("bridge_deliver_events_total{kind=\"chat\",outcome=\"retried\"}").await >= 1.0).then_some(())
+    })
+    .await;
+    let dead_queue = p.broker.topology.dead_queue();
+    assert_eq!(p.broker.depth(&dead_queue).await, 0, "not dead-lettered");
+
+    let fixed = Tenant { id: "fresh", extra: "" };
+    std::fs::write(p.dir.path().join("integrations.toml"), integrations_toml(p.sandbox.url(), &[SHOP, fixed])).unwrap();
+    let stored = p.wait_stored("fresh", Upload::Chats, 1, Duration::from_secs(60)).await;
+    assert_eq!(ext_ids(&stored), vec!["vb-fresh-1".to_owned()]);
+    assert_eq!(p.broker.depth(&dead_queue).await, 0);
     p.stop().await;
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bridge_shared::event::{Envelope, EventId, EventKind, ENVELOPE_SCHEMA};
-use bridge_shared::integrations::Integration;
+use bridge_shared::integrations::{Integration, Refused};
 use bridge_shared::secret::Secret;
 use bridge_shared::verbox;
 use futures_util::StreamExt;
@@ -53,7 +53,8 @@ pub async fn webhook(
         Err(error) => {
             // The path holds the token: log the integration id only, never the URL; an id that
             // names no integration is whatever a caller typed, so it is not logged either.
-            let known = state.integrations.current().get(&integration_id).is_some();
+            let current = state.integrations.current();
+            let known = current.get(&integration_id).is_some() || current.refused_outright(&integration_id).is_some();
             let integration = if known { integration_id.as_str() } else { "(unknown)" };
             if let Some(refused) = state.refusals.due(integration, Instant::now()) {
                 tracing::info!(integration, kind = kind_label, error = error.code(), detail = %error, refused, "webhook refused (at most one line per integration per minute; `refused` counts them)");
@@ -75,7 +76,10 @@ async fn accept(
     state: &AppState,
 ) -> Result<Accepted, WebhookError> {
     let integrations = state.integrations.current();
-    let integration = authenticate(integrations.get(integration_id).map(|i| &**i), kind, token)?;
+    let integration = match integrations.get(integration_id) {
+        Some(integration) => authenticate(Some(integration), kind, token)?,
+        None => return Err(not_in_force(integrations.refused_outright(integration_id), kind, token)),
+    };
     let kind = kind.ok_or(WebhookError::NotFound)?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
     let received_at = chrono::Utc::now();
@@ -135,11 +139,30 @@ fn authenticate<'a>(
     kind: Option<EventKind>,
     token: &str,
 ) -> Result<&'a Integration, WebhookError> {
-    static STAND_IN: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| Secret::new("x".repeat(32)));
-    let token_ok = integration.map_or(&*STAND_IN, |i| &i.webhook_token).matches(token);
+    let token_ok = authenticate_token(integration.map(|i| &i.webhook_token), token);
     match integration {
         Some(i) if token_ok && i.active && (kind != Some(EventKind::Offline) || i.offline_enabled) => Ok(i),
         _ => Err(WebhookError::NotFound),
+    }
+}
+
+/// Whether `token` is `expected`, in constant time; compared against a stand-in when there is none.
+fn authenticate_token(expected: Option<&Secret>, token: &str) -> bool {
+    static STAND_IN: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| Secret::new("x".repeat(32)));
+    let matched = expected.unwrap_or(&STAND_IN).matches(token);
+    matched && expected.is_some()
+}
+
+/// A webhook for an integration this server knows of only as refused (its stored settings do not
+/// validate here, a variable missing, say): one that presents the stored version's token is asked
+/// to retry, since Verbox retries a 503 and not a 404; anything else gets the unknown
+/// integration's answer.
+fn not_in_force(refused: Option<&Refused>, kind: Option<EventKind>, token: &str) -> WebhookError {
+    let stored_token = refused.and_then(|r| r.webhook_token.as_ref());
+    if authenticate_token(stored_token, token) && kind.is_some() {
+        WebhookError::NotApplied
+    } else {
+        WebhookError::NotFound
     }
 }
 

@@ -188,6 +188,38 @@ async fn integrations_are_reloaded_without_a_restart_and_a_broken_edit_keeps_the
     app.stop().await;
 }
 
+/// An integration whose stored settings do not validate here (a variable this server lacks) and
+/// that has no earlier good version: its webhooks are asked to retry (Verbox retries a 503, not a
+/// 404) while the operator fixes it, and a wrong token still gets the unknown integration's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_integration_asks_its_webhooks_to_retry_and_a_wrong_token_still_gets_404() {
+    let app = spawn_app("refused", Options::default()).await;
+    app.wait_connected().await;
+    let refused = r#"
+[[integration]]
+id = "fresh"
+webhook_token = "fresh_0123456789abcdefghijkl"
+comagic_api = "http://127.0.0.1:9/v2.0"
+comagic_token_env = "BRIDGE_TEST_VARIABLE_NEVER_SET"
+employee_id = 101
+timezone = "Europe/Moscow"
+default = { campaign_id = 5001 }
+"#;
+    std::fs::write(app.dir.path().join("integrations.toml"), crate::helpers::integrations_toml() + refused).unwrap();
+    let body = chat(1, json!({})).to_string();
+    let (status, answer) = bridge_tests::wait_for("the refusal to apply", std::time::Duration::from_secs(10), || async {
+        let (status, answer) = app.post("fresh", "chat", "fresh_0123456789abcdefghijkl", body.clone()).await;
+        (status != 404).then_some((status, answer))
+    })
+    .await;
+    assert_eq!((status, answer["error"].as_str()), (503, Some("not_applied")), "{answer}");
+    assert_eq!(app.post("fresh", "chat", WEBHOOK_TOKEN, body.clone()).await.0, 404, "a wrong token learns nothing");
+    assert_eq!(app.post("fresh", "nonsense", "fresh_0123456789abcdefghijkl", body).await.0, 404);
+    assert_eq!(app.post_json("acme", "chat", &chat(2, json!({}))).await.0, 200, "the others apply");
+    assert_eq!(app.broker.take_all(&app.broker.topology.deliver_queue()).await.len(), 1, "only acme's was stored");
+    app.stop().await;
+}
+
 /// A chat whose messages carry a broken clock still reaches the queue whole (CoMagic gets it dated
 /// by its other messages or its receipt), and the answer names each time that was not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

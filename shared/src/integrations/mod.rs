@@ -89,13 +89,16 @@ impl Integration {
 pub struct Refused {
     pub version: String,
     pub reason: String,
+    /// The stored version's webhook token, where it could be read: a webhook that presents it is
+    /// told to come back later (its settings will be fixed), not that its URL does not exist.
+    pub webhook_token: Option<Secret>,
 }
 
 /// The longest [`Refused::reason`], in characters.
 pub const REASON_MAX: usize = 160;
 
 impl Refused {
-    fn new(version: String, error: &ConfigError) -> Self {
+    fn new(version: String, error: &ConfigError, webhook_token: Option<Secret>) -> Self {
         let message = error.to_string();
         // `integration[3].comagic_token_env: …`: the position differs between readers; the field does not.
         let message = match message.split_once("].") {
@@ -115,7 +118,7 @@ impl Refused {
             })
             .take(REASON_MAX)
             .collect();
-        Refused { version, reason }
+        Refused { version, reason, webhook_token }
     }
 }
 
@@ -158,6 +161,13 @@ impl Integrations {
         self.refused.iter().map(|(id, refused)| (id.as_str(), refused))
     }
 
+    /// Why `id` is not in force at all: refused at its stored version with no good version to keep
+    /// (`None` for an id in force, at any version, and for one the store does not hold). Its events
+    /// wait for a fix; they are not an unknown integration's.
+    pub fn refused_outright(&self, id: &str) -> Option<&Refused> {
+        self.refused.get(id).filter(|_| !self.by_id.contains_key(id))
+    }
+
     /// The set as stored, one integration at a time: each that validates (against `env`) is in
     /// force at its stored version; each that does not is refused, and stays at its version in
     /// `last_good` if it had one there (absent otherwise). An id stored twice (a hand edit of the
@@ -170,6 +180,10 @@ impl Integrations {
         let mut set = Integrations::default();
         for (index, Versioned { form, version }) in stored.into_iter().enumerate() {
             let id = form.id.clone();
+            let webhook_token = form
+                .webhook_token
+                .clone()
+                .or_else(|| form.webhook_token_env.as_ref().and_then(|name| env.get(name)).map(Secret::new));
             let validated = if seen[&id] > 1 {
                 Err(ConfigError::invalid(format!("integration[{index}].id"), format!("`{id}` is used twice")))
             } else {
@@ -185,7 +199,7 @@ impl Integrations {
                         set.by_id.insert(id.clone(), good.clone());
                         set.versions.insert(id.clone(), good_version.clone());
                     }
-                    set.refused.insert(id, Refused::new(version, &error));
+                    set.refused.insert(id, Refused::new(version, &error, webhook_token));
                 }
             }
         }

@@ -166,6 +166,9 @@ mod applying {
         assert_eq!(refused[0].0, "beta");
         assert_eq!(refused[0].1.version, bad.version);
         assert_eq!(refused[0].1.reason, "comagic_token_env: environment variable BRIDGE_SECRET_BETA is not set");
+        let outright = set.refused_outright("beta").expect("refused with nothing to keep");
+        assert_eq!(outright.webhook_token, form("beta", 2).webhook_token, "its webhook can still be recognised");
+        assert!(set.refused_outright("acme").is_none() && set.refused_outright("gamma").is_none());
     }
 
     #[test]
@@ -177,6 +180,7 @@ mod applying {
         assert_eq!(set.version("beta"), Some(good.version.as_str()));
         assert!(set.get("beta").unwrap().comagic_token.expose() == "ct-secret-token-42", "the old form runs");
         assert_eq!(set.refused().count(), 1);
+        assert!(set.refused_outright("beta").is_none(), "in force at its last good version");
         let fixed = Integrations::applying(vec![good], &HashMap::new(), &set);
         assert_eq!(fixed.refused().count(), 0, "a refusal ends with the fix");
     }

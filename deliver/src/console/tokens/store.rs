@@ -5,10 +5,10 @@
 //! at once, on every replica. Only the token's SHA-256 is kept: a token has 256 random bits, so
 //! no salt or slow hash is needed, and a copy of the store lets no one in.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bridge_shared::disk;
 use bridge_shared::integrations::store::Location;
 use bridge_shared::postgres::{Database, DbError, Postgres, Role as DbRole};
 use bridge_shared::secret::Secret;
@@ -52,10 +52,11 @@ struct TokensFile {
 }
 
 pub enum TokenStore {
-    /// `writing` keeps two saves of this process from losing one another's record.
+    /// `writing` keeps two saves of this process from losing one another's record; it is held
+    /// until a save's disk work has ended, even one its request stopped waiting for.
     File {
         path: PathBuf,
-        writing: tokio::sync::Mutex<()>,
+        writing: Arc<tokio::sync::Mutex<()>>,
     },
     Postgres {
         database: Database,
@@ -103,11 +104,11 @@ impl TokenStore {
         })
     }
 
-    fn file_error(path: &std::path::Path, error: impl std::fmt::Display) -> TokenStoreError {
+    fn file_error(path: &Path, error: impl std::fmt::Display) -> TokenStoreError {
         TokenStoreError::File { path: path.display().to_string(), message: error.to_string() }
     }
 
-    fn read_file(path: &std::path::Path) -> Result<TokensFile, TokenStoreError> {
+    fn read_now(path: &Path) -> Result<TokensFile, TokenStoreError> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Self::file_error(path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
@@ -115,28 +116,39 @@ impl TokenStore {
         }
     }
 
-    /// Writes beside the file and renames over it, readable by its owner only.
-    fn write_file(path: &std::path::Path, file: &TokensFile) -> Result<(), TokenStoreError> {
-        let temporary = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(file).map_err(|e| Self::file_error(path, e))?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(|e| Self::file_error(&temporary, e))?;
-        out.write_all(&json).and_then(|()| out.sync_all()).map_err(|e| Self::file_error(&temporary, e))?;
-        std::fs::rename(&temporary, path).map_err(|e| Self::file_error(path, e))
+    /// The file's records, read on the blocking pool ([`disk`]).
+    async fn read_file(path: &Path) -> Result<Vec<Record>, TokenStoreError> {
+        let owned = path.to_owned();
+        disk::off_the_workers(move || Self::read_now(&owned)).await.map_err(|e| Self::file_error(path, e))?.map(|f| f.tokens)
+    }
+
+    /// Reads the file, lets `edit` change its records and writes it back (replaced whole,
+    /// readable by its owner only), one edit at a time, on the blocking pool.
+    async fn edit_file<T: Send + 'static>(
+        path: &Path,
+        writing: &Arc<tokio::sync::Mutex<()>>,
+        edit: impl FnOnce(&mut Vec<Record>) -> T + Send + 'static,
+    ) -> Result<T, TokenStoreError> {
+        let silent = |e: disk::DiskError| Self::file_error(path, e);
+        let turn = tokio::time::timeout(disk::DISK_WORK_FOR, writing.clone().lock_owned());
+        let turn = turn.await.map_err(|_| silent(disk::DiskError::Silent))?;
+        let owned = path.to_owned();
+        let work = move || {
+            let _turn = turn;
+            let mut file = Self::read_now(&owned)?;
+            let done = edit(&mut file.tokens);
+            let json = serde_json::to_vec_pretty(&file).map_err(|e| Self::file_error(&owned, e))?;
+            disk::replace(&owned, "json.tmp", &[&json]).map_err(|e| Self::file_error(&owned, e))?;
+            Ok(done)
+        };
+        disk::off_the_workers(work).await.map_err(silent)?
     }
 
     pub async fn add(&self, record: &Record) -> Result<(), TokenStoreError> {
         match self {
             TokenStore::File { path, writing } => {
-                let _guard = writing.lock().await;
-                let mut file = Self::read_file(path)?;
-                file.tokens.push(record.clone());
-                Self::write_file(path, &file)
+                let record = record.clone();
+                Self::edit_file(path, writing, move |tokens| tokens.push(record)).await
             }
             TokenStore::Postgres { database, scope } => {
                 let (role, integration) = record.access.parts();
@@ -155,7 +167,7 @@ impl TokenStore {
     /// Every issued token, the newest first.
     pub async fn list(&self) -> Result<Vec<Record>, TokenStoreError> {
         let mut records = match self {
-            TokenStore::File { path, .. } => Self::read_file(path)?.tokens,
+            TokenStore::File { path, .. } => Self::read_file(path).await?,
             TokenStore::Postgres { database, scope } => database
                 .query(&format!("SELECT {COLUMNS} FROM bridge_console_tokens WHERE scope = $1"), &[&scope])
                 .await?
@@ -173,7 +185,7 @@ impl TokenStore {
     pub async fn find(&self, hash: &str) -> Result<Option<Record>, TokenStoreError> {
         match self {
             TokenStore::File { path, .. } => {
-                let tokens = Self::read_file(path)?.tokens;
+                let tokens = Self::read_file(path).await?;
                 Ok(tokens
                     .into_iter()
                     .fold(None, |found, r| found.or(Secret::new(r.hash.clone()).matches(hash).then_some(r))))
@@ -189,18 +201,40 @@ impl TokenStore {
         }
     }
 
+    /// Revokes, at `at`, every tenant token of integration `integration` not revoked yet (before
+    /// the integration is deleted: an id created again later is someone else's); how many.
+    pub async fn revoke_tenants_of(&self, integration: &str, at: i64) -> Result<u64, TokenStoreError> {
+        match self {
+            TokenStore::File { path, writing } => {
+                let of = Role::Tenant(integration.to_owned());
+                Self::edit_file(path, writing, move |tokens| {
+                    let live = tokens.iter_mut().filter(|r| r.access == of && r.revoked_at.is_none());
+                    live.map(|r| r.revoked_at = Some(at)).count() as u64
+                })
+                .await
+            }
+            TokenStore::Postgres { database, scope } => Ok(database
+                .execute(
+                    "UPDATE bridge_console_tokens SET revoked_at = $3
+                     WHERE scope = $1 AND role = 'tenant' AND integration = $2 AND revoked_at IS NULL",
+                    &[&scope, &integration, &at],
+                )
+                .await?),
+        }
+    }
+
     /// Marks token `id` revoked at `at` (a second revocation keeps the first time); `None` when
     /// there is no such token.
     pub async fn revoke(&self, id: &str, at: i64) -> Result<Option<Record>, TokenStoreError> {
         match self {
             TokenStore::File { path, writing } => {
-                let _guard = writing.lock().await;
-                let mut file = Self::read_file(path)?;
-                let Some(record) = file.tokens.iter_mut().find(|r| r.id == id) else { return Ok(None) };
-                record.revoked_at = record.revoked_at.or(Some(at));
-                let revoked = record.clone();
-                Self::write_file(path, &file)?;
-                Ok(Some(revoked))
+                let id = id.to_owned();
+                Self::edit_file(path, writing, move |tokens| {
+                    let record = tokens.iter_mut().find(|r| r.id == id)?;
+                    record.revoked_at = record.revoked_at.or(Some(at));
+                    Some(record.clone())
+                })
+                .await
             }
             TokenStore::Postgres { database, scope } => Ok(database
                 .query_opt(

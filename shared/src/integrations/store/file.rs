@@ -1,7 +1,8 @@
 //! The file store: `integrations.toml`, rewritten whole on each save (into a temporary file,
 //! fsynced, renamed over the old one), so a process reloading it never reads half a file. A save
 //! drops the file's comments: the console's users edit forms, not the file. Reads and writes run on
-//! the blocking pool: an fsync on a slow disk must not stall the async workers serving requests.
+//! the blocking pool, with a deadline ([`crate::disk`]); the write lock is held until a write's disk
+//! work has ended, even one its caller stopped waiting for.
 //!
 //! The history is `integrations.history.jsonl` beside it: an entry a line (the integration's id
 //! beside it), appended and fsynced before the form is written, with the same permissions. A crash
@@ -11,13 +12,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 use super::history::{Edit, Entry, KEPT};
 use super::{StoreError, Versioned};
+use crate::disk;
 use crate::integrations::{IntegrationForm, IntegrationsFile};
 use crate::settings::ConfigError;
 
@@ -35,12 +38,12 @@ struct Line {
 pub struct FileStore {
     path: PathBuf,
     /// Saves one at a time: each reads, checks the version and writes.
-    saving: Mutex<()>,
+    writer: Arc<Mutex<()>>,
 }
 
 impl FileStore {
     pub fn new(path: PathBuf) -> Self {
-        FileStore { path, saving: Mutex::new(()) }
+        FileStore { path, writer: Arc::new(Mutex::new(())) }
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -64,7 +67,7 @@ impl FileStore {
 
     fn write_now(path: &Path, file: &IntegrationsFile) -> Result<(), StoreError> {
         let text = toml::to_string(file).map_err(|e| StoreError::File(format!("cannot format: {e}")))?;
-        replace(path, "toml.saving", &[HEADER.as_bytes(), text.as_bytes()]).map_err(failed(path))
+        disk::replace(path, "toml.saving", &[HEADER.as_bytes(), text.as_bytes()]).map_err(failed(path))
     }
 
     fn history_path(path: &Path) -> PathBuf {
@@ -118,7 +121,7 @@ impl FileStore {
             })
             .map(text)
             .collect();
-        replace(&history, "jsonl.saving", &[kept.as_bytes()]).map_err(failed(&history))
+        disk::replace(&history, "jsonl.saving", &[kept.as_bytes()]).map_err(failed(&history))
     }
 
     /// Records the entry, then writes the set. Only the form saved was validated (by
@@ -135,9 +138,26 @@ impl FileStore {
         off_the_workers(move || Self::read_now(&path)).await
     }
 
-    async fn save(&self, file: IntegrationsFile, id: &str, entry: Entry) -> Result<(), StoreError> {
+    /// The right to write, held until the write's disk work has ended (not only until its caller
+    /// stopped waiting), so a write that outlives its deadline never runs beside the next one.
+    async fn write_turn(&self) -> Result<OwnedMutexGuard<()>, StoreError> {
+        let waited = tokio::time::timeout(disk::DISK_WORK_FOR, self.writer.clone().lock_owned()).await;
+        waited.map_err(|_| StoreError::File(disk::DiskError::Silent.to_string()))
+    }
+
+    async fn save(
+        &self,
+        saving: OwnedMutexGuard<()>,
+        file: IntegrationsFile,
+        id: &str,
+        entry: Entry,
+    ) -> Result<(), StoreError> {
         let (path, id) = (self.path.clone(), id.to_owned());
-        off_the_workers(move || Self::save_now(&path, &file, &id, entry)).await
+        off_the_workers(move || {
+            let _saving = saving;
+            Self::save_now(&path, &file, &id, entry)
+        })
+        .await
     }
 
     pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
@@ -147,13 +167,13 @@ impl FileStore {
     }
 
     pub async fn create(&self, form: IntegrationForm, edit: &Edit) -> Result<Versioned, StoreError> {
-        let _saving = self.saving.lock().await;
+        let saving = self.write_turn().await?;
         let mut file = self.read().await?;
         if file.integration.iter().any(|f| f.id == form.id) {
             return Err(StoreError::Exists(form.id));
         }
         file.integration.push(form.clone());
-        self.save(file, &form.id, Entry::of_change(edit, None, Some(&form))).await?;
+        self.save(saving, file, &form.id, Entry::of_change(edit, None, Some(&form))).await?;
         Ok(Versioned::new(form))
     }
 
@@ -170,31 +190,35 @@ impl FileStore {
     }
 
     pub async fn update(&self, form: IntegrationForm, version: &str, edit: &Edit) -> Result<Versioned, StoreError> {
-        let _saving = self.saving.lock().await;
+        let saving = self.write_turn().await?;
         let mut file = self.read().await?;
         let index = Self::at(&file, &form.id, version)?;
         let before = std::mem::replace(&mut file.integration[index], form.clone());
-        self.save(file, &form.id, Entry::of_change(edit, Some(&before), Some(&form))).await?;
+        self.save(saving, file, &form.id, Entry::of_change(edit, Some(&before), Some(&form))).await?;
         Ok(Versioned::new(form))
     }
 
     pub async fn delete(&self, id: &str, version: &str, edit: &Edit) -> Result<Versioned, StoreError> {
-        let _saving = self.saving.lock().await;
+        let saving = self.write_turn().await?;
         let mut file = self.read().await?;
         let index = Self::at(&file, id, version)?;
         let before = file.integration.remove(index);
-        self.save(file, id, Entry::of_change(edit, Some(&before), None)).await?;
+        self.save(saving, file, id, Entry::of_change(edit, Some(&before), None)).await?;
         Ok(Versioned::new(before))
     }
 
     /// Records an action on the integration that leaves its form as it is.
     pub async fn record(&self, id: &str, edit: &Edit, detail: &str) -> Result<(), StoreError> {
-        let _saving = self.saving.lock().await;
+        let saving = self.write_turn().await?;
         let file = self.read().await?;
         let form = file.integration.iter().find(|f| f.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let entry = Entry::of_action(edit, &Versioned::new(form.clone()).version, detail);
         let (path, id) = (self.path.clone(), id.to_owned());
-        off_the_workers(move || Self::append_history_now(&path, &id, entry)).await
+        off_the_workers(move || {
+            let _saving = saving;
+            Self::append_history_now(&path, &id, entry)
+        })
+        .await
     }
 
     /// The integration's history, newest first.
@@ -209,32 +233,9 @@ fn failed(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::File(format!("cannot write {}: {e}", path.display()))
 }
 
-/// Replaces `path` with `parts`: written into a temporary file (readable by its owner only: it
-/// holds tokens), fsynced, renamed over it, the directory fsynced.
-fn replace(path: &Path, temporary_extension: &str, parts: &[&[u8]]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension(temporary_extension);
-    {
-        let mut out =
-            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-        for part in parts {
-            out.write_all(part)?;
-        }
-        out.sync_all()?;
-    }
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    }
-    Ok(())
-}
-
-/// Runs `work` on the blocking pool; a panic in it is an error of the store, not of the caller.
+/// Runs `work` through [`disk::off_the_workers`].
 async fn off_the_workers<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(done) => done,
-        Err(failed) => Err(StoreError::File(format!("the file work did not finish: {failed}"))),
-    }
+    disk::off_the_workers(work).await.map_err(|e| StoreError::File(e.to_string()))?
 }

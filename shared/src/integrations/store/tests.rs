@@ -182,3 +182,27 @@ async fn a_file_read_held_up_leaves_the_async_worker_free() {
     writer.join().unwrap();
     assert!(stalled < std::time::Duration::from_secs(2), "the worker was blocked for {stalled:?}");
 }
+
+/// A disk that stops answering (here a FIFO nobody writes) fails a read and a save after the
+/// deadline instead of holding them, and the console's and the reload's callers with them.
+#[tokio::test]
+async fn a_disk_that_does_not_answer_fails_reads_and_saves_after_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("integrations.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&path).status().expect("mkfifo runs").success());
+    let store = Store::open(&Location::File(path.clone())).await.unwrap();
+    let listed = store.list().await;
+    assert!(matches!(&listed, Err(StoreError::File(m)) if m.contains("did not answer")), "{:?}", listed.err());
+    let saved = store.create(form("acme", 1), &HashMap::new(), &by_test()).await;
+    assert!(matches!(&saved, Err(StoreError::File(m)) if m.contains("did not answer")), "{:?}", saved.err());
+    // Lets the blocked reads end, so the runtime can stop: opening the write end releases every
+    // reader waiting; without a reader left the open fails (ENXIO) instead of blocking.
+    use std::os::unix::fs::OpenOptionsExt;
+    let release = || std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&path);
+    while release().is_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Linux's `O_NONBLOCK` (asm-generic/fcntl.h).
+const O_NONBLOCK: i32 = 0o4000;
