@@ -10,8 +10,8 @@ use bridge_shared::integrations::store::{Action, Edit};
 
 use super::error::ApiError;
 use super::principal::Principal;
-use super::ConsoleState;
 use super::state::ScanError;
+use super::ConsoleState;
 use crate::dlq::{self, Filter, ReplayOptions, Selection};
 
 /// Letters listed at most; the counts cover all of them.

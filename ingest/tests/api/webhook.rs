@@ -207,11 +207,12 @@ default = { campaign_id = 5001 }
 "#;
     std::fs::write(app.dir.path().join("integrations.toml"), crate::helpers::integrations_toml() + refused).unwrap();
     let body = chat(1, json!({})).to_string();
-    let (status, answer) = bridge_tests::wait_for("the refusal to apply", std::time::Duration::from_secs(10), || async {
-        let (status, answer) = app.post("fresh", "chat", "fresh_0123456789abcdefghijkl", body.clone()).await;
-        (status != 404).then_some((status, answer))
-    })
-    .await;
+    let (status, answer) =
+        bridge_tests::wait_for("the refusal to apply", std::time::Duration::from_secs(10), || async {
+            let (status, answer) = app.post("fresh", "chat", "fresh_0123456789abcdefghijkl", body.clone()).await;
+            (status != 404).then_some((status, answer))
+        })
+        .await;
     assert_eq!((status, answer["error"].as_str()), (503, Some("not_applied")), "{answer}");
     assert_eq!(app.post("fresh", "chat", WEBHOOK_TOKEN, body.clone()).await.0, 404, "a wrong token learns nothing");
     assert_eq!(app.post("fresh", "nonsense", "fresh_0123456789abcdefghijkl", body).await.0, 404);

@@ -119,7 +119,10 @@ impl TokenStore {
     /// The file's records, read on the blocking pool ([`disk`]).
     async fn read_file(path: &Path) -> Result<Vec<Record>, TokenStoreError> {
         let owned = path.to_owned();
-        disk::off_the_workers(move || Self::read_now(&owned)).await.map_err(|e| Self::file_error(path, e))?.map(|f| f.tokens)
+        disk::off_the_workers(move || Self::read_now(&owned))
+            .await
+            .map_err(|e| Self::file_error(path, e))?
+            .map(|f| f.tokens)
     }
 
     /// Reads the file, lets `edit` change its records and writes it back (replaced whole,

@@ -218,6 +218,7 @@ async fn with_postgresql_a_revocation_holds_on_every_replica_at_once() {
     let id = issued["issued"]["id"].as_str().unwrap();
     assert_eq!(other.call(Method::POST, &format!("/api/tokens/{id}/revoke"), None).await.0, 200);
     assert_eq!(one.call_as(&token, Method::GET, "/api/integrations/acme", None).await.0, 401);
+    a_delete_revokes_the_tenants_and_a_re_created_id_is_not_theirs(&one).await;
     one.stop().await;
     other.stop().await;
 }
@@ -244,5 +245,35 @@ async fn a_tenant_reads_its_history_but_cannot_restore_an_operators_field() {
     assert!(refused["message"].as_str().unwrap_or_default().contains("comagic_api"), "{refused}");
     let (_, now) = console.call(Method::GET, "/api/integrations/acme", None).await;
     assert_eq!(now["version"], saved["version"], "nothing restored");
+    console.stop().await;
+}
+
+/// `other` deleted and created again (restored from its history): the tokens of its former tenant
+/// open nothing, while another integration's tenant keeps its access.
+async fn a_delete_revokes_the_tenants_and_a_re_created_id_is_not_theirs(console: &ConsoleClient) {
+    let former = tenant_of(console, "other").await;
+    let bystander = tenant_of(console, "acme").await;
+    let (_, current) = console.call(Method::GET, "/api/integrations/other", None).await;
+    let stale = json!({"version": "not-the-version"});
+    assert_eq!(console.call(Method::DELETE, "/api/integrations/other", Some(stale)).await.0, 409);
+    assert_eq!(
+        console.call_as(&former, Method::GET, "/api/integrations/other", None).await.0,
+        200,
+        "a stale delete revokes nothing"
+    );
+    let (status, deleted) =
+        console.call(Method::DELETE, "/api/integrations/other", Some(json!({"version": current["version"]}))).await;
+    assert_eq!((status, deleted["tenant_tokens_revoked"].as_u64()), (200, Some(1)), "{deleted}");
+    let restore = json!({"restore": current["version"]});
+    let (status, body) = console.call(Method::POST, "/api/integrations/other/restore", Some(restore)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(console.call_as(&former, Method::GET, "/api/integrations/other", None).await.0, 401);
+    assert_eq!(console.call_as(&bystander, Method::GET, "/api/integrations/acme", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn deleting_an_integration_revokes_its_tenants_tokens() {
+    let console = start().await;
+    a_delete_revokes_the_tenants_and_a_re_created_id_is_not_theirs(&console).await;
     console.stop().await;
 }
