@@ -7,6 +7,7 @@
 use actix_web::{web, HttpResponse};
 use bridge_shared::integrations::store::history::form_at;
 use bridge_shared::integrations::store::{Action, Edit, Entry, StoreError};
+use bridge_shared::integrations::IntegrationForm;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -52,7 +53,10 @@ pub async fn restore(
         .ok_or_else(|| ApiError::NotFound(format!("no version {restore} in the history of `{id}`")))?;
     let edit = Edit::new(&by.name, Action::Restored { restored_from: restore });
     match (state.store.get(&id).await, version) {
-        (Ok(_), Some(version)) => save_over(&state, &by, form, &version, force, false, &edit).await,
+        (Ok(current), Some(version)) => {
+            let form = if by.is_tenant() { with_secrets_of(form, &current.form) } else { form };
+            save_over(&state, &by, form, &version, force, false, &edit).await
+        }
         (Ok(_), None) => Err(ApiError::Invalid {
             field: "version".into(),
             message: "is required: the version you read, so a restore never overwrites someone else's save".into(),
@@ -60,6 +64,21 @@ pub async fn restore(
         // Deleted: the restore re-creates it.
         (Err(StoreError::NotFound(_)), _) => save_new(&state, &by, form, force, false, &edit).await,
         (Err(e), _) => Err(e.into()),
+    }
+}
+
+/// A tenant's restore brings settings back, not secrets: a token rotated since (perhaps because it
+/// leaked) stays rotated. An operator's restore is the version whole.
+fn with_secrets_of(form: IntegrationForm, current: &IntegrationForm) -> IntegrationForm {
+    let current = current.clone();
+    IntegrationForm {
+        webhook_token: current.webhook_token,
+        webhook_token_env: current.webhook_token_env,
+        verbox_secret_key: current.verbox_secret_key,
+        verbox_secret_key_env: current.verbox_secret_key_env,
+        comagic_token: current.comagic_token,
+        comagic_token_env: current.comagic_token_env,
+        ..form
     }
 }
 

@@ -163,8 +163,9 @@ fn operator_fields_kept(form: &IntegrationForm, stored: &IntegrationForm) -> Res
     }
 }
 
-/// A tenant's save, refused if it sets an operator's field, with the stored ones filled in (a
-/// secret the tenant gives replaces the variable that held it).
+/// A tenant's save, refused if it sets an operator's field, with the stored ones filled in. A
+/// secret an operator keeps in a variable stays there: a tenant giving that secret is refused
+/// (by [`operator_fields_kept`], naming the variable's field).
 fn tenant_save(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
     let mut request: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if let Some(form) = request.get_mut("integration").and_then(Value::as_object_mut) {

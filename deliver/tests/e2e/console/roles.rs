@@ -277,3 +277,28 @@ async fn deleting_an_integration_revokes_its_tenants_tokens() {
     a_delete_revokes_the_tenants_and_a_re_created_id_is_not_theirs(&console).await;
     console.stop().await;
 }
+
+/// The operator rotates acme's webhook token (and the tenant its session key); the tenant restores
+/// the first version: its settings come back, the leaked token does not.
+#[tokio::test]
+async fn a_tenants_restore_brings_back_settings_but_not_a_rotated_secret() {
+    let console = start().await;
+    let tenant = tenant_of(&console, "acme").await;
+    let (_, first) = console.call(Method::GET, "/api/integrations/acme", None).await;
+    let mut rotated = valid_form(console.sandbox.url());
+    rotated["webhook_token"] = json!("whtok_rotated_0123456789abcdefgh");
+    rotated["session_key"] = json!("another_session_key");
+    let update = json!({"version": first["version"], "integration": rotated});
+    let (status, saved) = console.call(Method::PUT, "/api/integrations/acme", Some(update)).await;
+    assert_eq!(status, 200, "{saved}");
+    let restore = json!({"version": saved["version"], "restore": first["version"]});
+    let (status, restored) =
+        console.call_as(&tenant, Method::POST, "/api/integrations/acme/restore", Some(restore)).await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(restored["integration"]["session_key"], first["integration"]["session_key"]);
+    let (_, history) = console.call(Method::GET, "/api/integrations/acme/history", None).await;
+    let newest = &history["entries"][0];
+    assert_eq!(newest["action"], "restored", "{history}");
+    assert_eq!(newest["changed"], json!(["session_key"]), "the token stays rotated: {newest}");
+    console.stop().await;
+}
