@@ -21,12 +21,16 @@ export function signIn(value) {
 }
 
 // A link an operator issued carries its token in the fragment (`#token=…`), which no server
-// sees: it is kept for this tab's session and taken out of the address bar and the history.
+// sees: it is kept for this tab's session and taken out of the address bar and the history. A
+// link with another token than the one signed in with switches only when the user says so: a
+// link anyone can send must not quietly put an operator's next edits into the sender's session.
 export function tokenFromLink() {
   const found = /^#token=([A-Za-z0-9_]+)$/.exec(location.hash);
   if (!found) return;
-  signIn(found[1]);
   history.replaceState(null, "", location.pathname + location.search);
+  const switching = signedIn() && token !== found[1];
+  if (switching && !confirm("This link signs in with another access than yours in this tab. Switch to it?")) return;
+  signIn(found[1]);
 }
 
 export const isTenant = () => !!page.who && page.who.role === "tenant";

@@ -1,12 +1,12 @@
 //! Tokens an operator issues from the console: a tenant's (one integration) or a read-only
 //! operator's, each with an expiry of at most [`MAX_LIFETIME_DAYS`] and revocable at once. The
-//! token is shown once, in the answer to issuing it, with a link that carries it in the URL's
-//! fragment (a browser sends a fragment to no server, so no proxy or access log sees it); only its
-//! SHA-256 is stored ([`store`]).
+//! token is shown once, in the answer to issuing it; the page makes it a link that carries it in
+//! the URL's fragment (a browser sends a fragment to no server, so no proxy or access log sees it).
+//! Only its SHA-256 is stored ([`store`]).
 
 pub mod store;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use bridge_shared::integrations::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -94,12 +94,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::Invalid { field: field.into(), message: message.into() }
 }
 
-pub async fn issue(
-    state: web::Data<ConsoleState>,
-    by: Principal,
-    request: HttpRequest,
-    bytes: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+pub async fn issue(state: web::Data<ConsoleState>, by: Principal, bytes: web::Bytes) -> Result<HttpResponse, ApiError> {
     let asked: IssueRequest = super::integrations::body(&bytes)?;
     let now = Utc::now().timestamp();
     let access = match (asked.role, asked.integration) {
@@ -147,9 +142,7 @@ pub async fn issue(
     };
     state.issued.add(&record).await?;
     tracing::info!(token = %record.id, name = %record.name, by = %by.name, "console token issued");
-    let info = request.connection_info();
-    let link = format!("{}://{}/#token={token}", info.scheme(), info.host());
-    Ok(HttpResponse::Created().json(json!({"token": token, "link": link, "issued": view(&record, now)})))
+    Ok(HttpResponse::Created().json(json!({"token": token, "issued": view(&record, now)})))
 }
 
 pub async fn list(state: web::Data<ConsoleState>) -> Result<HttpResponse, ApiError> {

@@ -240,6 +240,21 @@ async fn an_operator_issues_a_tenant_link_and_the_tenant_sees_its_own_integratio
     let link_input = operator.client.find(Locator::Css("#issued-link")).await.unwrap();
     let link = link_input.prop("value").await.unwrap().unwrap();
     assert!(link.contains("#token=vbc_"), "{link}");
+    // The link opened where the operator is signed in switches only if they say so.
+    for (switch, who) in [(false, "operator token 1"), (true, "Acme's manager")] {
+        operator.client.goto("about:blank").await.unwrap();
+        let _ = operator.client.goto(&link).await; // may report the prompt it opened
+        wait_for("the switch to be asked", Duration::from_secs(10), || async {
+            operator.client.get_alert_text().await.ok().filter(|t| t.contains("another access"))
+        })
+        .await;
+        if switch {
+            operator.client.accept_alert().await.unwrap();
+        } else {
+            operator.client.dismiss_alert().await.unwrap();
+        }
+        operator.text_with("#who", who, Duration::from_secs(10)).await;
+    }
     operator.close().await;
 
     let tenant = Browser::start().await;
