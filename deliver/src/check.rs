@@ -50,8 +50,9 @@ fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> Str
         Failure::Transient { label, reason } => {
             // The transport's own words ("connection refused", a resolver's error) describe the
             // network the console sits in: the log has them, the answer only the class.
+            // Nor is the address said: a tenant reads this, and comagic_api is the operator's.
             tracing::info!(api = key.api, %reason, "CoMagic did not answer the account check");
-            Some(format!("{} {} (check comagic_api; the log says more)", key.api, no_answer(label)))
+            Some(format!("the CoMagic address {} (check comagic_api; the log says more)", no_answer(label)))
         }
         _ => None,
     };

@@ -45,8 +45,10 @@ impl Versions {
 
 /// `applied` of an integration's view: how many processes run `version` of `id`, and each that
 /// does not, with the version it runs (null: none) and why (the refusal's reason; "unknown" for a
-/// page that could not be read; null while it has simply not re-read the store yet).
-pub fn applied(processes: &[Process], id: &str, version: &str) -> Value {
+/// page that could not be read; null while it has simply not re-read the store yet). A tenant is
+/// not shown where the pages are nor a refusal's reason (it names the operator's variables): only
+/// that there is one.
+pub fn applied(processes: &[Process], id: &str, version: &str, to_tenant: bool) -> Value {
     let mut behind = Vec::new();
     for process in processes {
         let Some(seen) = &process.seen else {
@@ -57,8 +59,12 @@ pub fn applied(processes: &[Process], id: &str, version: &str) -> Value {
         if running.is_some_and(|v| v == version) {
             continue;
         }
-        let reason = seen.refused.get(id).filter(|(refused, _)| refused == version).map(|(_, why)| why);
+        let reason = seen.refused.get(id).filter(|(refused, _)| refused == version).map(|(_, why)| why.as_str());
+        let reason = reason.map(|why| if to_tenant { TOLD } else { why });
         behind.push(json!({"page": process.page, "version": running, "reason": reason}));
+    }
+    if to_tenant {
+        behind.iter_mut().filter_map(Value::as_object_mut).for_each(|b| drop(b.remove("page")));
     }
     json!({
         "version": version,
@@ -68,6 +74,9 @@ pub fn applied(processes: &[Process], id: &str, version: &str) -> Value {
         "behind": behind,
     })
 }
+
+/// A refusal's reason as a tenant reads it.
+const TOLD: &str = "refused by that process: the operator is told (a setting only they can change)";
 
 #[cfg(test)]
 mod tests {
@@ -88,10 +97,10 @@ mod tests {
     #[test]
     fn applied_only_when_every_process_runs_the_version() {
         let all = [process("i", &[("acme", "v2")], &[]), process("d", &[("acme", "v2")], &[])];
-        let view = applied(&all, "acme", "v2");
+        let view = applied(&all, "acme", "v2", false);
         assert_eq!(view["applied"], true);
         assert_eq!(view["have_it"], 2);
-        assert_eq!(applied(&[], "acme", "v2")["applied"], false, "no process read: not applied");
+        assert_eq!(applied(&[], "acme", "v2", false)["applied"], false, "no process read: not applied");
     }
 
     #[test]
@@ -102,7 +111,7 @@ mod tests {
             Process { page: "gone".into(), seen: None },
             process("d2", &[("acme", "v2")], &[]),
         ];
-        let view = applied(&all, "acme", "v2");
+        let view = applied(&all, "acme", "v2", false);
         assert_eq!(view["applied"], false);
         assert_eq!((view["processes"].as_u64(), view["have_it"].as_u64()), (Some(4), Some(1)));
         let behind = view["behind"].as_array().unwrap();
@@ -112,5 +121,10 @@ mod tests {
         );
         assert_eq!(behind[1], json!({"page": "d", "version": "v1", "reason": null}), "not re-read yet");
         assert!(behind[2]["reason"].as_str().unwrap().starts_with("unknown"));
+        let to_tenant = applied(&all, "acme", "v2", true);
+        let behind = to_tenant["behind"].as_array().unwrap();
+        assert_eq!(behind[0], json!({"version": "v1", "reason": TOLD}), "no page, no variable's name");
+        assert_eq!(behind[1], json!({"version": "v1", "reason": null}));
+        assert_eq!(to_tenant["have_it"], view["have_it"]);
     }
 }

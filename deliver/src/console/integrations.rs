@@ -125,7 +125,7 @@ impl ConsoleState {
             "active": stored.form.active,
             "integration": form,
             "state": self.sampler.state_of(&stored.form.id),
-            "applied": self.sampler.applied_of(&stored.form.id, &stored.version),
+            "applied": self.sampler.applied_of(&stored.form.id, &stored.version, to.is_tenant()),
         });
         if let Ok(integration) = self.validate(&stored.form) {
             view["webhook_urls"] = webhook_urls(public_url, &with_masked_token(&integration));
@@ -322,10 +322,10 @@ pub async fn deactivate(
 }
 
 /// The state, with whether every process runs the stored version (the page polls it).
-pub async fn state(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn state(state: State, by: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
     let mut answer = state.sampler.state_of(&id);
-    answer["applied"] = state.sampler.applied_of(&id, &stored.version);
+    answer["applied"] = state.sampler.applied_of(&id, &stored.version, by.is_tenant());
     Ok(HttpResponse::Ok().json(answer))
 }
 

@@ -170,9 +170,9 @@ impl Sampler {
     }
 
     /// Whether every process read runs `version` of `integration` ([`applied::applied`]).
-    pub fn applied_of(&self, integration: &str, version: &str) -> Value {
+    pub fn applied_of(&self, integration: &str, version: &str, to_tenant: bool) -> Value {
         let processes = self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        applied::applied(&processes, integration, version)
+        applied::applied(&processes, integration, version, to_tenant)
     }
 
     /// The state of `integration` as last read.
