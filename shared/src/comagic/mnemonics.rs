@@ -1,5 +1,5 @@
 //! Every error mnemonic the Data API documents, in one table: its JSON-RPC code, how the bridge
-//! treats it, and what a tenant's admin does about it. The classifier ([`super::outcome`]), the
+//! treats it, and what a tenant's admin does about it. The classifier (`outcome.rs`), the
 //! fixes shown by `deliver check` and the console ([`fix_for`]), the courier's question
 //! whether a refused report could answer on a retry, and the test sandbox's answers all read it,
 //! so none of them can disagree with another (docs/delivery.md says the same in words).
