@@ -51,6 +51,7 @@ fn account_unreadable(label: &str, key: AccountKey<'_>, failure: Failure) -> Str
             // The transport's own words ("connection refused", a resolver's error) describe the
             // network the console sits in: the log has them, the answer only the class.
             // Nor is the address said: a tenant reads this, and comagic_api is the operator's.
+            let reason = bridge_shared::redact::for_operators(reason, 500);
             tracing::info!(api = key.api, %reason, "CoMagic did not answer the account check");
             Some(format!("the CoMagic address {} (check comagic_api; the log says more)", no_answer(label)))
         }
@@ -110,21 +111,32 @@ fn find(items: &[Value], id: u64) -> Option<&Value> {
     items.iter().find(|i| i.get("id").and_then(Value::as_u64) == Some(id))
 }
 
+/// The longest name a problem quotes, in characters: the account's names are CoMagic's strings.
+const NAME_MAX: usize = 100;
+/// The most choices a problem lists (the pick-lists have them all).
+const CHOICES_MAX: usize = 20;
+
 fn name(item: &Value, key: &str) -> String {
     item.get(key).and_then(Value::as_str).unwrap_or("").to_owned()
 }
 
-/// `101 (Olga Operator), 102 (...)`: what the operator can pick from.
+/// A name as a problem quotes it: at most [`NAME_MAX`] characters (the pick-lists have it whole).
+fn quoted_name(item: &Value, key: &str) -> String {
+    bridge_shared::redact::cut(&name(item, key), NAME_MAX)
+}
+
+/// `101 (Olga Operator), 102 (...)`: what the operator can pick from, the first [`CHOICES_MAX`].
 fn choices(items: &[Value], key: &str, keep: impl Fn(&Value) -> bool) -> String {
-    let listed: Vec<String> = items
+    let mut listed = items
         .iter()
         .filter(|i| keep(i))
-        .filter_map(|i| Some(format!("{} ({})", i.get("id")?.as_u64()?, name(i, key))))
-        .collect();
-    if listed.is_empty() {
-        "none in the account".into()
-    } else {
-        listed.join(", ")
+        .filter_map(|i| Some(format!("{} ({})", i.get("id")?.as_u64()?, quoted_name(i, key))));
+    let first: Vec<String> = listed.by_ref().take(CHOICES_MAX).collect();
+    let more = listed.count();
+    match (first.is_empty(), more) {
+        (true, _) => "none in the account".into(),
+        (false, 0) => first.join(", "),
+        (false, more) => format!("{} and {more} more (the form's list has them all)", first.join(", ")),
     }
 }
 
@@ -189,7 +201,7 @@ pub async fn check(client: &ComagicClient, integration: &Integration) -> Vec<Str
             problems.push(format!(
                 "{id}: employee {} ({}) may not take chats: enable chats for them in CoMagic or set employee_id to one of {}",
                 integration.employee_id,
-                name(e, "full_name"),
+                quoted_name(e, "full_name"),
                 choices(&account.employees, "full_name", may_chat)
             ))
         }
@@ -213,7 +225,7 @@ fn target_problems(id: &str, setting: &str, target: Target, account: &Account) -
             )),
             Some(c) if !active(c) => problems.push(format!(
                 "{id}: {setting} campaign {campaign_id} ({}) is inactive: activate it in CoMagic or use one of {}",
-                name(c, "name"),
+                quoted_name(c, "name"),
                 choices(&account.campaigns, "name", active)
             )),
             Some(_) => {}
@@ -281,4 +293,20 @@ pub async fn pick_lists(client: &ComagicClient, key: AccountKey<'_>) -> Result<V
         "sites": pick(&account.sites, "domain_name", &|_| true),
         "sources": pick(&account.sources, "name", &|_| true),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_quotes_the_first_choices_and_short_names_of_an_account_of_any_size() {
+        let long = "N".repeat(10_000);
+        let employees: Vec<Value> = (1..=25).map(|id| json!({"id": id, "full_name": long})).collect();
+        let listed = choices(&employees, "full_name", |_| true);
+        assert!(listed.starts_with(&format!("1 ({}…), 2 (", "N".repeat(NAME_MAX))), "{}", &listed[..120]);
+        assert!(listed.ends_with("and 5 more (the form's list has them all)"), "{listed}");
+        assert!(listed.len() < CHOICES_MAX * (NAME_MAX + 20) + 100, "{} bytes", listed.len());
+        assert_eq!(choices(&employees, "full_name", |_| false), "none in the account");
+    }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use bridge_shared::amqp::{until_stopped, BrokerLink, Topology};
 use bridge_shared::integrations::store::Location;
@@ -93,32 +94,8 @@ impl Application {
         });
         let (listener, port) = bind(LISTEN, settings.ingest.listen)?;
         let (metrics_listener, metrics_port) = bind(METRICS_LISTEN, settings.ingest.metrics_listen)?;
-        let metrics_state = state.clone();
-        let metrics = HttpServer::new(move || {
-            App::new()
-                .app_data(metrics_state.clone())
-                .route("/metrics", web::get().to(routes::metrics))
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
-                .default_service(web::to(routes::not_found))
-        })
-        .workers(1)
-        .listen(metrics_listener)
-        .map_err(StartError::bind(METRICS_LISTEN))?
-        .run();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .route("/v1/verbox/{integration}/{kind}/{token}", web::post().to(routes::webhook))
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
-                .default_service(web::to(routes::not_found))
-        })
-        .shutdown_timeout(HTTP_SHUTDOWN.as_secs());
-        if settings.ingest.workers > 0 {
-            server = server.workers(settings.ingest.workers);
-        }
-        let server = server.listen(listener).map_err(StartError::bind(LISTEN))?.run();
+        let metrics = metrics_server(state.clone(), metrics_listener)?;
+        let server = webhook_server(state, listener, settings.ingest.workers)?;
         tracing::info!(port, metrics_port, spooled = spool.len(), "ingest listening");
         Ok(Application {
             served: Served::new(port, server),
@@ -134,6 +111,45 @@ impl Application {
             drain_on_stop: settings.ingest.drain_on_stop,
         })
     }
+}
+
+/// The metrics and probes, on their own listener (not the public one: the metrics name
+/// integrations and their pause reasons).
+fn metrics_server(state: web::Data<AppState>, listener: std::net::TcpListener) -> Result<Server, StartError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(routes::metrics))
+            .route("/healthz", web::get().to(routes::healthz))
+            .route("/readyz", web::get().to(routes::readyz))
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(StartError::bind(METRICS_LISTEN))?;
+    Ok(server.run())
+}
+
+/// The public listener: the webhooks, and the probes a load balancer asks; `workers` 0 is one per
+/// core.
+fn webhook_server(
+    state: web::Data<AppState>,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> Result<Server, StartError> {
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/v1/verbox/{integration}/{kind}/{token}", web::post().to(routes::webhook))
+            .route("/healthz", web::get().to(routes::healthz))
+            .route("/readyz", web::get().to(routes::readyz))
+            .default_service(web::to(routes::not_found))
+    })
+    .shutdown_timeout(HTTP_SHUTDOWN.as_secs());
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.listen(listener).map_err(StartError::bind(LISTEN))?.run())
 }
 
 impl Service for Application {

@@ -13,7 +13,8 @@ pub const DISK_WORK_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("the disk did not answer within {}s", DISK_WORK_FOR.as_secs())]
+    /// The work runs on: a write may still land (read before trying again).
+    #[error("the disk did not answer within {}s (a save may still land: read it again before retrying)", DISK_WORK_FOR.as_secs())]
     Silent,
     /// A panic in the work: an error of the store, not of its caller.
     #[error("the disk work did not finish: {0}")]
@@ -44,8 +45,8 @@ pub fn replace(path: &Path, temporary_extension: &str, parts: &[&[u8]]) -> std::
         out.sync_all()?;
     }
     std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    }
+    // A bare file name's directory is the working directory.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     Ok(())
 }

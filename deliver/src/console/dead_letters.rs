@@ -22,15 +22,22 @@ fn of(integration: &str, limit: Option<usize>) -> Selection {
 }
 
 fn unavailable(error: ScanError) -> ApiError {
-    ApiError::Unavailable(error.to_string())
+    match error {
+        ScanError::Failed(_) => ApiError::Unavailable(error.to_string()),
+        ScanError::Busy | ScanError::TimedOut => ApiError::Busy(error.to_string()),
+    }
+}
+
+/// A scan of the queue for integration `id`, from its allowance: every scan holds the console's
+/// one scan turn, so no integration's calls may keep the others' waiting.
+fn allowed_scan(state: &ConsoleState, id: &str) -> Result<(), ApiError> {
+    let refused = |retry_after| ApiError::TooMany { what: "dead-letter scans of this integration", retry_after };
+    state.dead_letter_scans.take(id).map_err(refused)
 }
 
 /// The counts and the first letters, in one scan of the queue.
 pub async fn list(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    state
-        .dead_letter_scans
-        .take(&id)
-        .map_err(|retry_after| ApiError::TooMany { what: "dead-letter scans of this integration", retry_after })?;
+    allowed_scan(&state, &id)?;
     let selection = of(&id, None);
     let overview = dlq::overview(&state.settings.amqp, &selection, LISTED);
     let (stats, letters) = state.sampler.scan_alone(overview).await.map_err(unavailable)?;
@@ -60,6 +67,7 @@ pub async fn replay(
     id: web::Path<String>,
     request: web::Json<ReplayRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    allowed_scan(&state, &id)?;
     let amqp = &state.settings.amqp;
     let options = ReplayOptions { rate: None, dry_run: request.dry_run, publish_timeout: amqp.publish_timeout };
     let selection = of(&id, request.limit);
@@ -95,6 +103,7 @@ pub async fn purge(
             ),
         });
     }
+    allowed_scan(&state, &id)?;
     let selection = of(&id, None);
     let result = state.sampler.scan_alone(dlq::purge(&state.settings.amqp, &selection, request.dry_run)).await;
     let result = result.map_err(unavailable)?;

@@ -30,9 +30,14 @@ pub enum ApiError {
     Check { problems: Vec<String> },
     #[error("{0}")]
     BadRequest(String),
-    /// The store, the broker or CoMagic did not answer.
-    #[error("{0}")]
+    /// The store, the broker or the disk did not answer, or failed. What failed (a file's path,
+    /// a driver's words about the network) is logged, not answered: the caller may be a tenant,
+    /// or not signed in yet.
+    #[error("the console's store, the broker or its disk did not answer or failed: try again; its log says what")]
     Unavailable(String),
+    /// A wait the caller may see the reason of (another scan runs; the queue took too long).
+    #[error("{0}")]
+    Busy(String),
     /// An allowance ([`super::limits`]) is spent: asked again after `retry_after`.
     #[error("{what}: try again in {} s", retry_after.as_secs().max(1))]
     TooMany { what: &'static str, retry_after: std::time::Duration },
@@ -49,7 +54,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid",
             ApiError::Check { .. } => "check_failed",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy(_) => "unavailable",
             ApiError::TooMany { .. } => "too_many",
         }
     }
@@ -64,12 +69,15 @@ impl ResponseError for ApiError {
             ApiError::Exists(_) | ApiError::Stale { .. } => StatusCode::CONFLICT,
             ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::Unavailable(detail) = self {
+            tracing::error!(%detail, "answered 503 unavailable");
+        }
         let mut body = json!({"error": self.code(), "message": self.to_string()});
         match self {
             ApiError::Invalid { field, .. } | ApiError::ForbiddenField(field) => body["field"] = json!(field),
@@ -117,10 +125,7 @@ impl From<StoreError> for ApiError {
             StoreError::Exists(id) => ApiError::Exists(id),
             StoreError::Stale { id, current } => ApiError::Stale { id, current },
             StoreError::Invalid(e) => e.into(),
-            other @ (StoreError::File(_) | StoreError::Database(_)) => {
-                tracing::error!(error = %other, "the integrations store failed");
-                ApiError::Unavailable(other.to_string())
-            }
+            other @ (StoreError::File(_) | StoreError::Database(_)) => ApiError::Unavailable(other.to_string()),
         }
     }
 }

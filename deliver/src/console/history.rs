@@ -23,8 +23,19 @@ fn view(entry: Entry) -> Value {
     serde_json::to_value(Entry { form: None, ..entry }).unwrap_or(Value::Null)
 }
 
-pub async fn list(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let history = state.store.history(&id).await?;
+/// The history `by` may read: a tenant's starts after the integration's last delete (an id
+/// created again may be someone else's: the one before is not theirs to read or restore).
+async fn history_for(state: &ConsoleState, by: &Principal, id: &str) -> Result<Vec<Entry>, ApiError> {
+    let mut history = state.store.history(id).await?;
+    if by.is_tenant() {
+        let deleted = history.iter().position(|entry| entry.action == Action::Deleted);
+        history.truncate(deleted.unwrap_or(history.len()));
+    }
+    Ok(history)
+}
+
+pub async fn list(state: State, by: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let history = history_for(&state, &by, &id).await?;
     let entries: Vec<Value> = history.into_iter().map(view).collect();
     Ok(HttpResponse::Ok().json(json!({ "id": *id, "entries": entries })))
 }
@@ -48,14 +59,13 @@ pub async fn restore(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let RestoreRequest { version, restore, force } = body(&bytes)?;
-    let history = state.store.history(&id).await?;
+    let history = history_for(&state, &by, &id).await?;
     let form = form_at(&history, &restore)
         .ok_or_else(|| ApiError::NotFound(format!("no version {restore} in the history of `{id}`")))?;
     let edit = Edit::new(&by.name, Action::Restored { restored_from: restore });
     match (state.store.get(&id).await, version) {
         (Ok(current), Some(version)) => {
-            let form = if by.is_tenant() { with_secrets_of(form, &current.form) } else { form };
-            save_over(&state, &by, form, &version, force, false, &edit).await
+            save_over(&state, &by, with_secrets_of(form, &current.form), &version, force, false, &edit).await
         }
         (Ok(_), None) => Err(ApiError::Invalid {
             field: "version".into(),
@@ -67,17 +77,23 @@ pub async fn restore(
     }
 }
 
-/// A tenant's restore brings settings back, not secrets: a token rotated since (perhaps because it
-/// leaked) stays rotated. An operator's restore is the version whole.
+/// A restore brings settings back, not secrets: a token rotated since (perhaps because it leaked)
+/// stays rotated. But a stored CoMagic token goes only to the address it was saved with: a
+/// restore that moves `comagic_api` back brings back the token saved with that address.
 fn with_secrets_of(form: IntegrationForm, current: &IntegrationForm) -> IntegrationForm {
     let current = current.clone();
+    let (comagic_token, comagic_token_env) = if form.comagic_api == current.comagic_api {
+        (current.comagic_token, current.comagic_token_env)
+    } else {
+        (form.comagic_token.clone(), form.comagic_token_env.clone())
+    };
     IntegrationForm {
         webhook_token: current.webhook_token,
         webhook_token_env: current.webhook_token_env,
         verbox_secret_key: current.verbox_secret_key,
         verbox_secret_key_env: current.verbox_secret_key_env,
-        comagic_token: current.comagic_token,
-        comagic_token_env: current.comagic_token_env,
+        comagic_token,
+        comagic_token_env,
         ..form
     }
 }
@@ -89,14 +105,16 @@ pub async fn delete(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let VersionRequest { version } = body(&bytes)?;
-    // The tenants' tokens go first: the id may be created again, for someone else, and its old
-    // tenants' links must not open it. A stale delete is refused before it revokes anything.
-    let current = state.store.get(&id).await?;
-    if current.version != version {
-        return Err(StoreError::Stale { id: id.into_inner(), current: current.version }.into());
-    }
-    let revoked = state.issued.revoke_tenants_of(&id, chrono::Utc::now().timestamp()).await?;
     let deleted = state.store.delete(&id, &version, &Edit::new(&by.name, Action::Deleted)).await?;
-    tracing::info!(integration = %id, version = %deleted.version, by = %by.name, tenant_tokens_revoked = revoked, "integration deleted");
+    // Then its tenants' tokens: they open nothing now, and must not open the id if it is created
+    // again, for someone else. Tokens a failure here leaves are revoked by that create.
+    let revoked = match state.issued.revoke_tenants_of(&id, chrono::Utc::now().timestamp()).await {
+        Ok(revoked) => Some(revoked),
+        Err(error) => {
+            tracing::error!(integration = %id, %error, "tenant tokens not revoked; a create of this id will revoke them");
+            None
+        }
+    };
+    tracing::info!(integration = %id, version = %deleted.version, by = %by.name, tenant_tokens_revoked = ?revoked, "integration deleted");
     Ok(HttpResponse::Ok().json(json!({ "deleted": *id, "version": deleted.version, "tenant_tokens_revoked": revoked })))
 }

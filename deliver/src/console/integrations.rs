@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use bridge_shared::comagic::{COMAGIC_URL, UIS_URL};
-use bridge_shared::integrations::store::{Action, Edit, Versioned};
+use bridge_shared::integrations::store::{Action, Edit, StoreError, Versioned};
 use bridge_shared::integrations::{Integration, IntegrationForm};
 use bridge_shared::secret::Secret;
 use bridge_shared::settings::deserialize_naming_key;
@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::operator_fields::{operator_field, operator_fields_kept, stored_kept, tenant_save};
 use super::principal::Principal;
 use super::random::random_hex;
 use super::views::{masked_form, webhook_urls, with_masked_token};
@@ -53,6 +54,19 @@ fn new_webhook_token() -> Result<Secret, ApiError> {
 impl ConsoleState {
     fn validate(&self, form: &IntegrationForm) -> Result<Integration, ApiError> {
         Ok(form.clone().validate(0, &self.env)?)
+    }
+
+    /// A form validated for `to`: a tenant is told that one of the operator's fields does not
+    /// apply here, not which variable or address it names.
+    fn validate_for(&self, form: &IntegrationForm, to: &Principal) -> Result<Integration, ApiError> {
+        self.validate(form).map_err(|error| match error {
+            ApiError::Invalid { field, .. } if to.is_tenant() && operator_field(&field) => ApiError::Invalid {
+                field: "operator".into(),
+                message: "a setting only an operator can change does not apply in the console: ask your operator"
+                    .into(),
+            },
+            other => other,
+        })
     }
 
     /// What a form sent to the API may name: a CoMagic address the console may send tokens to,
@@ -136,51 +150,10 @@ impl ConsoleState {
         view
     }
 
-    pub(super) async fn stored_integration(&self, id: &str) -> Result<Integration, ApiError> {
+    pub(super) async fn stored_integration(&self, id: &str, to: &Principal) -> Result<Integration, ApiError> {
         let stored = self.store.get(id).await?;
-        self.validate(&stored.form)
+        self.validate_for(&stored.form, to)
     }
-}
-
-/// Fields of a form only an operator sees and sets: where the console sends the CoMagic token,
-/// and the names of the operator's environment variables.
-fn operator_field(key: &str) -> bool {
-    key == "comagic_api" || key.ends_with("_env")
-}
-
-/// A tenant's save or restore leaves the operator's fields as they are (a restore would otherwise
-/// bring back an address or a variable an operator has since changed).
-fn operator_fields_kept(form: &IntegrationForm, stored: &IntegrationForm) -> Result<(), ApiError> {
-    let fields = |f: &IntegrationForm| match serde_json::to_value(f) {
-        Ok(Value::Object(map)) => map.into_iter().filter(|(key, _)| operator_field(key)).collect(),
-        _ => serde_json::Map::new(),
-    };
-    let (now, then) = (fields(stored), fields(form));
-    let changed = now.keys().chain(then.keys()).find(|key| now.get(*key) != then.get(*key));
-    match changed {
-        Some(field) => Err(ApiError::ForbiddenField(field.clone())),
-        None => Ok(()),
-    }
-}
-
-/// A tenant's save, refused if it sets an operator's field, with the stored ones filled in. A
-/// secret an operator keeps in a variable stays there: a tenant giving that secret is refused
-/// (by [`operator_fields_kept`], naming the variable's field).
-fn tenant_save(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
-    let mut request: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if let Some(form) = request.get_mut("integration").and_then(Value::as_object_mut) {
-        if let Some(field) = form.keys().find(|key| operator_field(key)) {
-            return Err(ApiError::ForbiddenField(field.clone()));
-        }
-        if let Value::Object(kept) = serde_json::to_value(stored).map_err(|e| ApiError::Unavailable(e.to_string()))? {
-            for (key, value) in kept.into_iter().filter(|(key, _)| operator_field(key)) {
-                if !form.contains_key(key.trim_end_matches("_env")) {
-                    form.insert(key, value);
-                }
-            }
-        }
-    }
-    serde_json::to_vec(&request).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Every integration an operator sees; a tenant's own only.
@@ -218,8 +191,16 @@ pub(super) async fn save_new(
         return Err(ApiError::Forbidden("only an operator may create an integration".into()));
     }
     state.admit(&integration)?;
-    let checked = state.validate(&integration)?;
+    let checked = state.validate_for(&integration, by)?;
     state.check(&checked, force).await?;
+    // Tokens of an integration deleted under this id (whose delete could not revoke them) must
+    // not open the new one; an id in use keeps its tenants.
+    match state.store.get(&integration.id).await {
+        Err(StoreError::NotFound(_)) => {}
+        Ok(_) => return Err(StoreError::Exists(integration.id).into()),
+        Err(error) => return Err(error.into()),
+    }
+    state.issued.revoke_tenants_of(&integration.id, chrono::Utc::now().timestamp()).await?;
     let stored = state.store.create(integration, &state.env, edit).await?;
     tracing::info!(integration = %stored.form.id, version = %stored.version, by = %edit.who, action = ?edit.action, "integration created");
     Ok(HttpResponse::Created().json(state.view(&stored, token_set, by)))
@@ -232,7 +213,8 @@ pub async fn update(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
-    let bytes = if by.is_tenant() { tenant_save(&bytes, &stored.form)?.into() } else { bytes };
+    let bytes = if by.is_tenant() { tenant_save(&bytes, &stored.form)? } else { bytes.to_vec() };
+    let bytes = stored_kept(&bytes, &stored.form)?;
     let SaveRequest { version, force, integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),
@@ -262,7 +244,7 @@ pub(super) async fn save_over(
     state.admit(&integration)?;
     token_follows_address(&integration, &stored.form)?;
     keep_unsent_secrets(&mut integration, &stored.form);
-    let checked = state.validate(&integration)?;
+    let checked = state.validate_for(&integration, by)?;
     state.check(&checked, force).await?;
     let saved = state.store.update(integration, version, &state.env, edit).await?;
     tracing::info!(integration = %saved.form.id, version = %saved.version, by = %edit.who, action = ?edit.action, "integration updated");
@@ -330,8 +312,8 @@ pub async fn state(state: State, by: Principal, id: web::Path<String>) -> Result
 }
 
 /// What to paste into Verbox and onto the site (`ingest setup`), the token masked.
-pub async fn setup(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let integration = with_masked_token(&state.stored_integration(&id).await?);
+pub async fn setup(state: State, by: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let integration = with_masked_token(&state.stored_integration(&id, &by).await?);
     let public_url = &state.settings.ingest.public_url;
     Ok(HttpResponse::Ok().json(json!({
         "webhook_urls": webhook_urls(public_url, &integration),
@@ -348,8 +330,8 @@ async fn pick_lists(state: &ConsoleState, key: AccountKey<'_>) -> Result<HttpRes
 }
 
 /// The stored integration's account: what its form may pick from.
-pub async fn account(state: State, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let integration = state.stored_integration(&id).await?;
+pub async fn account(state: State, by: Principal, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let integration = state.stored_integration(&id, &by).await?;
     pick_lists(&state, (&integration).into()).await
 }
 
@@ -377,7 +359,7 @@ pub async fn account_for_form(state: State, by: Principal, bytes: web::Bytes) ->
         }
     }
     let stored = match &request.id {
-        Some(id) => Some(state.stored_integration(id).await?),
+        Some(id) => Some(state.stored_integration(id, &by).await?),
         None => None,
     };
     let api = request

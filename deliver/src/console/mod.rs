@@ -14,6 +14,7 @@ mod error;
 mod history;
 mod integrations;
 mod limits;
+mod operator_fields;
 mod principal;
 mod random;
 mod state;

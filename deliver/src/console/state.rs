@@ -124,19 +124,25 @@ impl Sampler {
     pub async fn run(self: std::sync::Arc<Self>, pages: Pages, amqp: AmqpSettings, stop: Shutdown) {
         tokio::spawn(self.clone().count_dead_letters(amqp, stop.clone()));
         let http = reqwest::Client::builder().timeout(METRICS_EVERY).build().expect("an HTTP client builds");
+        // Every page at once: a page that does not answer costs its deadline, not one per page.
+        let read_all = |pages: Vec<String>| {
+            let http = &http;
+            futures_util::future::join_all(pages.into_iter().map(|page| async move {
+                let text = read(http, &page).await;
+                (page, text)
+            }))
+        };
         loop {
             let mut reading = Reading::default();
             let mut processes = Vec::new();
-            for page in expand(&pages.deliver).await {
-                let text = read(&http, &page).await;
+            for (page, text) in read_all(expand(&pages.deliver).await).await {
                 if let Some(text) = &text {
                     reading.add_page(text);
                 }
                 processes.push(Process { page, seen: text.as_deref().map(versions) });
             }
-            for page in expand(&pages.ingest).await {
-                let seen = read(&http, &page).await.as_deref().map(versions);
-                processes.push(Process { page, seen });
+            for (page, text) in read_all(expand(&pages.ingest).await).await {
+                processes.push(Process { page, seen: text.as_deref().map(versions) });
             }
             self.keep(reading);
             *self.processes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = processes;

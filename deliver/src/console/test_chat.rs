@@ -148,8 +148,12 @@ fn test_dialog(integration: &str) -> Value {
 }
 
 /// Posts a test chat through the integration's public chat URL, as Verbox would.
-pub async fn send(state: web::Data<ConsoleState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let integration = state.stored_integration(&id).await?;
+pub async fn send(
+    state: web::Data<ConsoleState>,
+    by: Principal,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let integration = state.stored_integration(&id, &by).await?;
     state
         .test_chat_allowances
         .take(&integration.id)

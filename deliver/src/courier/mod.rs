@@ -161,13 +161,11 @@ impl Courier {
             // Read per batch: an edit of integrations.toml applies from the next batch on.
             let integrations = self.integrations.current();
             let Some(integration) = integrations.get(integration_id).cloned() else {
-                let refused = integrations.refused_outright(integration_id).is_some();
-                for p in batch {
-                    if refused {
-                        self.outlet.park_refused(&p.message, p.raw()).await;
-                    } else {
-                        self.outlet.dead(p, DeadClass::InvalidEvent, "the integration is no longer configured").await;
-                    }
+                if integrations.refused_outright(integration_id).is_some() {
+                    join_all(batch.iter().map(|p| self.outlet.park_refused(&p.message, p.raw()))).await;
+                } else {
+                    let gone = "the integration is no longer configured";
+                    join_all(batch.into_iter().map(|p| self.outlet.dead(p, DeadClass::InvalidEvent, gone))).await;
                 }
                 continue;
             };

@@ -99,6 +99,42 @@ fn session_key_ok(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// An integration's id: 1 to 64 of `[a-z0-9-]` (it is a path segment of the webhook URLs and a
+/// metric's label).
+pub(crate) fn id_ok(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// What is wrong with a webhook token, if anything: it is a URL's path segment and the only
+/// proof of who sends a webhook.
+pub(super) fn webhook_token_problem(token: &str) -> Option<String> {
+    if token.len() < MIN_WEBHOOK_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Some(format!("must be at least {MIN_WEBHOOK_TOKEN_LEN} characters of [A-Za-z0-9_-]"))
+    } else if is_placeholder(token) {
+        Some("is a sample's placeholder: set a random token".into())
+    } else {
+        None
+    }
+}
+
+/// The messenger mappings, each a known messenger's (errors name `{key}.{messenger}`).
+fn messengers_validated(
+    messengers: BTreeMap<String, TargetForm>,
+    key: &str,
+) -> Result<BTreeMap<String, Target>, ConfigError> {
+    let mut validated = BTreeMap::new();
+    for (name, target) in messengers {
+        let field = format!("{key}.{name}");
+        if !MESSENGERS.contains(&name.as_str()) {
+            return Err(ConfigError::invalid(field, format!("unknown messenger; known: {}", MESSENGERS.join(", "))));
+        }
+        validated.insert(name, target.validate(&field)?);
+    }
+    Ok(validated)
+}
+
 impl IntegrationForm {
     /// CoMagic's Data API, which an integration uses unless it names another.
     pub const DEFAULT_COMAGIC_API: &'static str = "https://dataapi.comagic.ru/v2.0";
@@ -106,9 +142,7 @@ impl IntegrationForm {
     /// Validates into an [`Integration`]; errors name `integration[index].field`.
     pub fn validate(self, index: usize, env: &HashMap<String, String>) -> Result<Integration, ConfigError> {
         let key = |field: &str| format!("integration[{index}].{field}");
-        let id_ok = (1..=64).contains(&self.id.len())
-            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !id_ok {
+        if !id_ok(&self.id) {
             return Err(ConfigError::invalid(key("id"), "must be 1 to 64 of [a-z0-9-]"));
         }
         let secret = |field: &str, value: Option<Secret>, var: Option<String>| -> Result<Option<Secret>, ConfigError> {
@@ -128,18 +162,8 @@ impl IntegrationForm {
         };
         let webhook_token = secret("webhook_token", self.webhook_token, self.webhook_token_env)?
             .ok_or_else(|| ConfigError::invalid(key("webhook_token"), "is required (or webhook_token_env)"))?;
-        let token = webhook_token.expose();
-        if token.len() < MIN_WEBHOOK_TOKEN_LEN
-            || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError::invalid(
-                key("webhook_token"),
-                format!("must be at least {MIN_WEBHOOK_TOKEN_LEN} characters of [A-Za-z0-9_-]"),
-            ));
-        }
-        if is_placeholder(token) {
-            return Err(ConfigError::invalid(key("webhook_token"), "is a sample's placeholder: set a random token"));
-        }
+        webhook_token_problem(webhook_token.expose())
+            .map_or(Ok(()), |problem| Err(ConfigError::invalid(key("webhook_token"), problem)))?;
         let verbox_secret_key = secret("verbox_secret_key", self.verbox_secret_key, self.verbox_secret_key_env)?;
         if !(self.comagic_api.starts_with("https://") || self.comagic_api.starts_with("http://")) {
             return Err(ConfigError::invalid(key("comagic_api"), "must be an http(s) URL"));
@@ -165,17 +189,7 @@ impl IntegrationForm {
             ));
         }
         let default = self.default.validate(&key("default"))?;
-        let mut messengers = BTreeMap::new();
-        for (name, target) in self.messengers {
-            let field = key(&format!("messengers.{name}"));
-            if !MESSENGERS.contains(&name.as_str()) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("unknown messenger; known: {}", MESSENGERS.join(", ")),
-                ));
-            }
-            messengers.insert(name, target.validate(&field)?);
-        }
+        let messengers = messengers_validated(self.messengers, &key("messengers"))?;
         for (field, list) in [("chat_events", &self.chat_events), ("offline_events", &self.offline_events)] {
             if list.as_ref().is_some_and(|l| l.is_empty() || l.iter().any(|e| e.trim().is_empty())) {
                 return Err(ConfigError::invalid(key(field), "must list at least one non-empty event id"));

@@ -13,7 +13,7 @@ mod form;
 pub mod store;
 
 pub use form::{IntegrationForm, IntegrationsFile, TargetForm, MIN_WEBHOOK_TOKEN_LEN};
-use store::Versioned;
+use store::{Stored, Versioned};
 
 /// Messenger channels an integration may map. Verbox's channel strings are known only for
 /// Instagram; the rest are the obvious lower-case names, and unknown keys are refused so a typo in
@@ -169,21 +169,26 @@ impl Integrations {
     }
 
     /// The set as stored, one integration at a time: each that validates (against `env`) is in
-    /// force at its stored version; each that does not is refused, and stays at its version in
-    /// `last_good` if it had one there (absent otherwise). An id stored twice (a hand edit of the
-    /// file) is refused as a whole: which of the two is meant is not for a reader to guess.
-    pub fn applying(stored: Vec<Versioned>, env: &HashMap<String, String>, last_good: &Integrations) -> Self {
+    /// force at its stored version; each that does not, or does not read, is refused, and stays at
+    /// its version in `last_good` if it had one there (absent otherwise). An id stored twice (a
+    /// hand edit of the file) is refused as a whole: which of the two is meant is not for a reader
+    /// to guess.
+    pub fn applying(stored: Stored, env: &HashMap<String, String>, last_good: &Integrations) -> Self {
         let mut seen: HashMap<String, usize> = HashMap::new();
-        for v in &stored {
-            *seen.entry(v.form.id.clone()).or_default() += 1;
+        let ids = stored.readable.iter().map(|v| &v.form.id).chain(stored.unreadable.iter().map(|u| &u.id));
+        for id in ids {
+            *seen.entry(id.clone()).or_default() += 1;
         }
+        // Only a token that could be one: a placeholder or a short one would let anyone learn that
+        // the id exists.
+        let token = |value: &Option<Secret>, var: &Option<String>| {
+            let token = value.clone().or_else(|| var.as_ref().and_then(|name| env.get(name)).map(Secret::new));
+            token.filter(|t| form::webhook_token_problem(t.expose()).is_none())
+        };
         let mut set = Integrations::default();
-        for (index, Versioned { form, version }) in stored.into_iter().enumerate() {
+        for (index, Versioned { form, version }) in stored.readable.into_iter().enumerate() {
             let id = form.id.clone();
-            let webhook_token = form
-                .webhook_token
-                .clone()
-                .or_else(|| form.webhook_token_env.as_ref().and_then(|name| env.get(name)).map(Secret::new));
+            let webhook_token = token(&form.webhook_token, &form.webhook_token_env);
             let validated = if seen[&id] > 1 {
                 Err(ConfigError::invalid(format!("integration[{index}].id"), format!("`{id}` is used twice")))
             } else {
@@ -194,16 +199,24 @@ impl Integrations {
                     set.versions.insert(id.clone(), version);
                     set.by_id.insert(id, Arc::new(integration));
                 }
-                Err(error) => {
-                    if let (Some(good), Some(good_version)) = (last_good.by_id.get(&id), last_good.versions.get(&id)) {
-                        set.by_id.insert(id.clone(), good.clone());
-                        set.versions.insert(id.clone(), good_version.clone());
-                    }
-                    set.refused.insert(id, Refused::new(version, &error, webhook_token));
-                }
+                Err(error) => set.refuse(id, Refused::new(version, &error, webhook_token), last_good),
             }
         }
+        for unreadable in stored.unreadable {
+            let webhook_token = token(&unreadable.webhook_token, &unreadable.webhook_token_env);
+            let refused = Refused::new(unreadable.version, &unreadable.error, webhook_token);
+            set.refuse(unreadable.id, refused, last_good);
+        }
         set
+    }
+
+    /// Refuses `id`, keeping its version in `last_good` in force if it had one.
+    fn refuse(&mut self, id: String, refused: Refused, last_good: &Integrations) {
+        if let (Some(good), Some(good_version)) = (last_good.by_id.get(&id), last_good.versions.get(&id)) {
+            self.by_id.insert(id.clone(), good.clone());
+            self.versions.insert(id.clone(), good_version.clone());
+        }
+        self.refused.insert(id, refused);
     }
 
     pub fn from_toml(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {

@@ -156,8 +156,11 @@ mod applying {
     #[test]
     fn one_invalid_integration_leaves_the_others_applied_and_is_reported_with_why() {
         let bad = stored(needing("beta", "BRIDGE_SECRET_BETA"));
-        let set =
-            Integrations::applying(vec![stored(form("acme", 1)), bad.clone()], &HashMap::new(), &Default::default());
+        let set = Integrations::applying(
+            vec![stored(form("acme", 1)), bad.clone()].into(),
+            &HashMap::new(),
+            &Default::default(),
+        );
         assert!(set.get("acme").is_some());
         assert_eq!(set.version("acme"), Some(version_of(&form("acme", 1)).as_str()));
         assert!(set.get("beta").is_none(), "never good: absent");
@@ -169,31 +172,40 @@ mod applying {
         let outright = set.refused_outright("beta").expect("refused with nothing to keep");
         assert_eq!(outright.webhook_token, form("beta", 2).webhook_token, "its webhook can still be recognised");
         assert!(set.refused_outright("acme").is_none() && set.refused_outright("gamma").is_none());
+
+        // Refused for a token anyone could know: nothing to recognise a webhook by.
+        let placeholder = IntegrationForm { webhook_token: Some(Secret::new("changeme")), ..form("gamma", 3) };
+        let set = Integrations::applying(vec![stored(placeholder)].into(), &HashMap::new(), &Default::default());
+        assert_eq!(set.refused_outright("gamma").unwrap().webhook_token, None);
     }
 
     #[test]
     fn a_refused_integration_stays_at_its_last_good_version() {
         let good = stored(form("beta", 2));
-        let last_good = Integrations::applying(vec![good.clone()], &HashMap::new(), &Default::default());
-        let set =
-            Integrations::applying(vec![stored(needing("beta", "BRIDGE_SECRET_BETA"))], &HashMap::new(), &last_good);
+        let last_good = Integrations::applying(vec![good.clone()].into(), &HashMap::new(), &Default::default());
+        let set = Integrations::applying(
+            vec![stored(needing("beta", "BRIDGE_SECRET_BETA"))].into(),
+            &HashMap::new(),
+            &last_good,
+        );
         assert_eq!(set.version("beta"), Some(good.version.as_str()));
         assert!(set.get("beta").unwrap().comagic_token.expose() == "ct-secret-token-42", "the old form runs");
         assert_eq!(set.refused().count(), 1);
         assert!(set.refused_outright("beta").is_none(), "in force at its last good version");
-        let fixed = Integrations::applying(vec![good], &HashMap::new(), &set);
+        let fixed = Integrations::applying(vec![good].into(), &HashMap::new(), &set);
         assert_eq!(fixed.refused().count(), 0, "a refusal ends with the fix");
     }
 
     #[test]
     fn an_id_stored_twice_is_refused_and_keeps_its_last_good_version() {
-        let last_good = Integrations::applying(vec![stored(form("acme", 1))], &HashMap::new(), &Default::default());
+        let last_good =
+            Integrations::applying(vec![stored(form("acme", 1))].into(), &HashMap::new(), &Default::default());
         let twice = vec![stored(form("acme", 3)), stored(form("acme", 4)), stored(form("beta", 2))];
-        let set = Integrations::applying(twice.clone(), &HashMap::new(), &last_good);
+        let set = Integrations::applying(twice.clone().into(), &HashMap::new(), &last_good);
         assert_eq!(set.version("acme"), last_good.version("acme"));
         assert!(set.refused().any(|(id, r)| id == "acme" && r.reason.contains("used twice")));
         assert!(set.get("beta").is_some());
-        let fresh = Integrations::applying(twice, &HashMap::new(), &Default::default());
+        let fresh = Integrations::applying(twice.into(), &HashMap::new(), &Default::default());
         assert!(fresh.get("acme").is_none());
     }
 
@@ -202,7 +214,7 @@ mod applying {
         let mut odd = form("acme", 1);
         let name = format!("te\"le\ngram{}", "x".repeat(300));
         odd.messengers.insert(name, TargetForm { campaign_id: Some(1), site_id: None, source_id: None });
-        let set = Integrations::applying(vec![stored(odd)], &HashMap::new(), &Default::default());
+        let set = Integrations::applying(vec![stored(odd)].into(), &HashMap::new(), &Default::default());
         let (_, refused) = set.refused().next().unwrap();
         assert!(refused.reason.starts_with("messengers.te'le gram"), "{}", refused.reason);
         assert_eq!(refused.reason.chars().count(), REASON_MAX);

@@ -246,16 +246,36 @@ pub async fn run(bench: IngestBench) {
     let _ = child.wait();
     ingest_broker.cleanup().await;
 
+    let measured = Measured {
+        ingest_cpu_us: take_median(ingest_cpu_us, |us| *us),
+        loadgen_cpu_us: take_median(loadgen_cpu_us, |us| *us),
+        raw,
+        full,
+        half,
+        peak_mib,
+        spooled,
+    };
+    report(&bench, body.len(), envelope.len(), &measured);
+}
+
+/// What [`run`] measured.
+struct Measured {
+    raw: MedianRun,
+    full: MedianRun,
+    half: Run,
+    peak_mib: f64,
+    ingest_cpu_us: f64,
+    loadgen_cpu_us: f64,
+    spooled: bool,
+}
+
+/// The benchmark's table and notes.
+fn report(bench: &IngestBench, body_bytes: usize, envelope_bytes: usize, measured: &Measured) {
+    let Measured { raw, full, half, peak_mib, ingest_cpu_us, loadgen_cpu_us, spooled } = measured;
     println!(
         "\ningest benchmark: {} B webhook ({} B envelope), {} in flight, {} publish channels, {} workers, \
          {} rounds of {} s each (medians)\n",
-        body.len(),
-        envelope.len(),
-        bench.concurrency,
-        bench.channels,
-        bench.workers,
-        bench.rounds,
-        bench.seconds,
+        body_bytes, envelope_bytes, bench.concurrency, bench.channels, bench.workers, bench.rounds, bench.seconds,
     );
     let row = |name: &str, run: &Run, rss: String| {
         vec![
@@ -271,18 +291,16 @@ pub async fn run(bench: IngestBench) {
         &[
             row("raw confirmed publish (broker only)", &raw.median, "-".into()),
             row("ingest, full speed", &full.median, format!("{peak_mib:.1}")),
-            row("ingest, half the full rate", &half, format!("{peak_mib:.1}")),
+            row("ingest, half the full rate", half, format!("{peak_mib:.1}")),
         ],
     );
     let rates = |runs: &MedianRun| runs.rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(" ");
-    println!("\nrounds, msg/s: raw {}; ingest {}", rates(&raw), rates(&full));
+    println!("\nrounds, msg/s: raw {}; ingest {}", rates(raw), rates(full));
     println!(
-        "CPU per webhook at full speed (medians): ingest {:.1} us, this load generator {:.1} us",
-        take_median(ingest_cpu_us, |us| *us),
-        take_median(loadgen_cpu_us, |us| *us)
+        "CPU per webhook at full speed (medians): ingest {ingest_cpu_us:.1} us, this load generator {loadgen_cpu_us:.1} us"
     );
     println!("ingest / raw (medians): {:.0}%", 100.0 * full.median.rate() / raw.median.rate());
-    if spooled {
+    if *spooled {
         println!("note: some webhooks went to the spool (the broker was slow to confirm)");
     }
 }

@@ -110,12 +110,7 @@ export function readForm() {
     if (value) form[field] = value;
   }
   for (const m of MESSENGERS) { const t = readTarget(m); if (t) form.messengers[m] = t; }
-  // Keys the form does not edit (event lists, secrets named by environment variable) are kept.
-  if (page.current) {
-    for (const key of ["chat_events", "offline_events", "webhook_token_env", "verbox_secret_key_env", "comagic_token_env"]) {
-      if (page.current.integration[key] !== undefined && page.current.integration[key] !== null) form[key] = page.current.integration[key];
-    }
-  }
+  // Keys the page does not edit (event lists, secrets' variables) are left out: the server keeps them.
   return form;
 }
 

@@ -31,7 +31,6 @@ fn hash(token: &str) -> String {
 
 impl From<TokenStoreError> for ApiError {
     fn from(error: TokenStoreError) -> Self {
-        tracing::error!(%error, "the console tokens store failed");
         ApiError::Unavailable(error.to_string())
     }
 }

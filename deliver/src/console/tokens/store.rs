@@ -46,9 +46,40 @@ pub enum TokenStoreError {
     Database(#[from] DbError),
 }
 
+/// The file as written: each record as JSON, read one at a time.
 #[derive(Default, Serialize, Deserialize)]
 struct TokensFile {
-    tokens: Vec<Record>,
+    tokens: Vec<serde_json::Value>,
+}
+
+/// The file as read: its records, and those that do not read (a hand edit, a record of another
+/// release), which admit no one and are written back as they were, so one of them locks no one
+/// else out and is not lost by the next edit.
+#[derive(Default)]
+struct ReadTokens {
+    records: Vec<Record>,
+    unreadable: Vec<serde_json::Value>,
+}
+
+impl ReadTokens {
+    fn of(file: TokensFile, path: &Path) -> Self {
+        let mut read = ReadTokens::default();
+        for value in file.tokens {
+            match serde_json::from_value(value.clone()) {
+                Ok(record) => read.records.push(record),
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "a console token record is unreadable; it admits no one");
+                    read.unreadable.push(value);
+                }
+            }
+        }
+        read
+    }
+
+    fn into_file(self) -> TokensFile {
+        let records = self.records.iter().filter_map(|record| serde_json::to_value(record).ok());
+        TokensFile { tokens: records.chain(self.unreadable).collect() }
+    }
 }
 
 pub enum TokenStore {
@@ -108,10 +139,13 @@ impl TokenStore {
         TokenStoreError::File { path: path.display().to_string(), message: error.to_string() }
     }
 
-    fn read_now(path: &Path) -> Result<TokensFile, TokenStoreError> {
+    fn read_now(path: &Path) -> Result<ReadTokens, TokenStoreError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Self::file_error(path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
+            Ok(bytes) => {
+                let file = serde_json::from_slice(&bytes).map_err(|e| Self::file_error(path, e))?;
+                Ok(ReadTokens::of(file, path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReadTokens::default()),
             Err(e) => Err(Self::file_error(path, e)),
         }
     }
@@ -122,7 +156,7 @@ impl TokenStore {
         disk::off_the_workers(move || Self::read_now(&owned))
             .await
             .map_err(|e| Self::file_error(path, e))?
-            .map(|f| f.tokens)
+            .map(|read| read.records)
     }
 
     /// Reads the file, lets `edit` change its records and writes it back (replaced whole,
@@ -138,9 +172,9 @@ impl TokenStore {
         let owned = path.to_owned();
         let work = move || {
             let _turn = turn;
-            let mut file = Self::read_now(&owned)?;
-            let done = edit(&mut file.tokens);
-            let json = serde_json::to_vec_pretty(&file).map_err(|e| Self::file_error(&owned, e))?;
+            let mut read = Self::read_now(&owned)?;
+            let done = edit(&mut read.records);
+            let json = serde_json::to_vec_pretty(&read.into_file()).map_err(|e| Self::file_error(&owned, e))?;
             disk::replace(&owned, "json.tmp", &[&json]).map_err(|e| Self::file_error(&owned, e))?;
             Ok(done)
         };
@@ -251,5 +285,41 @@ impl TokenStore {
                 .as_ref()
                 .and_then(record_of)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> Record {
+        Record {
+            id: id.into(),
+            name: "a tenant".into(),
+            access: Role::Tenant("acme".into()),
+            read_only: false,
+            issued_by: "ops".into(),
+            issued_at: 1,
+            expires_at: i64::MAX,
+            revoked_at: None,
+            hash: format!("hash-of-{id}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_that_does_not_read_locks_no_one_out_and_survives_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut good = serde_json::to_value(record("good")).unwrap();
+        let foreign = serde_json::json!({"id": "foreign", "access": {"role": "superuser"}, "hash": "x"});
+        good["name"] = "kept".into();
+        std::fs::write(&path, serde_json::to_vec(&serde_json::json!({"tokens": [foreign, good]})).unwrap()).unwrap();
+        let store = TokenStore::File { path: path.clone(), writing: Default::default() };
+        assert_eq!(store.find("hash-of-good").await.unwrap().map(|r| r.name), Some("kept".to_owned()));
+        store.add(&record("new")).await.unwrap();
+        let ids: Vec<String> = store.list().await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["good", "new"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("superuser"), "the unreadable record is written back: {text}");
     }
 }

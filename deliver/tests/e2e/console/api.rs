@@ -147,6 +147,33 @@ async fn secrets_are_write_only_and_an_update_without_them_keeps_them() {
     console.stop().await;
 }
 
+/// The page sends only what it edits: a key an update leaves out keeps its stored value, `null`
+/// clears it.
+#[tokio::test]
+async fn an_update_keeps_what_it_leaves_out_and_null_clears_it() {
+    let console = RunningConsole::start().await;
+    let mut form = valid_form(console.sandbox.url());
+    form["chat_events"] = json!(["dialogFinished"]);
+    let (status, saved) = console.call(Method::POST, "/api/integrations", Some(json!({"integration": form}))).await;
+    assert_eq!(status, 201, "{saved}");
+    let edited = json!({"id": "acme", "session_key": "visit_id"});
+    let (status, saved) = console
+        .call(Method::PUT, "/api/integrations/acme", Some(json!({"version": saved["version"], "integration": edited})))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["integration"]["session_key"], "visit_id");
+    assert_eq!(saved["integration"]["chat_events"], json!(["dialogFinished"]), "left out: kept");
+    assert_eq!(saved["integration"]["default"], form["default"]);
+    let cleared = json!({"id": "acme", "chat_events": null});
+    let (status, saved) = console
+        .call(Method::PUT, "/api/integrations/acme", Some(json!({"version": saved["version"], "integration": cleared})))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["integration"]["chat_events"], Value::Null, "null: cleared");
+    assert_eq!(saved["integration"]["session_key"], "visit_id");
+    console.stop().await;
+}
+
 #[tokio::test]
 async fn a_save_based_on_a_stale_read_is_refused_with_409_and_loses_nothing() {
     let console = RunningConsole::start().await;

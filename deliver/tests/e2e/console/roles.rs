@@ -269,6 +269,14 @@ async fn a_delete_revokes_the_tenants_and_a_re_created_id_is_not_theirs(console:
     assert_eq!(status, 201, "{body}");
     assert_eq!(console.call_as(&former, Method::GET, "/api/integrations/other", None).await.0, 401);
     assert_eq!(console.call_as(&bystander, Method::GET, "/api/integrations/acme", None).await.0, 200);
+    // Its new tenant reads the history from the re-creation on; the operator all of it.
+    let successor = tenant_of(console, "other").await;
+    let (status, theirs) = console.call_as(&successor, Method::GET, "/api/integrations/other/history", None).await;
+    assert_eq!(status, 200, "{theirs}");
+    let actions = |h: &Value| h["entries"].as_array().unwrap().iter().map(|e| e["action"].clone()).collect::<Vec<_>>();
+    assert_eq!(actions(&theirs), [json!("restored")], "{theirs}");
+    let (_, all) = console.call(Method::GET, "/api/integrations/other/history", None).await;
+    assert_eq!(actions(&all)[..3], [json!("restored"), json!("deleted"), json!("created")], "{all}");
 }
 
 #[tokio::test]

@@ -19,13 +19,20 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use serde::{Deserialize, Serialize};
 
 use super::history::{Edit, Entry, KEPT};
-use super::{StoreError, Versioned};
+use super::{StoreError, Stored, Unreadable, Versioned};
 use crate::disk;
 use crate::integrations::{IntegrationForm, IntegrationsFile};
-use crate::settings::ConfigError;
+use crate::settings::{deserialize_naming_key, ConfigError};
 
 const HEADER: &str = "# The tenants' integrations (docs/integrations.md). Written by `deliver console` on each save;\n\
                       # edits by hand are read too, but comments do not survive the next save.\n\n";
+
+/// The history file as read: each line with what it reads as, and whether the file ends in a line
+/// break (the torn end of an append does not).
+struct HistoryFile {
+    lines: Vec<(String, Option<Line>)>,
+    whole: bool,
+}
 
 /// A line of the history file.
 #[derive(Serialize, Deserialize)]
@@ -50,19 +57,53 @@ impl FileStore {
         &self.path
     }
 
-    fn read_now(path: &Path) -> Result<IntegrationsFile, StoreError> {
+    /// The file's TOML; `None` when there is no file.
+    fn parse_now(path: &Path) -> Result<Option<toml::Table>, StoreError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IntegrationsFile::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::File(format!("cannot read {}: {e}", path.display()))),
         };
-        let value: toml::Value = toml::from_str(&text).map_err(|e| {
+        toml::from_str(&text).map(Some).map_err(|e| {
             StoreError::Invalid(ConfigError::Syntax {
                 path: path.display().to_string(),
                 message: crate::settings::syntax_message(&e, &text),
             })
-        })?;
-        Ok(crate::settings::deserialize_naming_key(value)?)
+        })
+    }
+
+    fn read_now(path: &Path) -> Result<IntegrationsFile, StoreError> {
+        match Self::parse_now(path)? {
+            Some(table) => Ok(deserialize_naming_key(toml::Value::Table(table))?),
+            None => Ok(IntegrationsFile::default()),
+        }
+    }
+
+    /// The file as the services read it: each `[[integration]]` on its own, so one that does not
+    /// read is [`Unreadable`] and the rest apply; anything else wrong with the file is an error.
+    fn read_for_services_now(path: &Path) -> Result<Stored, StoreError> {
+        let Some(mut table) = Self::parse_now(path)? else { return Ok(Stored::default()) };
+        let entries = match table.remove("integration") {
+            None => Vec::new(),
+            Some(toml::Value::Array(entries)) => entries,
+            Some(_) => {
+                return Err(ConfigError::invalid("integration", "must be an array of tables ([[integration]])").into())
+            }
+        };
+        let _only_integrations: IntegrationsFile = deserialize_naming_key(toml::Value::Table(table))?;
+        let mut stored = Stored::default();
+        for (index, entry) in entries.into_iter().enumerate() {
+            match deserialize_naming_key::<_, IntegrationForm>(entry.clone()) {
+                Ok(form) => stored.readable.push(Versioned::new(form)),
+                Err(error) => {
+                    let raw = serde_json::to_value(&entry).unwrap_or_default();
+                    let version = super::digest(raw.to_string().as_bytes());
+                    stored.unreadable.push(Unreadable::new(format!("integration[{index}]"), version, &raw, error));
+                }
+            }
+        }
+        stored.readable.sort_by(|a, b| a.form.id.cmp(&b.form.id));
+        Ok(stored)
     }
 
     fn write_now(path: &Path, file: &IntegrationsFile) -> Result<(), StoreError> {
@@ -74,31 +115,38 @@ impl FileStore {
         path.with_extension("history.jsonl")
     }
 
-    /// Every line of the history file, oldest first; a line that does not read is skipped (and
-    /// said), so one hand edit does not hide the rest.
-    fn read_history_now(path: &Path) -> Result<Vec<Line>, StoreError> {
+    /// The history file's lines, oldest first, each with what it reads as: a line that does not
+    /// read (a hand edit, bytes that are not UTF-8, the torn end of an append a crash cut short)
+    /// reads as `None`, is said, and is kept by a rewrite, so one bad line hides and drops nothing
+    /// else.
+    fn read_history_now(path: &Path) -> Result<HistoryFile, StoreError> {
         let path = Self::history_path(path);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(HistoryFile { lines: Vec::new(), whole: true })
+            }
             Err(e) => return Err(StoreError::File(format!("cannot read {}: {e}", path.display()))),
         };
-        let read = |(n, line): (usize, &str)| match serde_json::from_str(line) {
-            Ok(line) => Some(line),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), line = n + 1, error = %e, "a history line is unreadable");
-                None
-            }
+        let text = String::from_utf8_lossy(&bytes);
+        let read = |(n, line): (usize, &str)| {
+            let parsed = serde_json::from_str(line)
+                .map_err(|e| {
+                    tracing::warn!(file = %path.display(), line = n + 1, error = %e, "a history line is unreadable");
+                })
+                .ok();
+            (line.to_owned(), parsed)
         };
-        Ok(text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).filter_map(read).collect())
+        let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(read).collect();
+        Ok(HistoryFile { lines, whole: bytes.last().is_none_or(|b| *b == b'\n') })
     }
 
     fn append_history_now(path: &Path, id: &str, entry: Entry) -> Result<(), StoreError> {
         let history = Self::history_path(path);
-        let lines = Self::read_history_now(path)?;
-        let line = Line { id: id.to_owned(), entry };
-        let text = |line: &Line| serde_json::to_string(line).expect("a history line serialises") + "\n";
-        let theirs = lines.iter().filter(|l| l.id == id).count();
+        let HistoryFile { lines, whole } = Self::read_history_now(path)?;
+        let ours = |line: &Option<Line>| line.as_ref().is_some_and(|l| l.id == id);
+        let line = serde_json::to_string(&Line { id: id.to_owned(), entry }).expect("a history line serialises") + "\n";
+        let theirs = lines.iter().filter(|(_, parsed)| ours(parsed)).count();
         if theirs + 1 < 2 * KEPT {
             use std::os::unix::fs::OpenOptionsExt;
             let mut out = std::fs::OpenOptions::new()
@@ -107,20 +155,22 @@ impl FileStore {
                 .mode(0o600)
                 .open(&history)
                 .map_err(failed(&history))?;
-            out.write_all(text(&line).as_bytes()).map_err(failed(&history))?;
+            // After a torn append, the new line starts on a line of its own.
+            let line = if whole { line } else { format!("\n{line}") };
+            out.write_all(line.as_bytes()).map_err(failed(&history))?;
             return out.sync_all().map_err(failed(&history));
         }
         let mut skip = theirs + 1 - KEPT;
-        let kept: String = lines
-            .iter()
-            .chain(std::iter::once(&line))
-            .filter(|l| {
-                let drop = l.id == id && skip > 0;
-                skip -= usize::from(drop);
-                !drop
-            })
-            .map(text)
-            .collect();
+        let mut kept = String::new();
+        for (raw, parsed) in &lines {
+            let drop = ours(parsed) && skip > 0;
+            skip -= usize::from(drop);
+            if !drop {
+                kept.push_str(raw);
+                kept.push('\n');
+            }
+        }
+        kept.push_str(&line);
         disk::replace(&history, "jsonl.saving", &[kept.as_bytes()]).map_err(failed(&history))
     }
 
@@ -136,6 +186,11 @@ impl FileStore {
     async fn read(&self) -> Result<IntegrationsFile, StoreError> {
         let path = self.path.clone();
         off_the_workers(move || Self::read_now(&path)).await
+    }
+
+    pub async fn read_for_services(&self) -> Result<Stored, StoreError> {
+        let path = self.path.clone();
+        off_the_workers(move || Self::read_for_services_now(&path)).await
     }
 
     /// The right to write, held until the write's disk work has ended (not only until its caller
@@ -224,8 +279,9 @@ impl FileStore {
     /// The integration's history, newest first.
     pub async fn history(&self, id: &str) -> Result<Vec<Entry>, StoreError> {
         let path = self.path.clone();
-        let lines = off_the_workers(move || Self::read_history_now(&path)).await?;
-        Ok(lines.into_iter().rev().filter(|l| l.id == id).take(KEPT).map(|l| l.entry).collect())
+        let read = off_the_workers(move || Self::read_history_now(&path)).await?;
+        let entries = read.lines.into_iter().rev().filter_map(|(_, line)| line.filter(|l| l.id == id));
+        Ok(entries.take(KEPT).map(|l| l.entry).collect())
     }
 }
 

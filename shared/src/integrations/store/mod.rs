@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{IntegrationForm, Integrations};
 use crate::postgres::{Postgres, Role};
+use crate::secret::Secret;
 use crate::settings::{ConfigError, Settings};
 
 pub use self::file::FileStore;
@@ -37,8 +38,54 @@ impl Versioned {
 /// The version of a form: a digest of its content, so the file store needs no counter and a hand
 /// edit of the file is seen as a change too.
 pub fn version_of(form: &IntegrationForm) -> String {
-    let json = serde_json::to_vec(form).expect("a form serialises");
-    Sha256::digest(json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    digest(&serde_json::to_vec(form).expect("a form serialises"))
+}
+
+/// 16 hex digits of the SHA-256 of `bytes`.
+fn digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored integration this process cannot read: a hand edit of the file, or a form a newer
+/// release wrote with a field this one does not know. The services refuse it alone, at its last
+/// good version, and take the rest ([`Store::read_for_services`]). The console's [`Store::list`]
+/// of the file names it and reads nothing (a save rewrites the whole file: none may drop it
+/// unseen); of PostgreSQL, where each row is saved alone, leaves it out and logs it.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// Its `id` where that reads as one, else its place (`integration[3]`).
+    pub id: String,
+    /// The store's version of it (the file store's: a digest of the entry's text).
+    pub version: String,
+    pub error: ConfigError,
+    /// Its webhook token (or that token's variable), where those read: its webhooks then wait for
+    /// the fix instead of being told the URL does not exist.
+    pub webhook_token: Option<Secret>,
+    pub webhook_token_env: Option<String>,
+}
+
+impl Unreadable {
+    /// From a raw entry (a TOML table or a JSON object, as [`serde_json::Value`]).
+    fn new(place: String, version: String, raw: &serde_json::Value, error: ConfigError) -> Self {
+        let text = |key: &str| raw.get(key).and_then(serde_json::Value::as_str);
+        let id = text("id").filter(|id| super::form::id_ok(id)).map_or(place, str::to_owned);
+        let webhook_token = text("webhook_token").map(|t| Secret::new(t.to_owned()));
+        let webhook_token_env = text("webhook_token_env").map(str::to_owned);
+        Unreadable { id, version, error, webhook_token, webhook_token_env }
+    }
+}
+
+/// The store as the services read it: every form that reads, and every one that does not.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub readable: Vec<Versioned>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl From<Vec<Versioned>> for Stored {
+    fn from(readable: Vec<Versioned>) -> Self {
+        Stored { readable, unreadable: Vec::new() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +170,24 @@ impl Store {
         }
     }
 
+    /// Every integration, for a process that runs them: one that does not read is
+    /// [`Unreadable`], not an error for all (a file that is not TOML, or a store that does not
+    /// answer, still is).
+    pub async fn read_for_services(&self) -> Result<Stored, StoreError> {
+        match self {
+            Store::File(s) => s.read_for_services().await,
+            Store::Postgres(s) => s.read_for_services().await,
+        }
+    }
+
     pub async fn get(&self, id: &str) -> Result<Versioned, StoreError> {
-        self.list().await?.into_iter().find(|v| v.form.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))
+        match self {
+            Store::File(s) => {
+                let all = s.list().await?;
+                all.into_iter().find(|v| v.form.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))
+            }
+            Store::Postgres(s) => s.get(id).await,
+        }
     }
 
     /// Adds an integration whose id is new, recording `edit`. The form is validated (with `env`

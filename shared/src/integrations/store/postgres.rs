@@ -5,9 +5,10 @@
 //! statement ([`recorded`]), so a crash keeps both or neither.
 
 use super::history::{Edit, Entry, KEPT};
-use super::{StoreError, Versioned};
+use super::{StoreError, Stored, Unreadable, Versioned};
 use crate::integrations::IntegrationForm;
 use crate::postgres::{Database, Listener};
+use crate::settings::deserialize_naming_key;
 
 const MIGRATION: &str = include_str!("../../../migrations/0001_integrations.sql");
 const HISTORY_MIGRATION: &str = include_str!("../../../migrations/0003_integration_history.sql");
@@ -78,17 +79,41 @@ impl PgStore {
         Ok(Changes { notifications, scope: self.scope.clone() })
     }
 
+    /// Every integration that reads; one that does not (a form a newer release wrote) is left
+    /// out and said: each row is saved on its own, so no other is held up by it.
     pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
+        let stored = self.read_for_services().await?;
+        for Unreadable { id, error, .. } in &stored.unreadable {
+            tracing::warn!(integration = %id, %error, "a stored integration is unreadable; the console leaves it out");
+        }
+        Ok(stored.readable)
+    }
+
+    /// One integration (its row alone).
+    pub async fn get(&self, id: &str) -> Result<Versioned, StoreError> {
+        self.current(id).await
+    }
+
+    /// Every row for the services: a form that does not read (one a newer release wrote) is
+    /// [`Unreadable`], named by its row.
+    pub async fn read_for_services(&self) -> Result<Stored, StoreError> {
         let rows = self
             .database
             .query("SELECT id, doc, version FROM bridge_integrations WHERE scope = $1 ORDER BY id", &[&self.scope])
             .await?;
-        rows.iter()
-            .map(|row| {
-                let id: &str = row.get(0);
-                Ok(Versioned { form: parse(id, row.get(1))?, version: row.get(2) })
-            })
-            .collect()
+        let mut stored = Stored::default();
+        for row in &rows {
+            let (id, doc, version): (&str, &str, String) = (row.get(0), row.get(1), row.get(2));
+            let mut json = serde_json::Deserializer::from_str(doc);
+            match deserialize_naming_key::<_, IntegrationForm>(&mut json) {
+                Ok(form) => stored.readable.push(Versioned { form, version }),
+                Err(error) => {
+                    let raw = serde_json::from_str(doc).unwrap_or_default();
+                    stored.unreadable.push(Unreadable::new(id.to_owned(), version, &raw, error));
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// The integration as stored now.
@@ -193,11 +218,15 @@ impl PgStore {
                 &[&self.scope, &id, &(KEPT as i64)],
             )
             .await?;
-        rows.iter()
-            .map(|row| {
-                serde_json::from_str(row.get(0))
-                    .map_err(|e| StoreError::File(format!("a history entry of `{id}` is unreadable: {e}")))
-            })
-            .collect()
+        // An entry that does not read (one a newer release wrote) is said and skipped, as the
+        // file store does, so it hides none of the others.
+        let read = |row: &tokio_postgres::Row| match serde_json::from_str(row.get(0)) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                tracing::warn!(integration = id, %error, "a history entry is unreadable");
+                None
+            }
+        };
+        Ok(rows.iter().filter_map(read).collect())
     }
 }

@@ -128,12 +128,45 @@ async fn the_history(store: &Store, first: &Versioned) {
     assert_eq!(store.history("acme").await.unwrap().len(), 4, "another integration's history untouched");
 }
 
+/// A field this release does not know, as a newer release would write it.
+const NEWER_FIELD: &str = "added_by_a_newer_release";
+
+/// With beta's stored form given [`NEWER_FIELD`]: the services read gamma and refuse beta alone
+/// (its webhook token still read). The console's list of the file names it and shows nothing (a
+/// save rewrites the file); of PostgreSQL, leaves it out and still reads gamma.
+async fn beta_unreadable(store: &Store) {
+    let stored = store.read_for_services().await.unwrap();
+    assert_eq!(stored.readable.iter().map(|v| v.form.id.as_str()).collect::<Vec<_>>(), ["gamma"]);
+    let [beta] = &stored.unreadable[..] else { panic!("one unreadable: {:?}", stored.unreadable) };
+    assert_eq!(beta.id, "beta");
+    assert!(beta.error.to_string().contains(NEWER_FIELD), "{}", beta.error);
+    assert_eq!(beta.webhook_token.as_ref().map(Secret::expose), Some("tok_0123456789abcdefghijkl"));
+    match store {
+        Store::File(_) => {
+            let listed = store.list().await.unwrap_err().to_string();
+            assert!(listed.contains(NEWER_FIELD), "{listed}");
+        }
+        Store::Postgres(_) => {
+            let listed = store.list().await.unwrap();
+            assert_eq!(listed.iter().map(|v| v.form.id.as_str()).collect::<Vec<_>>(), ["gamma"]);
+            assert!(store.get("gamma").await.is_ok(), "a row is read alone");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_file_store_keeps_forms_versions_and_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("integrations.toml");
+    let store = Store::open(&Location::File(path.clone())).await.unwrap();
     the_suite(Store::open(&Location::File(path.clone())).await.unwrap()).await;
     let text = std::fs::read_to_string(&path).unwrap();
+    let mut edited: toml::Table = toml::from_str(&text).unwrap();
+    let entries = edited["integration"].as_array_mut().unwrap();
+    let beta = entries.iter_mut().find(|e| e["id"].as_str() == Some("beta")).unwrap();
+    beta.as_table_mut().unwrap().insert(NEWER_FIELD.into(), toml::Value::Boolean(true));
+    std::fs::write(&path, toml::to_string(&edited).unwrap()).unwrap();
+    beta_unreadable(&store).await;
     let env = HashMap::from([("BRIDGE_SECRET_ONLY_THERE".to_owned(), "ct-elsewhere".to_owned())]);
     let reread = Integrations::from_toml(&text, &env).expect("the services read what the console wrote");
     assert_eq!(reread.len(), 2, "beta and gamma (acme was deleted)");
@@ -151,8 +184,12 @@ async fn the_postgres_store_keeps_forms_versions_and_secrets() {
         .unwrap_or_else(|_| "postgres://bridge:bridge@127.0.0.1:5432/bridge_test".into());
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let scope = format!("t.store.{}.{nanos}", std::process::id());
-    let location = Location::Postgres { url, scope };
+    let location = Location::Postgres { url: url.clone(), scope: scope.clone() };
     the_suite(Store::open(&location).await.expect("PostgreSQL answers")).await;
+    let database = Postgres::new(crate::postgres::DEFAULT_TIMEOUT).database(&url, Role::Integrations).unwrap();
+    let newer = format!("UPDATE bridge_integrations SET doc = left(doc, -1) || ',\"{NEWER_FIELD}\":true}}' WHERE scope = $1 AND id = 'beta'");
+    assert_eq!(database.execute(&newer, &[&scope]).await.unwrap(), 1);
+    beta_unreadable(&Store::open(&location).await.unwrap()).await;
 }
 
 /// A read the disk holds up (here a FIFO nobody writes yet) must leave the async worker free: on
@@ -206,3 +243,27 @@ async fn a_disk_that_does_not_answer_fails_reads_and_saves_after_the_deadline() 
 
 /// Linux's `O_NONBLOCK` (asm-generic/fcntl.h).
 const O_NONBLOCK: i32 = 0o4000;
+
+#[tokio::test]
+async fn a_bad_line_in_the_history_file_hides_and_drops_no_other() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Location::File(dir.path().join("integrations.toml"))).await.unwrap();
+    let env = HashMap::new();
+    let mut acme = store.create(form("acme", 1), &env, &by_test()).await.unwrap();
+    // A hand edit's bytes that are not UTF-8, then the end of an append a crash cut short.
+    let history = dir.path().join("integrations.history.jsonl");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&history).unwrap();
+    file.write_all(b"\xff\xfe not a line\n{\"id\":\"acme\",\"torn").unwrap();
+
+    acme = store.update(form("acme", 2), &acme.version, &env, &by_test()).await.unwrap();
+    assert_eq!(store.history("acme").await.unwrap().len(), 2, "the line after the torn one reads");
+    for campaign in 0..(2 * history::KEPT as i64) {
+        acme = store.update(form("acme", 10 + campaign), &acme.version, &env, &by_test()).await.unwrap();
+    }
+    let kept = store.history("acme").await.unwrap();
+    assert_eq!(kept.len(), history::KEPT);
+    assert_eq!(kept[0].to_version.as_deref(), Some(acme.version.as_str()));
+    let text = String::from_utf8_lossy(&std::fs::read(&history).unwrap()).into_owned();
+    assert!(text.contains("not a line") && text.contains("\"torn"), "the rewrite keeps what it cannot read: {text}");
+}

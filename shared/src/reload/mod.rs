@@ -5,7 +5,8 @@
 //! if it never had one, while every other change applies; it is logged and shows in
 //! `bridge_integration_invalid`, and the version each integration runs at in
 //! `bridge_integration_version`, which the console reads to say whether a save reached every
-//! process. A store that cannot be read, or a file that does not parse, keeps the whole last good
+//! process. So does one whose stored form does not read (a hand edit, or a field from a newer
+//! release). A store that cannot be read, or a file that is not TOML, keeps the whole last good
 //! set in force (at start-up: the process refuses to start).
 
 use std::collections::HashMap;
@@ -13,85 +14,13 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
-
-use crate::integrations::store::{Location, Store, StoreError};
+use crate::integrations::store::{version_of, Location, Store, StoreError, Versioned};
 use crate::integrations::Integrations;
 use crate::lifecycle::Shutdown;
 
-#[derive(Debug, Clone)]
-pub struct ReloadMetrics {
-    pub(crate) failures: IntCounter,
-    pub(crate) integrations: IntGauge,
-    pub(crate) store_up: IntGauge,
-    pub(crate) version: IntGaugeVec,
-    pub(crate) invalid: IntGaugeVec,
-}
+mod metrics;
 
-impl ReloadMetrics {
-    pub fn new(registry: &Registry) -> Self {
-        let failures = IntCounter::new(
-            "bridge_config_reload_failures_total",
-            "Edits of the integrations refused, or reads of their store that failed (the last good set stays)",
-        )
-        .expect("valid metric");
-        let integrations =
-            IntGauge::new("bridge_config_integrations", "Integrations in the set in force").expect("valid metric");
-        let store_up = IntGauge::new(
-            "bridge_integrations_store_up",
-            "1 when the integrations' store answered the last read (0: running on the last good set)",
-        )
-        .expect("valid metric");
-        let version = IntGaugeVec::new(
-            Opts::new("bridge_integration_version", "1 for the store's version of each integration this process runs"),
-            &["integration", "version"],
-        )
-        .expect("valid metric");
-        let invalid = IntGaugeVec::new(
-            Opts::new(
-                "bridge_integration_invalid",
-                "1 for each integration whose stored version this process refused, and why (it runs the last good version, or none)",
-            ),
-            &["integration", "version", "reason"],
-        )
-        .expect("valid metric");
-        for metric in [&integrations, &store_up] {
-            registry.register(Box::new(metric.clone())).expect("registered once");
-        }
-        for metric in [&version, &invalid] {
-            registry.register(Box::new(metric.clone())).expect("registered once");
-        }
-        registry.register(Box::new(failures.clone())).expect("registered once");
-        ReloadMetrics { failures, integrations, store_up, version, invalid }
-    }
-
-    /// Shows `set` (the series of integrations that left it go), and logs each refusal that is
-    /// new since `before`.
-    fn publish(&self, before: &Integrations, set: &Integrations) {
-        self.store_up.set(1);
-        self.integrations.set(set.len() as i64);
-        self.version.reset();
-        for integration in set.iter() {
-            let version = set.version(&integration.id).unwrap_or_default();
-            self.version.with_label_values(&[&integration.id, version]).set(1);
-        }
-        self.invalid.reset();
-        for (id, refused) in set.refused() {
-            self.invalid.with_label_values(&[id, &refused.version, &refused.reason]).set(1);
-            if !before.refused().any(|(was, r)| was == id && r == refused) {
-                self.failures.inc();
-                let running = set.version(id).unwrap_or("none");
-                tracing::error!(
-                    integration = id,
-                    version = %refused.version,
-                    reason = %refused.reason,
-                    running,
-                    "integration not applied; it stays at its last good version (none: not served)"
-                );
-            }
-        }
-    }
-}
+pub use self::metrics::ReloadMetrics;
 
 /// How often the PostgreSQL store is re-read even without a notification, and how long a lost
 /// database connection waits before it is tried again.
@@ -106,6 +35,8 @@ pub struct IntegrationsHandle {
     metrics: ReloadMetrics,
     /// When the last read asked for by [`Self::current_after`] began; one such read at a time.
     read_on_demand: Arc<tokio::sync::Mutex<Instant>>,
+    /// One reload at a time: each publishes its set in place of the one before it.
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn environment() -> HashMap<String, String> {
@@ -122,13 +53,19 @@ impl IntegrationsHandle {
         postgres: &crate::postgres::Postgres,
     ) -> Result<Self, StoreError> {
         let store = Store::open_with(location, postgres).await?;
-        let set = Integrations::applying(store.list().await?, &environment(), &Integrations::default());
+        let env = environment();
+        let mut set = Integrations::applying(store.read_for_services().await?, &env, &Integrations::default());
+        if set.refused().next().is_some() {
+            let last_good = last_good_in_history(&store, &set, &env).await;
+            set = Integrations::applying(store.read_for_services().await?, &env, &last_good);
+        }
         metrics.publish(&Integrations::default(), &set);
         Ok(IntegrationsHandle {
             current: Arc::new(RwLock::new(Arc::new(set))),
             store: Arc::new(store),
             metrics,
             read_on_demand: Arc::new(tokio::sync::Mutex::new(Instant::now())),
+            reloading: Arc::default(),
         })
     }
 
@@ -152,21 +89,25 @@ impl IntegrationsHandle {
     }
 
     /// Re-reads the store: what validates applies, what does not stays at its last good version;
-    /// a store that cannot be read keeps the last good set in force.
-    async fn reload(&self) {
-        match self.store.list().await {
+    /// a store that cannot be read keeps the last good set in force. False when the store could
+    /// not be read (the file watcher tries again), true when its content was judged.
+    async fn reload(&self) -> bool {
+        let _one_at_a_time = self.reloading.lock().await;
+        match self.store.read_for_services().await {
             Ok(stored) => {
                 let before = self.current();
                 let set = Integrations::applying(stored, &environment(), &before);
                 self.metrics.publish(&before, &set);
                 *self.current.write().expect("never poisoned") = Arc::new(set);
                 tracing::info!("integrations reloaded");
+                true
             }
             Err(error) => {
                 let unreachable = matches!(error, StoreError::Database(_) | StoreError::File(_));
                 self.metrics.store_up.set(i64::from(!unreachable));
                 self.metrics.failures.inc();
                 tracing::error!(%error, "integrations not reloaded; the last good set stays in force");
+                !unreachable
             }
         }
     }
@@ -178,15 +119,16 @@ impl IntegrationsHandle {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("a SIGHUP handler installs");
         match &*self.store {
             Store::File(file) => {
-                let mut seen: Option<SystemTime> = modified(file.path()).await;
+                let mut seen = stamp(file.path()).await;
                 let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let now = modified(file.path()).await;
-                            if now != seen {
+                            let now = stamp(file.path()).await;
+                            // A read that failed is tried again on the next tick.
+                            if now != seen && self.reload().await {
                                 seen = now;
-                                self.reload().await;
                             }
                         }
                         _ = hangup.recv() => { self.reload().await; }
@@ -235,16 +177,35 @@ impl IntegrationsHandle {
     }
 }
 
-/// When the file was last changed; looked up on the blocking pool (a stat waits on a slow disk
-/// too), `None` when it cannot be.
-async fn modified(path: &Path) -> Option<SystemTime> {
-    tokio::fs::metadata(path).await.and_then(|m| m.modified()).ok()
+/// What tells a change of the file without reading it: a save renames a new file in (another
+/// inode, even within one tick of a coarse clock), a hand edit changes its time or length.
+/// Looked up on the blocking pool and with a deadline (a stat waits on a hung disk too); `None`
+/// when it cannot be.
+async fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = tokio::time::timeout(crate::disk::DISK_WORK_FOR, tokio::fs::metadata(path)).await.ok()?.ok()?;
+    Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
+}
+
+/// What a process starting runs for an integration it refuses at its stored version: the newest
+/// form in its history that it takes, so that a restart does not turn "runs its last good
+/// version" into "not served". A history that cannot be read gives nothing to keep.
+async fn last_good_in_history(store: &Store, set: &Integrations, env: &HashMap<String, String>) -> Integrations {
+    let mut good = Vec::new();
+    for (id, _) in set.refused().filter(|(id, _)| set.get(id).is_none()) {
+        let Ok(history) = store.history(id).await else { continue };
+        let usable =
+            history.into_iter().filter_map(|entry| entry.form).find(|form| form.clone().validate(0, env).is_ok());
+        good.extend(usable.map(|form| Versioned { version: version_of(&form), form }));
+    }
+    Integrations::applying(good.into(), env, &Integrations::default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::integrations::store::tests::{by_test, form};
+    use prometheus::Registry;
 
     #[tokio::test]
     async fn a_miss_re_reads_the_store_once_for_everything_that_came_before_the_read() {
@@ -265,6 +226,43 @@ mod tests {
         let same = handle.current_after(before).await;
         assert!(same.get("gamma").is_none(), "a read that began after `before` already answers it");
         assert!(handle.current_after(Instant::now()).await.get("gamma").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_does_not_read_stays_at_its_last_good_version_and_the_others_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("integrations.toml");
+        let location = Location::File(path.clone());
+        let console = Store::open(&location).await.unwrap();
+        for (id, campaign) in [("acme", 1), ("beta", 2)] {
+            console.create(form(id, campaign), &HashMap::new(), &by_test()).await.unwrap();
+        }
+        let registry = Registry::new();
+        let postgres = crate::postgres::Postgres::new(crate::postgres::DEFAULT_TIMEOUT);
+        let handle = IntegrationsHandle::open(&location, ReloadMetrics::new(&registry), &postgres).await.unwrap();
+        let acme_version = handle.current().version("acme").unwrap().to_owned();
+
+        // By hand (or by a newer release): acme gains a field this release does not know, beta a
+        // new campaign.
+        let mut edited: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for entry in edited["integration"].as_array_mut().unwrap() {
+            let entry = entry.as_table_mut().unwrap();
+            match entry["id"].as_str() {
+                Some("acme") => drop(entry.insert("added_by_a_newer_release".into(), true.into())),
+                _ => drop(entry["default"].as_table_mut().unwrap().insert("campaign_id".into(), 20.into())),
+            }
+        }
+        std::fs::write(&path, toml::to_string(&edited).unwrap()).unwrap();
+        handle.reload().await;
+
+        let set = handle.current();
+        let beta = set.get("beta").unwrap();
+        assert_eq!(beta.default, crate::integrations::Target::Campaign { campaign_id: 20 }, "beta's change applies");
+        assert_eq!(set.version("acme"), Some(acme_version.as_str()), "acme stays at its last good version");
+        let invalid = series(&registry, "bridge_integration_invalid");
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        assert_eq!(invalid[0][0], "acme");
+        assert!(invalid[0].iter().any(|l| l.contains("added_by_a_newer_release")), "{invalid:?}");
     }
 
     fn series(registry: &Registry, name: &str) -> Vec<Vec<String>> {
@@ -306,6 +304,12 @@ mod tests {
             invalid[0].contains(&refused.version) && invalid[0].iter().any(|l| l.contains("is not set")),
             "{invalid:?}"
         );
+
+        // Restarted: the last good version comes from the history.
+        let restarted =
+            IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
+        assert_eq!(restarted.current().version("acme"), Some(good.version.as_str()), "a restart keeps it served");
+        assert_eq!(restarted.current().refused().count(), 1);
 
         std::fs::write(&path, "").unwrap();
         handle.reload().await;
