@@ -16,13 +16,13 @@ use bridge_tests::proxy::{broker_address, TcpProxy};
 use bridge_tests::wait_for;
 use serde_json::json;
 
-use crate::helpers::{shared_ledger, Options, Pipeline, Tenant};
+use crate::helpers::{integrations_toml, shared_ledger, Options, Pipeline, Tenant};
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 const OTHER: Tenant = Tenant { id: "other", extra: "" };
 
 /// Panels that show trouble only: empty while all is well.
-const TROUBLE_ONLY: &[&str] = &["Paused integrations"];
+const TROUBLE_ONLY: &[&str] = &["Paused integrations", "Integrations not applied"];
 
 /// RabbitMQ's prometheus plugin on the test broker (`scripts/test.sh` enables it).
 const RABBITMQ_METRICS: &str = "127.0.0.1:15692";
@@ -82,18 +82,22 @@ async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_ale
 
     // Every panel that should have data under traffic returns a series.
     let prefix = p.broker.prefix.clone();
-    for panel in panels() {
-        if TROUBLE_ONLY.contains(&panel.title.as_str()) {
-            continue;
+    let show_data = |trouble: bool| {
+        let (prometheus, prefix) = (&prometheus, &prefix);
+        async move {
+            for panel in panels().into_iter().filter(|panel| TROUBLE_ONLY.contains(&panel.title.as_str()) == trouble) {
+                for expr in &panel.exprs {
+                    let sent = as_sent(expr, prefix);
+                    let what = format!("panel \"{}\" to show data: {sent}", panel.title);
+                    wait_for(&what, Duration::from_secs(60), || async {
+                        (!prometheus.query(&sent).await.is_empty()).then_some(())
+                    })
+                    .await;
+                }
+            }
         }
-        for expr in &panel.exprs {
-            let sent = as_sent(expr, &prefix);
-            wait_for(&format!("panel \"{}\" to show data: {sent}", panel.title), Duration::from_secs(60), || async {
-                (!prometheus.query(&sent).await.is_empty()).then_some(())
-            })
-            .await;
-        }
-    }
+    };
+    show_data(false).await;
     println!("live: every panel shows data under traffic");
 
     // A poison event: a message deliver cannot read is dead-lettered.
@@ -107,6 +111,14 @@ async fn every_panel_shows_live_data_and_breaking_things_raises_the_matching_ale
     // An account broken in the sandbox: its integration is paused.
     p.sandbox.update_account("other", |a| a.ip_whitelisted = false);
     prometheus.wait_alert("BridgeIntegrationPaused", Duration::from_secs(60)).await;
+
+    // Settings no process can take (a variable none of them has): its alert goes pending, and the
+    // trouble panels (this one, the paused one) show data.
+    let refused = Tenant { id: "fresh", extra: "comagic_token_env = \"BRIDGE_TEST_VARIABLE_NEVER_SET\"" };
+    let file = p.dir.path().join("integrations.toml");
+    std::fs::write(&file, integrations_toml(p.sandbox.url(), &[SHOP, OTHER, refused])).unwrap();
+    prometheus.wait_alert("BridgeIntegrationNotApplied", Duration::from_secs(60)).await;
+    show_data(true).await;
 
     // The broker gone: both services lose it, and ingest's spool grows under the traffic.
     proxy.cut();
