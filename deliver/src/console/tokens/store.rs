@@ -88,6 +88,7 @@ pub enum TokenStore {
     File {
         path: PathBuf,
         writing: Arc<tokio::sync::Mutex<()>>,
+        disk: disk::Disk,
     },
     Postgres {
         database: Database,
@@ -124,9 +125,11 @@ impl TokenStore {
     /// The store beside `location`'s integrations (for PostgreSQL: its migration applied).
     pub async fn open(location: &Location, postgres: &Postgres) -> Result<Self, TokenStoreError> {
         Ok(match location {
-            Location::File(path) => {
-                TokenStore::File { path: path.with_file_name(FILE_NAME), writing: Default::default() }
-            }
+            Location::File(path) => TokenStore::File {
+                path: path.with_file_name(FILE_NAME),
+                writing: Default::default(),
+                disk: Default::default(),
+            },
             Location::Postgres { url, scope } => {
                 let database = postgres.database(url, DbRole::Integrations)?;
                 database.migrate(MIGRATION_LOCK, MIGRATION).await?;
@@ -151,12 +154,9 @@ impl TokenStore {
     }
 
     /// The file's records, read on the blocking pool ([`disk`]).
-    async fn read_file(path: &Path) -> Result<Vec<Record>, TokenStoreError> {
+    async fn read_file(path: &Path, disk: &disk::Disk) -> Result<Vec<Record>, TokenStoreError> {
         let owned = path.to_owned();
-        disk::off_the_workers(move || Self::read_now(&owned))
-            .await
-            .map_err(|e| Self::file_error(path, e))?
-            .map(|read| read.records)
+        disk.run(move || Self::read_now(&owned)).await.map_err(|e| Self::file_error(path, e))?.map(|read| read.records)
     }
 
     /// Reads the file, lets `edit` change its records and writes it back (replaced whole,
@@ -164,6 +164,7 @@ impl TokenStore {
     async fn edit_file<T: Send + 'static>(
         path: &Path,
         writing: &Arc<tokio::sync::Mutex<()>>,
+        disk: &disk::Disk,
         edit: impl FnOnce(&mut Vec<Record>) -> T + Send + 'static,
     ) -> Result<T, TokenStoreError> {
         let silent = |e: disk::DiskError| Self::file_error(path, e);
@@ -178,14 +179,14 @@ impl TokenStore {
             disk::replace(&owned, "json.tmp", &[&json]).map_err(|e| Self::file_error(&owned, e))?;
             Ok(done)
         };
-        disk::off_the_workers(work).await.map_err(silent)?
+        disk.run(work).await.map_err(silent)?
     }
 
     pub async fn add(&self, record: &Record) -> Result<(), TokenStoreError> {
         match self {
-            TokenStore::File { path, writing } => {
+            TokenStore::File { path, writing, disk } => {
                 let record = record.clone();
-                Self::edit_file(path, writing, move |tokens| tokens.push(record)).await
+                Self::edit_file(path, writing, disk, move |tokens| tokens.push(record)).await
             }
             TokenStore::Postgres { database, scope } => {
                 let (role, integration) = record.access.parts();
@@ -204,7 +205,7 @@ impl TokenStore {
     /// Every issued token, the newest first.
     pub async fn list(&self) -> Result<Vec<Record>, TokenStoreError> {
         let mut records = match self {
-            TokenStore::File { path, .. } => Self::read_file(path).await?,
+            TokenStore::File { path, disk, .. } => Self::read_file(path, disk).await?,
             TokenStore::Postgres { database, scope } => database
                 .query(&format!("SELECT {COLUMNS} FROM bridge_console_tokens WHERE scope = $1"), &[&scope])
                 .await?
@@ -221,8 +222,8 @@ impl TokenStore {
     /// hash, which says nothing of any token).
     pub async fn find(&self, hash: &str) -> Result<Option<Record>, TokenStoreError> {
         match self {
-            TokenStore::File { path, .. } => {
-                let tokens = Self::read_file(path).await?;
+            TokenStore::File { path, disk, .. } => {
+                let tokens = Self::read_file(path, disk).await?;
                 Ok(tokens
                     .into_iter()
                     .fold(None, |found, r| found.or(Secret::new(r.hash.clone()).matches(hash).then_some(r))))
@@ -242,9 +243,9 @@ impl TokenStore {
     /// the integration is deleted: an id created again later is someone else's); how many.
     pub async fn revoke_tenants_of(&self, integration: &str, at: i64) -> Result<u64, TokenStoreError> {
         match self {
-            TokenStore::File { path, writing } => {
+            TokenStore::File { path, writing, disk } => {
                 let of = Role::Tenant(integration.to_owned());
-                Self::edit_file(path, writing, move |tokens| {
+                Self::edit_file(path, writing, disk, move |tokens| {
                     let live = tokens.iter_mut().filter(|r| r.access == of && r.revoked_at.is_none());
                     live.map(|r| r.revoked_at = Some(at)).count() as u64
                 })
@@ -264,9 +265,9 @@ impl TokenStore {
     /// there is no such token.
     pub async fn revoke(&self, id: &str, at: i64) -> Result<Option<Record>, TokenStoreError> {
         match self {
-            TokenStore::File { path, writing } => {
+            TokenStore::File { path, writing, disk } => {
                 let id = id.to_owned();
-                Self::edit_file(path, writing, move |tokens| {
+                Self::edit_file(path, writing, disk, move |tokens| {
                     let record = tokens.iter_mut().find(|r| r.id == id)?;
                     record.revoked_at = record.revoked_at.or(Some(at));
                     Some(record.clone())
@@ -314,7 +315,7 @@ mod tests {
         let foreign = serde_json::json!({"id": "foreign", "access": {"role": "superuser"}, "hash": "x"});
         good["name"] = "kept".into();
         std::fs::write(&path, serde_json::to_vec(&serde_json::json!({"tokens": [foreign, good]})).unwrap()).unwrap();
-        let store = TokenStore::File { path: path.clone(), writing: Default::default() };
+        let store = TokenStore::File { path: path.clone(), writing: Default::default(), disk: Default::default() };
         assert_eq!(store.find("hash-of-good").await.unwrap().map(|r| r.name), Some("kept".to_owned()));
         store.add(&record("new")).await.unwrap();
         let ids: Vec<String> = store.list().await.unwrap().into_iter().map(|r| r.id).collect();

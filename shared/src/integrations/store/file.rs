@@ -46,11 +46,12 @@ pub struct FileStore {
     path: PathBuf,
     /// Saves one at a time: each reads, checks the version and writes.
     writer: Arc<Mutex<()>>,
+    disk: disk::Disk,
 }
 
 impl FileStore {
     pub fn new(path: PathBuf) -> Self {
-        FileStore { path, writer: Arc::new(Mutex::new(())) }
+        FileStore { path, writer: Arc::new(Mutex::new(())), disk: disk::Disk::default() }
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -185,12 +186,12 @@ impl FileStore {
 
     async fn read(&self) -> Result<IntegrationsFile, StoreError> {
         let path = self.path.clone();
-        off_the_workers(move || Self::read_now(&path)).await
+        self.off_the_workers(move || Self::read_now(&path)).await
     }
 
     pub async fn read_for_services(&self) -> Result<Stored, StoreError> {
         let path = self.path.clone();
-        off_the_workers(move || Self::read_for_services_now(&path)).await
+        self.off_the_workers(move || Self::read_for_services_now(&path)).await
     }
 
     /// The right to write, held until the write's disk work has ended (not only until its caller
@@ -208,11 +209,19 @@ impl FileStore {
         entry: Entry,
     ) -> Result<(), StoreError> {
         let (path, id) = (self.path.clone(), id.to_owned());
-        off_the_workers(move || {
+        self.off_the_workers(move || {
             let _saving = saving;
             Self::save_now(&path, &file, &id, entry)
         })
         .await
+    }
+
+    /// Runs `work` on this store's [`disk::Disk`].
+    async fn off_the_workers<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.disk.run(work).await.map_err(|e| StoreError::File(e.to_string()))?
     }
 
     pub async fn list(&self) -> Result<Vec<Versioned>, StoreError> {
@@ -269,7 +278,7 @@ impl FileStore {
         let form = file.integration.iter().find(|f| f.id == id).ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let entry = Entry::of_action(edit, &Versioned::new(form.clone()).version, detail);
         let (path, id) = (self.path.clone(), id.to_owned());
-        off_the_workers(move || {
+        self.off_the_workers(move || {
             let _saving = saving;
             Self::append_history_now(&path, &id, entry)
         })
@@ -279,7 +288,7 @@ impl FileStore {
     /// The integration's history, newest first.
     pub async fn history(&self, id: &str) -> Result<Vec<Entry>, StoreError> {
         let path = self.path.clone();
-        let read = off_the_workers(move || Self::read_history_now(&path)).await?;
+        let read = self.off_the_workers(move || Self::read_history_now(&path)).await?;
         let entries = read.lines.into_iter().rev().filter_map(|(_, line)| line.filter(|l| l.id == id));
         Ok(entries.take(KEPT).map(|l| l.entry).collect())
     }
@@ -287,11 +296,4 @@ impl FileStore {
 
 fn failed(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
     move |e| StoreError::File(format!("cannot write {}: {e}", path.display()))
-}
-
-/// Runs `work` through [`disk::off_the_workers`].
-async fn off_the_workers<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    disk::off_the_workers(work).await.map_err(|e| StoreError::File(e.to_string()))?
 }
