@@ -59,14 +59,7 @@ impl ConsoleState {
     /// A form validated for `to`: a tenant is told that one of the operator's fields does not
     /// apply here, not which variable or address it names.
     fn validate_for(&self, form: &IntegrationForm, to: &Principal) -> Result<Integration, ApiError> {
-        self.validate(form).map_err(|error| match error {
-            ApiError::Invalid { field, .. } if to.is_tenant() && operator_field(&field) => ApiError::Invalid {
-                field: "operator".into(),
-                message: "a setting only an operator can change does not apply in the console: ask your operator"
-                    .into(),
-            },
-            other => other,
-        })
+        self.validate(form).map_err(|error| for_principal(error, to))
     }
 
     /// What a form sent to the API may name: a CoMagic address the console may send tokens to,
@@ -156,6 +149,18 @@ impl ConsoleState {
     }
 }
 
+/// `error` as `to` may read it: a tenant is told that one of the operator's fields does not
+/// apply here, not which variable, prefix or address it names.
+fn for_principal(error: ApiError, to: &Principal) -> ApiError {
+    match error {
+        ApiError::Invalid { field, .. } if to.is_tenant() && operator_field(&field) => ApiError::Invalid {
+            field: "operator".into(),
+            message: "a setting only an operator can change does not apply in the console: ask your operator".into(),
+        },
+        other => other,
+    }
+}
+
 /// Every integration an operator sees; a tenant's own only.
 pub async fn list(state: State, by: Principal) -> Result<HttpResponse, ApiError> {
     let all = state.store.list().await?;
@@ -241,7 +246,7 @@ pub(super) async fn save_over(
     if by.is_tenant() {
         operator_fields_kept(&integration, &stored.form)?;
     }
-    state.admit(&integration)?;
+    state.admit(&integration).map_err(|error| for_principal(error, by))?;
     token_follows_address(&integration, &stored.form)?;
     keep_unsent_secrets(&mut integration, &stored.form);
     let checked = state.validate_for(&integration, by)?;

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::integrations::store::{version_of, Location, Store, StoreError, Versioned};
+use crate::disk::Disk;
+use crate::integrations::store::{version_of, Action, Location, Store, StoreError, Versioned};
 use crate::integrations::Integrations;
 use crate::lifecycle::Shutdown;
 
@@ -119,13 +120,14 @@ impl IntegrationsHandle {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("a SIGHUP handler installs");
         match &*self.store {
             Store::File(file) => {
-                let mut seen = stamp(file.path()).await;
+                let disk = Disk::default();
+                let mut seen = stamp(&disk, file.path()).await;
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            let now = stamp(file.path()).await;
+                            let now = stamp(&disk, file.path()).await;
                             // A read that failed is tried again on the next tick.
                             if now != seen && self.reload().await {
                                 seen = now;
@@ -179,11 +181,12 @@ impl IntegrationsHandle {
 
 /// What tells a change of the file without reading it: a save renames a new file in (another
 /// inode, even within one tick of a coarse clock), a hand edit changes its time or length.
-/// Looked up on the blocking pool and with a deadline (a stat waits on a hung disk too); `None`
-/// when it cannot be.
-async fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+/// Looked up on `disk` (a stat waits on a hung disk too: stuck ones take a bounded few threads);
+/// `None` when it cannot be.
+async fn stamp(disk: &Disk, path: &Path) -> Option<(SystemTime, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let metadata = tokio::time::timeout(crate::disk::DISK_WORK_FOR, tokio::fs::metadata(path)).await.ok()?.ok()?;
+    let path = path.to_owned();
+    let metadata = disk.run(move || std::fs::metadata(path)).await.ok()?.ok()?;
     Some((metadata.modified().ok()?, metadata.len(), metadata.ino()))
 }
 
@@ -194,8 +197,9 @@ async fn last_good_in_history(store: &Store, set: &Integrations, env: &HashMap<S
     let mut good = Vec::new();
     for (id, _) in set.refused().filter(|(id, _)| set.get(id).is_none()) {
         let Ok(history) = store.history(id).await else { continue };
-        let usable =
-            history.into_iter().filter_map(|entry| entry.form).find(|form| form.clone().validate(0, env).is_ok());
+        // Since its last delete only: before it, the id may have been someone else's.
+        let since_deleted = history.into_iter().take_while(|entry| entry.action != Action::Deleted);
+        let usable = since_deleted.filter_map(|entry| entry.form).find(|form| form.clone().validate(0, env).is_ok());
         good.extend(usable.map(|form| Versioned { version: version_of(&form), form }));
     }
     Integrations::applying(good.into(), env, &Integrations::default())

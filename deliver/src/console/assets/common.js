@@ -20,17 +20,31 @@ export function signIn(value) {
   sessionStorage.setItem(TOKEN_KEY, token);
 }
 
+// Who a token is, as the page shows it: "Acme's manager · tenant of acme · until …".
+export function whoText(who) {
+  const role = who.role === "tenant" ? `tenant of ${who.integration}` : "operator";
+  const until = who.expires_at ? ` · until ${new Date(who.expires_at).toLocaleString()}` : "";
+  return `${who.name} · ${role}${who.read_only ? " (read-only)" : ""}${until}`;
+}
+
 // A link an operator issued carries its token in the fragment (`#token=…`), which no server
 // sees: it is kept for this tab's session and taken out of the address bar and the history. A
-// link with another token than the one signed in with switches only when the user says so: a
-// link anyone can send must not quietly put an operator's next edits into the sender's session.
-export function tokenFromLink() {
+// link signs in only once the user has seen as whom and said yes: a link anyone can send must
+// not quietly put the user's next edits (a CoMagic token typed in, say) into the sender's
+// integration. Answers what to tell the user when the link's token is refused, else "".
+export async function tokenFromLink() {
   const found = /^#token=([A-Za-z0-9_]+)$/.exec(location.hash);
-  if (!found) return;
+  if (!found) return "";
   history.replaceState(null, "", location.pathname + location.search);
-  const switching = signedIn() && token !== found[1];
-  if (switching && !confirm("This link signs in with another access than yours in this tab. Switch to it?")) return;
-  signIn(found[1]);
+  if (found[1] === token) return "";
+  const response = await fetch("api/whoami", { headers: { "Authorization": "Bearer " + found[1] } });
+  if (!response.ok) return "That link's token was refused (it may have expired or been revoked).";
+  const as = whoText(await response.json());
+  const question = signedIn()
+    ? `This link signs in as ${as}: another access than yours in this tab. Switch to it?`
+    : `This link signs in as ${as}. Sign in?`;
+  if (confirm(question)) signIn(found[1]);
+  return "";
 }
 
 export const isTenant = () => !!page.who && page.who.role === "tenant";

@@ -4,16 +4,10 @@
 // shown: an operator the list and the "Access" section, a tenant its own integration only (the
 // API refuses the rest whatever the page shows).
 
-import { $, api, page, show, signIn, signOut, signedIn, tokenFromLink } from "./common.js";
+import { $, api, page, show, signIn, signOut, signedIn, tokenFromLink, whoText } from "./common.js";
 import { openIntegration } from "./detail.js";
 import { showList } from "./list.js";
 import { showAccess } from "./tokens.js";
-
-function whoText(who) {
-  const role = who.role === "tenant" ? `tenant of ${who.integration}` : "operator";
-  const until = who.expires_at ? ` · until ${new Date(who.expires_at).toLocaleString()}` : "";
-  return `${who.name} · ${role}${who.read_only ? " (read-only)" : ""}${until}`;
-}
 
 // Asks who the token is, then opens what that one may see.
 async function start() {
@@ -49,5 +43,7 @@ $("new-integration").addEventListener("click", () => openIntegration(null));
 $("open-access").addEventListener("click", showAccess);
 $("access-back").addEventListener("click", showList);
 
-tokenFromLink();
-if (signedIn()) start(); else show("sign-in");
+tokenFromLink().then((refused) => {
+  if (signedIn()) start(); else show("sign-in");
+  if (refused) $("sign-in-error").textContent = refused;
+});

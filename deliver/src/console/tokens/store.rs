@@ -76,6 +76,16 @@ impl ReadTokens {
         read
     }
 
+    /// Marks revoked the unreadable records that name `access` (another release may read them):
+    /// how many.
+    fn revoke_unreadable_of(&mut self, access: &Role, at: i64) -> u64 {
+        let Ok(access) = serde_json::to_value(access) else { return 0 };
+        let live = self.unreadable.iter_mut().filter_map(serde_json::Value::as_object_mut).filter(|record| {
+            record.get("access") == Some(&access) && record.get("revoked_at").is_none_or(serde_json::Value::is_null)
+        });
+        live.map(|record| record.insert("revoked_at".into(), at.into())).count() as u64
+    }
+
     fn into_file(self) -> TokensFile {
         let records = self.records.iter().filter_map(|record| serde_json::to_value(record).ok());
         TokensFile { tokens: records.chain(self.unreadable).collect() }
@@ -165,7 +175,7 @@ impl TokenStore {
         path: &Path,
         writing: &Arc<tokio::sync::Mutex<()>>,
         disk: &disk::Disk,
-        edit: impl FnOnce(&mut Vec<Record>) -> T + Send + 'static,
+        edit: impl FnOnce(&mut ReadTokens) -> T + Send + 'static,
     ) -> Result<T, TokenStoreError> {
         let silent = |e: disk::DiskError| Self::file_error(path, e);
         let turn = tokio::time::timeout(disk::DISK_WORK_FOR, writing.clone().lock_owned());
@@ -174,7 +184,7 @@ impl TokenStore {
         let work = move || {
             let _turn = turn;
             let mut read = Self::read_now(&owned)?;
-            let done = edit(&mut read.records);
+            let done = edit(&mut read);
             let json = serde_json::to_vec_pretty(&read.into_file()).map_err(|e| Self::file_error(&owned, e))?;
             disk::replace(&owned, "json.tmp", &[&json]).map_err(|e| Self::file_error(&owned, e))?;
             Ok(done)
@@ -186,7 +196,7 @@ impl TokenStore {
         match self {
             TokenStore::File { path, writing, disk } => {
                 let record = record.clone();
-                Self::edit_file(path, writing, disk, move |tokens| tokens.push(record)).await
+                Self::edit_file(path, writing, disk, move |read| read.records.push(record)).await
             }
             TokenStore::Postgres { database, scope } => {
                 let (role, integration) = record.access.parts();
@@ -245,9 +255,10 @@ impl TokenStore {
         match self {
             TokenStore::File { path, writing, disk } => {
                 let of = Role::Tenant(integration.to_owned());
-                Self::edit_file(path, writing, disk, move |tokens| {
-                    let live = tokens.iter_mut().filter(|r| r.access == of && r.revoked_at.is_none());
-                    live.map(|r| r.revoked_at = Some(at)).count() as u64
+                Self::edit_file(path, writing, disk, move |read| {
+                    let live = read.records.iter_mut().filter(|r| r.access == of && r.revoked_at.is_none());
+                    let revoked = live.map(|r| r.revoked_at = Some(at)).count() as u64;
+                    revoked + read.revoke_unreadable_of(&of, at)
                 })
                 .await
             }
@@ -267,8 +278,8 @@ impl TokenStore {
         match self {
             TokenStore::File { path, writing, disk } => {
                 let id = id.to_owned();
-                Self::edit_file(path, writing, disk, move |tokens| {
-                    let record = tokens.iter_mut().find(|r| r.id == id)?;
+                Self::edit_file(path, writing, disk, move |read| {
+                    let record = read.records.iter_mut().find(|r| r.id == id)?;
                     record.revoked_at = record.revoked_at.or(Some(at));
                     Some(record.clone())
                 })
@@ -313,8 +324,11 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         let mut good = serde_json::to_value(record("good")).unwrap();
         let foreign = serde_json::json!({"id": "foreign", "access": {"role": "superuser"}, "hash": "x"});
+        let newer =
+            serde_json::json!({"id": "newer", "access": {"role": "tenant", "integration": "acme"}, "scopes": []});
         good["name"] = "kept".into();
-        std::fs::write(&path, serde_json::to_vec(&serde_json::json!({"tokens": [foreign, good]})).unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&serde_json::json!({"tokens": [foreign, good, newer]})).unwrap())
+            .unwrap();
         let store = TokenStore::File { path: path.clone(), writing: Default::default(), disk: Default::default() };
         assert_eq!(store.find("hash-of-good").await.unwrap().map(|r| r.name), Some("kept".to_owned()));
         store.add(&record("new")).await.unwrap();
@@ -322,5 +336,11 @@ mod tests {
         assert_eq!(ids, ["good", "new"]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("superuser"), "the unreadable record is written back: {text}");
+        // acme's tokens, the one only another release reads too, are revoked.
+        assert_eq!(store.revoke_tenants_of("acme", 7).await.unwrap(), 3);
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let newer = file["tokens"].as_array().unwrap().iter().find(|t| t["id"] == "newer").unwrap();
+        assert_eq!(newer["revoked_at"], 7, "{newer}");
+        assert!(file["tokens"].as_array().unwrap().iter().any(|t| t["id"] == "foreign" && t["revoked_at"].is_null()));
     }
 }

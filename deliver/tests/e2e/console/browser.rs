@@ -257,8 +257,15 @@ async fn an_operator_issues_a_tenant_link_and_the_tenant_sees_its_own_integratio
     }
     operator.close().await;
 
+    // In a tab of its own, too, the link says as whom it signs in before it does.
     let tenant = Browser::start().await;
-    tenant.client.goto(&link).await.unwrap();
+    let _ = tenant.client.goto(&link).await; // may report the prompt it opened
+    let asked = wait_for("the sign-in to be asked", Duration::from_secs(10), || async {
+        tenant.client.get_alert_text().await.ok().filter(|t| t.contains("Sign in?"))
+    })
+    .await;
+    assert!(asked.contains("Acme's manager") && asked.contains("· tenant of acme"), "{asked}");
+    tenant.client.accept_alert().await.unwrap();
     tenant.text_with("#who", "Acme's manager", Duration::from_secs(10)).await;
     let who = tenant.text_with("#who", "tenant of acme", Duration::from_secs(1)).await;
     assert!(who.contains("until"), "the expiry is shown: {who}");

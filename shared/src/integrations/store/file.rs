@@ -30,7 +30,7 @@ const HEADER: &str = "# The tenants' integrations (docs/integrations.md). Writte
 /// The history file as read: each line with what it reads as, and whether the file ends in a line
 /// break (the torn end of an append does not).
 struct HistoryFile {
-    lines: Vec<(String, Option<Line>)>,
+    lines: Vec<(Vec<u8>, Option<Line>)>,
     whole: bool,
 }
 
@@ -129,16 +129,17 @@ impl FileStore {
             }
             Err(e) => return Err(StoreError::File(format!("cannot read {}: {e}", path.display()))),
         };
-        let text = String::from_utf8_lossy(&bytes);
-        let read = |(n, line): (usize, &str)| {
-            let parsed = serde_json::from_str(line)
+        // Lines as bytes: a rewrite keeps an unreadable one byte for byte.
+        let read = |(n, line): (usize, &[u8])| {
+            let parsed = serde_json::from_slice(line)
                 .map_err(|e| {
                     tracing::warn!(file = %path.display(), line = n + 1, error = %e, "a history line is unreadable");
                 })
                 .ok();
-            (line.to_owned(), parsed)
+            (line.to_vec(), parsed)
         };
-        let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(read).collect();
+        let blank = |line: &[u8]| line.iter().all(u8::is_ascii_whitespace);
+        let lines = bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !blank(l)).map(read).collect();
         Ok(HistoryFile { lines, whole: bytes.last().is_none_or(|b| *b == b'\n') })
     }
 
@@ -162,17 +163,17 @@ impl FileStore {
             return out.sync_all().map_err(failed(&history));
         }
         let mut skip = theirs + 1 - KEPT;
-        let mut kept = String::new();
+        let mut kept = Vec::new();
         for (raw, parsed) in &lines {
             let drop = ours(parsed) && skip > 0;
             skip -= usize::from(drop);
             if !drop {
-                kept.push_str(raw);
-                kept.push('\n');
+                kept.extend_from_slice(raw);
+                kept.push(b'\n');
             }
         }
-        kept.push_str(&line);
-        disk::replace(&history, "jsonl.saving", &[kept.as_bytes()]).map_err(failed(&history))
+        kept.extend_from_slice(line.as_bytes());
+        disk::replace(&history, "jsonl.saving", &[&kept]).map_err(failed(&history))
     }
 
     /// Records the entry, then writes the set. Only the form saved was validated (by
