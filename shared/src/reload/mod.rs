@@ -209,6 +209,7 @@ async fn last_good_in_history(store: &Store, set: &Integrations, env: &HashMap<S
 mod tests {
     use super::*;
     use crate::integrations::store::tests::{by_test, form};
+    use crate::integrations::store::Edit;
     use prometheus::Registry;
 
     #[tokio::test]
@@ -314,6 +315,15 @@ mod tests {
             IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
         assert_eq!(restarted.current().version("acme"), Some(good.version.as_str()), "a restart keeps it served");
         assert_eq!(restarted.current().refused().count(), 1);
+
+        // Deleted and created again (for someone else) as this process cannot take it: a restart
+        // runs nothing of the owner before.
+        let refused = console.get("acme").await.unwrap();
+        console.delete("acme", &refused.version, &Edit::new("test", Action::Deleted)).await.unwrap();
+        console.create(refused.form, &env, &by_test()).await.unwrap();
+        let restarted =
+            IntegrationsHandle::open(&location, ReloadMetrics::new(&Registry::new()), &postgres).await.unwrap();
+        assert_eq!(restarted.current().version("acme"), None, "its history before the delete is not its own");
 
         std::fs::write(&path, "").unwrap();
         handle.reload().await;
