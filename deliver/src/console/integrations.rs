@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::operator_fields::{operator_field, operator_fields_kept, stored_kept, tenant_save};
+use super::operator_fields::{operator_field, operator_fields_kept, stored_kept};
 use super::principal::Principal;
 use super::random::random_hex;
 use super::views::{masked_form, webhook_urls, with_masked_token};
@@ -218,8 +218,7 @@ pub async fn update(
     bytes: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let stored = state.store.get(&id).await?;
-    let bytes = if by.is_tenant() { tenant_save(&bytes, &stored.form)? } else { bytes.to_vec() };
-    let bytes = stored_kept(&bytes, &stored.form)?;
+    let bytes = stored_kept(&bytes, &stored.form, by.is_tenant())?;
     let SaveRequest { version, force, integration } = body(&bytes)?;
     let version = version.ok_or_else(|| ApiError::Invalid {
         field: "version".into(),

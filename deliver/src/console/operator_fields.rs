@@ -30,40 +30,30 @@ pub(super) fn operator_fields_kept(form: &IntegrationForm, stored: &IntegrationF
     }
 }
 
-/// A tenant's save, refused if it sets an operator's field, with the stored ones filled in. A
-/// secret an operator keeps in a variable stays there: a tenant giving that secret is refused
-/// (by [`operator_fields_kept`], naming the variable's field).
-pub(super) fn tenant_save(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
-    let mut request: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if let Some(form) = request.get_mut("integration").and_then(Value::as_object_mut) {
-        if let Some(field) = form.keys().find(|key| operator_field(key)) {
-            return Err(ApiError::ForbiddenField(field.clone()));
-        }
-        if let Value::Object(kept) = serde_json::to_value(stored).map_err(|e| ApiError::Unavailable(e.to_string()))? {
-            for (key, value) in kept.into_iter().filter(|(key, _)| operator_field(key)) {
-                if !form.contains_key(key.trim_end_matches("_env")) {
-                    form.insert(key, value);
-                }
-            }
-        }
-    }
-    serde_json::to_vec(&request).map_err(|e| ApiError::BadRequest(e.to_string()))
-}
-
 /// Secrets, each with its `_env`: a pair left out is kept by the save (the integrations' API
 /// keeps unsent secrets), one given replaces the other.
 const SECRETS: [&str; 3] = ["webhook_token", "verbox_secret_key", "comagic_token"];
 
 /// An update's request with every key its form leaves out set to the stored value (`null`
 /// clears an optional one, such as `chat_events`); the secrets and their `_env` are left to the
-/// save.
-pub(super) fn stored_kept(bytes: &[u8], stored: &IntegrationForm) -> Result<Vec<u8>, ApiError> {
+/// save. A tenant's is refused if it sets an operator's field; a secret an operator keeps in a
+/// variable stays there: its `_env` is filled in, so a tenant giving that secret is refused (by
+/// [`operator_fields_kept`], naming the variable's field).
+pub(super) fn stored_kept(bytes: &[u8], stored: &IntegrationForm, by_tenant: bool) -> Result<Vec<u8>, ApiError> {
     let mut request: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let secret = |key: &str| SECRETS.contains(&key.trim_end_matches("_env"));
     if let Some(form) = request.get_mut("integration").and_then(Value::as_object_mut) {
-        if let Value::Object(kept) = serde_json::to_value(stored).map_err(|e| ApiError::Unavailable(e.to_string()))? {
-            for (key, value) in kept.into_iter().filter(|(key, _)| !secret(key)) {
-                form.entry(key).or_insert(value);
+        if let Some(field) = form.keys().find(|key| by_tenant && operator_field(key)) {
+            return Err(ApiError::ForbiddenField(field.clone()));
+        }
+        let kept = |key: &str, form: &serde_json::Map<String, Value>| match key.strip_suffix("_env") {
+            Some(secret) if SECRETS.contains(&secret) => by_tenant && !form.contains_key(secret),
+            _ => !SECRETS.contains(&key),
+        };
+        if let Value::Object(stored) = serde_json::to_value(stored).map_err(|e| ApiError::Unavailable(e.to_string()))? {
+            for (key, value) in stored {
+                if kept(&key, form) {
+                    form.entry(key).or_insert(value);
+                }
             }
         }
     }
