@@ -8,7 +8,7 @@ use super::history::{Edit, Entry, KEPT};
 use super::{StoreError, Stored, Unreadable, Versioned};
 use crate::integrations::IntegrationForm;
 use crate::postgres::{Database, Listener};
-use crate::settings::deserialize_naming_key;
+use crate::settings::{deserialize_naming_key, ConfigError};
 
 const MIGRATION: &str = include_str!("../../../migrations/0001_integrations.sql");
 const HISTORY_MIGRATION: &str = include_str!("../../../migrations/0003_integration_history.sql");
@@ -44,8 +44,13 @@ pub struct PgStore {
     scope: String,
 }
 
+/// A row's form; the error names the key, never a value.
+fn read_form(doc: &str) -> Result<IntegrationForm, ConfigError> {
+    deserialize_naming_key(&mut serde_json::Deserializer::from_str(doc))
+}
+
 fn parse(id: &str, doc: &str) -> Result<IntegrationForm, StoreError> {
-    serde_json::from_str(doc).map_err(|e| StoreError::File(format!("the stored form of `{id}` is unreadable: {e}")))
+    read_form(doc).map_err(|e| StoreError::File(format!("the stored form of `{id}` is unreadable: {e}")))
 }
 
 /// One statement: `change` (a CTE body on `bridge_integrations` returning the `id` it touched),
@@ -104,8 +109,7 @@ impl PgStore {
         let mut stored = Stored::default();
         for row in &rows {
             let (id, doc, version): (&str, &str, String) = (row.get(0), row.get(1), row.get(2));
-            let mut json = serde_json::Deserializer::from_str(doc);
-            match deserialize_naming_key::<_, IntegrationForm>(&mut json) {
+            match read_form(doc) {
                 Ok(form) => stored.readable.push(Versioned { form, version }),
                 Err(error) => {
                     let raw = serde_json::from_str(doc).unwrap_or_default();
