@@ -13,8 +13,11 @@ use bridge_shared::service::run_to_exit;
 use bridge_shared::settings::Settings;
 use clap::{Args, Parser, Subcommand};
 
+use crate::console::Search;
 use crate::console::{AdminTokens, Console, ADMIN_TOKENS_VAR};
 use crate::dlq::{self, Filter, Format, ReplayOptions, Selection};
+use crate::journey::reader::Reader;
+use crate::journey::{journey_table, page_table};
 use crate::startup::Application;
 
 #[derive(Parser)]
@@ -42,6 +45,9 @@ enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Finds events' journeys: what became of each, step by step.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Checks integrations against their CoMagic accounts; exit code 1 when anything is wrong.
     Check {
         /// One integration; all of them when left out.
@@ -52,6 +58,46 @@ enum Command {
         /// Print the account's employees, campaigns, sites and sources instead.
         #[arg(long, value_name = "INTEGRATION", conflicts_with = "integration")]
         list: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// One integration's events, newest first (a page; `more:` says how to get the next).
+    Find {
+        #[arg(long)]
+        integration: String,
+        #[arg(long)]
+        event_id: Option<String>,
+        /// The Verbox dialog id.
+        #[arg(long)]
+        dialog: Option<String>,
+        /// The visitor's phone or e-mail, as typed.
+        #[arg(long)]
+        contact: Option<String>,
+        /// Accepted at or after (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Accepted at or before (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// delivered, dead_lettered or on_its_way.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Where the previous page stopped.
+        #[arg(long)]
+        before: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The page as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event's journey, step by step.
+    Show {
+        event_id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -178,6 +224,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Some(Command::Console) => run_console(settings).await,
         Some(Command::ImportIntegrations { from }) => run_import(&settings, from).await,
         Some(Command::Dlq(command)) => run_dlq(&settings, command).await,
+        Some(Command::Events(command)) => run_events(&settings, command).await,
         Some(Command::Check { integration, all: _, list }) => run_check(&settings, integration, list).await,
     }
 }
@@ -245,6 +292,42 @@ async fn run_dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
         DlqCommand::Purge { filters, limit, dry_run, .. } => dlq::purge(amqp, &filters.select(limit), dry_run).await,
     };
     match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn run_events(settings: &Settings, command: EventsCommand) -> ExitCode {
+    let reader = match Reader::open(settings, &bridge_shared::postgres::Postgres::new(settings.postgres_timeout)).await
+    {
+        Ok(reader) => reader,
+        Err(e) => return failed(e),
+    };
+    let out = match command {
+        EventsCommand::Find { integration, event_id, dialog, contact, from, to, outcome, before, limit, json } => {
+            let search = Search { event_id, dialog, contact, from, to, outcome, before, limit };
+            let query = match search.query(&integration) {
+                Ok(query) => query,
+                Err(e) => return invalid_configuration("deliver events find", e),
+            };
+            reader.find(query).await.map(|page| match json {
+                true => serde_json::to_string_pretty(&page).unwrap_or_default() + "\n",
+                false => page_table(&page),
+            })
+        }
+        EventsCommand::Show { event_id, json } => match reader.get(&event_id).await {
+            Ok(None) => {
+                return failed(format!("no event `{}` in the journey", bridge_shared::redact::cut(&event_id, 100)))
+            }
+            Ok(Some(j)) if json => Ok(serde_json::to_string_pretty(&j).unwrap_or_default() + "\n"),
+            Ok(Some(j)) => Ok(journey_table(&j)),
+            Err(e) => Err(e),
+        },
+    };
+    match out {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

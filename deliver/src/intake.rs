@@ -142,10 +142,21 @@ impl Intake {
                 // may need it mapped again; the envelope's copy of the payload not at all.
                 let rule = attribution.rule;
                 let test = bridge_shared::trace::is_test(&event);
+                let dialog_id = event.dialog_id.as_deref().and_then(crate::journey::query::bounded);
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
                 let (doubt, quota_waited) = (doubt_of(delivery, chrono::Utc::now()), quota_waited(delivery));
-                self.lanes.submit(Pending { message, envelope, event, item, rule, test, doubt, quota_waited })
+                self.lanes.submit(Pending {
+                    message,
+                    envelope,
+                    event,
+                    item,
+                    dialog_id,
+                    rule,
+                    test,
+                    doubt,
+                    quota_waited,
+                })
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {

@@ -30,6 +30,7 @@ pub mod console;
 pub(crate) mod courier;
 pub(crate) mod dlq;
 pub(crate) mod intake;
+pub mod journey;
 pub(crate) mod lanes;
 pub(crate) mod ledger;
 pub(crate) mod outlet;

@@ -21,6 +21,8 @@ pub struct Pending {
     /// again (rule `session`): it is as large as the dialog.
     pub event: Option<VerboxEvent>,
     pub item: Item,
+    /// The Verbox dialog id, which its journey is found by.
+    pub dialog_id: Option<String>,
     pub rule: Rule,
     /// A console's test chat: what becomes of it is published to the traces exchange.
     pub test: bool,

@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use crate::acks::Acks;
 use crate::courier::{Courier, Panics};
 use crate::intake::{Consuming, Intake, Windows};
+use crate::journey::socket::socket_path;
+use crate::journey::{serve_socket, Journal, JourneyMetrics, PgJourney, Store, Writer};
 use crate::lanes::{LaneLimits, Lanes};
 use crate::ledger::{Ledger, LedgerError};
 use crate::outlet::{Outlet, RetryWarnings};
@@ -42,12 +44,7 @@ const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 /// host (a pod's name in Kubernetes), the process id and when it started, so a restarted process
 /// that gets its predecessor's pid (pid 1 in every container) never inherits its lease or claims.
 fn replica_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "deliver".into());
+    let host = bridge_shared::service::host_name();
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{host}/{}/{}", std::process::id(), started.as_nanos())
 }
@@ -60,6 +57,32 @@ async fn open_ledger(settings: &Settings, postgres: &Postgres) -> Result<Ledger,
     let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
     let database = postgres.database(&settings.deliver.ledger_postgres, Role::Ledger).map_err(|e| shared(e.into()))?;
     Ledger::connect(database, &settings.amqp.topology_prefix, &replica_name()).await.map_err(shared)
+}
+
+/// The journey beside the ledger (its own connection to a shared one), or none with
+/// `journey_keep = 0s`; the store is returned when it is the local one, which is read through
+/// this process's socket.
+async fn open_journal(
+    settings: &Settings,
+    postgres: &Postgres,
+    ledger: &Ledger,
+    registry: &Registry,
+) -> Result<(Arc<Journal>, Writer, Option<Store>), StartError> {
+    let d = &settings.deliver;
+    let store = if d.journey_keep.is_zero() {
+        None
+    } else if let Some(local) = ledger.local_journey() {
+        Some(Store::Local(local))
+    } else {
+        let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
+        let database = postgres.database(&d.ledger_postgres, Role::Ledger).map_err(|e| shared(e.into()))?;
+        let journey =
+            PgJourney::connect(database, &settings.amqp.topology_prefix).await.map_err(|e| shared(e.into()))?;
+        Some(Store::Shared(Arc::new(journey)))
+    };
+    let local = store.clone().filter(|s| matches!(s, Store::Local(_)));
+    let (journal, writer) = Journal::new(store, &replica_name(), JourneyMetrics::new(registry));
+    Ok((Arc::new(journal), writer, local))
 }
 
 struct HealthState {
@@ -79,6 +102,9 @@ pub struct Application {
     /// Keeps the ledger lease until the lanes have settled (not until the stop starts: the batches
     /// in hand are still sent meanwhile).
     lease: (Stopper, JoinHandle<Option<()>>),
+    /// The journey's writer (stopped with the lease, so the lanes' last steps are written), and
+    /// its pruning, counts and the socket its local store is read on.
+    journey: (JoinHandle<Option<()>>, JoinHandle<Option<()>>),
     ledger: Arc<Ledger>,
     lanes: Arc<Lanes>,
     link: Arc<BrokerLink>,
@@ -94,7 +120,9 @@ impl Application {
         let ledger = Arc::new(open_ledger(&settings, &postgres).await?);
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
-        let (intake, lanes) = pipeline(&settings, &registry, &metrics, &link, &integrations, &ledger, &topology);
+        let (journal, writer, journey_store) = open_journal(&settings, &postgres, &ledger, &registry).await?;
+        let (intake, lanes) =
+            pipeline(&settings, &registry, &metrics, &link, &integrations, (&ledger, &journal), &topology);
         let d = &settings.deliver;
         let ready = Arc::new(AtomicBool::new(false));
         let consuming = Consuming {
@@ -121,7 +149,21 @@ impl Application {
             liveness.spawn("integrations watcher", &stop, integrations.watch(Duration::from_secs(2), stop.clone()));
         let lease_stopper = Stopper::default();
         let lease = liveness.spawn("ledger lease", &stop, ledger.clone().hold_lease(lease_stopper.listener()));
+        let journal_writer =
+            liveness.spawn("journey writer", &stop, journal.clone().work(writer, lease_stopper.listener()));
         let lease = (lease_stopper, lease);
+        let socket = journey_store.map(|store| serve_socket(store, socket_path(&d.ledger_dir), stop.clone()));
+        let upkeep = journal.upkeep(d.journey_keep, d.journey_lost_after, LEDGER_PRUNE_EVERY, stop.clone());
+        let socket_stop = stop.clone();
+        let journey_upkeep = liveness.spawn("journey upkeep", &stop, async move {
+            let socket = async move {
+                match socket {
+                    Some(socket) => socket.await,
+                    None => socket_stop.stopped().await,
+                }
+            };
+            tokio::join!(upkeep, socket);
+        });
 
         let state = web::Data::new(HealthState { registry, ready, liveness, link: link.clone(), postgres });
         let (listener, port) = bind(LISTEN, d.listen)?;
@@ -139,7 +181,8 @@ impl Application {
         .run();
         tracing::info!(port, "deliver listening");
         let served = Served::new(port, server);
-        Ok(Application { served, stopper, consumer, watcher, pruner, lease, ledger, lanes, link })
+        let journey = (journal_writer, journey_upkeep);
+        Ok(Application { served, stopper, consumer, watcher, pruner, lease, journey, ledger, lanes, link })
     }
 }
 
@@ -150,7 +193,7 @@ fn pipeline(
     metrics: &DeliverMetrics,
     link: &BrokerLink,
     integrations: &IntegrationsHandle,
-    ledger: &Arc<Ledger>,
+    (ledger, journal): (&Arc<Ledger>, &Arc<Journal>),
     topology: &Topology,
 ) -> (Arc<Intake>, Arc<Lanes>) {
     let outlet = Arc::new(Outlet {
@@ -162,6 +205,7 @@ fn pipeline(
         retry_for: settings.deliver.retry_for,
         park_for: settings.deliver.park_for,
         move_warnings: RetryWarnings::default(),
+        journal: journal.clone(),
     });
     let courier = Arc::new(Courier {
         client: ComagicClient::new(settings.deliver.comagic_timeout, ComagicMetrics::new(registry)),
@@ -195,6 +239,9 @@ impl Service for Application {
         let (lease_stopper, lease) = self.lease;
         lease_stopper.stop();
         let _ = lease.await;
+        let (journal_writer, journey_upkeep) = self.journey;
+        let _ = journal_writer.await;
+        let _ = journey_upkeep.await;
         if settled {
             // Nothing is in hand: what this process still claims may be taken over at once.
             self.ledger.let_lease_lapse().await;

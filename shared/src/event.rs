@@ -100,6 +100,9 @@ pub struct Envelope {
     pub kind: EventKind,
     /// When ingest accepted it (RFC 3339, UTC): the start of the end-to-end latency.
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The ingest replica that accepted it (its host name); absent from older releases' envelopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_by: Option<String>,
     pub payload: Box<serde_json::value::RawValue>,
 }
 
@@ -206,6 +209,7 @@ mod tests {
             integration: "acme".into(),
             kind: EventKind::Chat,
             received_at: chrono::DateTime::from_timestamp(1_767_323_045, 0).unwrap(),
+            accepted_by: None,
             payload: serde_json::value::RawValue::from_string(raw.to_owned()).unwrap(),
         };
         let back = Envelope::from_bytes(&env.to_bytes()).unwrap();

@@ -97,3 +97,17 @@ pub async fn run_to_exit<S: Service>(binary: &str, built: Result<S, impl Display
         }
     }
 }
+
+/// This machine's name (a pod's name in Kubernetes): `HOSTNAME`, else `/etc/hostname`, else
+/// `localhost`. Read once.
+pub fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
+}

@@ -205,6 +205,8 @@ pub struct DeliverMetrics {
     pub events: IntCounterVec,
     pub attribution: IntCounterVec,
     pub end_to_end: HistogramVec,
+    /// The same, per integration: a stuck tenant shows here first.
+    pub integration_end_to_end: HistogramVec,
     pub paused: IntGaugeVec,
     pub quota_remaining: IntGaugeVec,
     /// Per integration (one series each): what the console's table shows.
@@ -247,6 +249,13 @@ impl DeliverMetrics {
                 "From ingest receiving the webhook to CoMagic accepting the item",
                 &["kind"],
                 &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0],
+            ),
+            integration_end_to_end: histogram(
+                registry,
+                "bridge_integration_end_to_end_seconds",
+                "From ingest receiving the webhook to CoMagic having the item, by integration",
+                &["integration"],
+                &[0.5, 2.5, 10.0, 60.0, 300.0, 900.0, 3600.0],
             ),
             paused: gauge_vec(
                 "bridge_integration_paused",
@@ -346,7 +355,8 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
         &r.invalid,
         &postgres,
     ];
-    let histograms: Vec<&dyn Collector> = vec![&i.request_duration, &d.end_to_end, &c.request_duration, &c.batch_items];
+    let histograms: Vec<&dyn Collector> =
+        vec![&i.request_duration, &d.end_to_end, &d.integration_end_to_end, &c.request_duration, &c.batch_items];
     let names = |list: &[&dyn Collector]| -> Vec<String> {
         list.iter().flat_map(|m| m.desc().into_iter().map(|d| d.fq_name.clone()).collect::<Vec<_>>()).collect()
     };

@@ -33,6 +33,15 @@ pub struct Trace {
     /// One line for operators, contacts masked.
     pub error: Option<String>,
     pub fix: Option<String>,
+    /// The retry tier it went to (`retrying`, `parked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The deliver replica that took the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// The items in the call that delivered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
 }
 
 impl Trace {
@@ -48,6 +57,9 @@ impl Trace {
             mnemonic: None,
             error: None,
             fix: None,
+            tier: None,
+            replica: None,
+            items: None,
         }
     }
 

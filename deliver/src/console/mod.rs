@@ -11,6 +11,8 @@ mod applied;
 mod auth;
 mod dead_letters;
 mod error;
+mod events;
+pub use self::events::Search;
 mod history;
 mod integrations;
 mod limits;
@@ -38,6 +40,7 @@ use bridge_shared::settings::Settings;
 use self::state::{Pages, Sampler};
 use self::test_chat::TestChats;
 use self::tokens::store::TokenStore;
+use crate::journey::reader::Reader;
 
 pub use self::access::{Access, ApiRoute};
 pub use self::auth::{AdminTokens, TokensError, ADMIN_TOKENS_VAR};
@@ -72,6 +75,8 @@ pub struct ConsoleState {
     /// Secrets named by environment variable (`comagic_token_env`) are resolved from here: the
     /// variables that start with `[console] secret_env_prefix`, no other.
     env: HashMap<String, String>,
+    /// Where the events' journeys are read.
+    journeys: Reader,
 }
 
 pub struct Console {
@@ -98,6 +103,8 @@ impl Console {
         let store = Store::open_with(&location, &postgres).await?;
         let issued =
             TokenStore::open(&location, &postgres).await.map_err(|e| StartError::state("console tokens", e))?;
+        let journeys =
+            Reader::open(&settings, &postgres).await.map_err(|e| StartError::state("the journey's store", e))?;
         let (listener, port) = bind(LISTEN, settings.console.listen)?;
         let test_chats = Arc::new(TestChats::default());
         let sampler = Arc::new(Sampler::default());
@@ -132,6 +139,7 @@ impl Console {
             ),
             sampler,
             env,
+            journeys,
         });
         let server =
             HttpServer::new(move || App::new().wrap(security_headers()).app_data(state.clone()).configure(routes))
@@ -217,6 +225,8 @@ api![
     (get, "/integrations/{id}/state", Integration, integrations::state),
     (post, "/integrations/{id}/test-chat", Integration, test_chat::send),
     (get, "/test-chats/{event_id}", Narrowed, test_chat::follow),
+    (get, "/integrations/{id}/events", Integration, events::find),
+    (get, "/events/{event_id}", Narrowed, events::get),
     (get, "/integrations/{id}/dead-letters", Integration, dead_letters::list),
     (post, "/integrations/{id}/dead-letters/replay", Integration, dead_letters::replay),
     (post, "/integrations/{id}/dead-letters/purge", Operator, dead_letters::purge),
@@ -237,6 +247,9 @@ fn routes(config: &mut web::ServiceConfig) {
             .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
             .app_data(
                 web::JsonConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default().error_handler(|e, _| error::ApiError::BadRequest(e.to_string()).into()),
             )
             .configure(api_routes),
     );

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use bridge_shared::event::EventKind;
+use bridge_shared::trace::Trace;
 
 use super::{Courier, Sending};
 use crate::ledger::{Claim, Hold};
@@ -40,7 +41,11 @@ impl Courier {
                     }
                     mine.push(p);
                 }
-                Claim::Delivered => self.outlet.done(&p.message.ticket, kind.as_str(), "duplicate").await,
+                Claim::Delivered => {
+                    let error = Some("a copy of one the ledger delivered: acked".to_owned());
+                    self.outlet.trace(&p, "duplicate", |t| Trace { error, ..t }).await;
+                    self.outlet.done(&p.message.ticket, kind.as_str(), "duplicate").await
+                }
                 Claim::Held | Claim::Unavailable => waiting.push(p),
             }
         }

@@ -12,6 +12,7 @@
 use bridge_shared::comagic::mnemonics::lookup;
 use bridge_shared::comagic::{Failure, Uploaded};
 use bridge_shared::event::EventKind;
+use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 
 use super::Courier;
@@ -60,10 +61,12 @@ impl Courier {
         if !found.is_empty() {
             tracing::info!(integration = %integration_id, kind = kind.as_str(), found = found.len(), absent = asked_absent, "events in doubt found in CoMagic's report: acked, not sent again");
         }
-        for p in &found {
-            self.outlet.trace(p, "delivered", |t| t).await;
+        for p in absent.iter().filter(|p| p.in_doubt()) {
+            self.outlet
+                .trace(p, "in_doubt", |t| Trace { error: Some("not in CoMagic's report: sent".into()), ..t })
+                .await;
         }
-        self.outlet.delivered(found, true).await;
+        self.outlet.delivered(found, None).await;
         absent.iter_mut().for_each(|p| p.doubt = None);
         absent
     }

@@ -165,13 +165,13 @@ impl Courier {
             Some(i) => {
                 let there = vec![batch.remove(i)];
                 s.delivered_now(&there);
-                self.outlet.delivered(there, true).await;
+                self.outlet.delivered(there, None).await;
                 s.work.push_front(batch);
             }
             None if batch.len() > 1 => bisect(s, batch),
             None => {
                 s.delivered_now(&batch);
-                self.outlet.delivered(batch, true).await;
+                self.outlet.delivered(batch, None).await;
             }
         }
     }

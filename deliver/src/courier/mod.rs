@@ -25,7 +25,6 @@ use bridge_shared::lifecycle::panic_message;
 use bridge_shared::mapping::Item;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::retry_policy::{short_retries, Delays};
-use bridge_shared::trace::Trace;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 
@@ -202,9 +201,8 @@ impl Courier {
                 Ok(Step::Sent(success)) => {
                     tenant.succeeded(success.limits);
                     s.delays = short_retries(SHORT_RETRY_FOR);
-                    self.trace_sent(&batch, &success).await;
                     s.delivered_now(&batch);
-                    self.outlet.delivered(batch, false).await;
+                    self.outlet.delivered(batch, Some(&success)).await;
                 }
                 Err(failure) if asking => self.report_failed(s, &integration, &tenant, kind, batch, failure).await,
                 Err(failure) => self.upload_failed(s, &integration, &tenant, batch, failure).await,
@@ -253,15 +251,6 @@ impl Courier {
                 s.work.push_front(batch);
                 None
             }
-        }
-    }
-
-    /// The test chats of a batch CoMagic took, each with the id CoMagic gave it (`result.data`
-    /// lists one `{id}` per item, in order).
-    async fn trace_sent(&self, batch: &[Pending], success: &Success) {
-        for (i, p) in batch.iter().enumerate().filter(|(_, p)| p.test) {
-            let id = success.result.pointer(&format!("/data/{i}/id")).and_then(serde_json::Value::as_u64);
-            self.outlet.trace(p, "delivered", |t| Trace { comagic_id: id, ..t }).await;
         }
     }
 

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use super::*;
 use crate::acks::{AckWindow, Acks};
+use crate::journey::{Journal, JourneyMetrics};
 use crate::ledger::{Ledger, CLAIM_FOR};
 use crate::outlet::RetryWarnings;
 
@@ -64,6 +65,7 @@ impl Harness {
             retry_for: Duration::from_secs(3600),
             park_for: Duration::from_secs(3600),
             move_warnings: RetryWarnings::default(),
+            journal: Arc::new(Journal::new(None, "courier-tests", JourneyMetrics::new(&registry)).0),
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(Duration::from_secs(10), ComagicMetrics::new(&registry)),
@@ -97,8 +99,15 @@ impl Harness {
         let event_id = EventId::derive("shop", EventKind::Chat, &event, raw.as_bytes());
         let payload = serde_json::value::RawValue::from_string(raw).unwrap();
         let kind = EventKind::Chat;
-        let envelope =
-            Envelope { schema: ENVELOPE_SCHEMA, event_id, integration: "shop".into(), kind, received_at: now, payload };
+        let envelope = Envelope {
+            schema: ENVELOPE_SCHEMA,
+            event_id,
+            integration: "shop".into(),
+            kind,
+            received_at: now,
+            accepted_by: None,
+            payload,
+        };
         let (publish, properties) = (BasicPublishOptions::default(), BasicProperties::default());
         let queue = self.queue.as_str().into();
         self.channel.basic_publish("".into(), queue, publish, &envelope.to_bytes(), properties).await.unwrap();
@@ -118,6 +127,7 @@ impl Harness {
             envelope,
             event: None,
             item,
+            dialog_id: Some(dialog.to_string()),
             rule: attribution.rule,
             test: false,
             doubt: None,

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::{Claim, Hold, LedgerError};
+use crate::journey::{Entry as JourneyEntry, LocalJourney};
 
 /// sled's page cache for the ledger (its default is 1 GiB, four times deliver's memory limit):
 /// lookups are of recent ext_ids, which this keeps hot.
@@ -37,6 +38,8 @@ impl Held {
 
 pub struct LocalLedger {
     db: sled::Db,
+    /// The journeys, in the same database: a delivered one is written in its entry's flush.
+    pub journey: Arc<LocalJourney>,
     claims: Mutex<HashMap<String, Held>>,
     /// Group commit: each record takes a ticket after writing; one flush covers every ticket
     /// taken before it started, so batches finishing together share one fsync instead of queueing
@@ -48,8 +51,10 @@ pub struct LocalLedger {
 
 impl LocalLedger {
     pub fn open(dir: &Path) -> Result<Self, sled::Error> {
+        let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_BYTES).open()?;
         Ok(LocalLedger {
-            db: sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_BYTES).open()?,
+            journey: Arc::new(LocalJourney::open(&db)?),
+            db,
             claims: Mutex::new(HashMap::new()),
             written: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
@@ -164,20 +169,32 @@ impl LocalLedger {
         }
     }
 
-    /// Records ext_ids as delivered and fsyncs them (sled's work on the blocking pool).
-    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), LedgerError> {
-        self.record_at(ext_ids, Utc::now()).await
+    /// Records ext_ids as delivered, with their journeys' steps, and fsyncs them (sled's work on
+    /// the blocking pool).
+    pub async fn record(&self, ext_ids: &[&str], journeys: Vec<JourneyEntry>) -> Result<(), LedgerError> {
+        self.record_at(ext_ids, journeys, Utc::now()).await
     }
 
     /// [`Self::record`] as of `now`, the time pruning counts from.
-    async fn record_at(&self, ext_ids: &[&str], now: DateTime<Utc>) -> Result<(), LedgerError> {
+    async fn record_at(
+        &self,
+        ext_ids: &[&str],
+        journeys: Vec<JourneyEntry>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
         let now = now.timestamp_millis().to_be_bytes();
         let mut batch = sled::Batch::default();
         for id in ext_ids {
             batch.insert(*id, &now);
         }
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.apply_batch(batch)).await??;
+        let (db, journey) = (self.db.clone(), self.journey.clone());
+        tokio::task::spawn_blocking(move || {
+            // The journey first: a crash between the two leaves a step the ledger's copy then
+            // repeats, which the journey keeps once, never a delivered entry with no journey.
+            journey.write(&journeys)?;
+            db.apply_batch(batch)
+        })
+        .await??;
         {
             let mut claims = self.claims();
             for id in ext_ids {
@@ -249,7 +266,7 @@ mod tests {
         {
             let ledger = LocalLedger::open(dir.path()).unwrap();
             assert!(!ledger.contains("vb-1"));
-            ledger.record(&["vb-1", "vb-2"]).await.unwrap();
+            ledger.record(&["vb-1", "vb-2"], Vec::new()).await.unwrap();
             assert!(ledger.contains("vb-1"));
         }
         let reopened = reopen(dir.path()).await;
@@ -261,8 +278,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = LocalLedger::open(dir.path()).unwrap();
         let between = chrono::Utc::now();
-        ledger.record_at(&["vb-old-1", "vb-old-2"], between - chrono::Duration::milliseconds(1)).await.unwrap();
-        ledger.record_at(&["vb-new"], between).await.unwrap();
+        ledger
+            .record_at(&["vb-old-1", "vb-old-2"], Vec::new(), between - chrono::Duration::milliseconds(1))
+            .await
+            .unwrap();
+        ledger.record_at(&["vb-new"], Vec::new(), between).await.unwrap();
         assert_eq!(ledger.prune_before(between).unwrap(), 2);
         assert!(!ledger.contains("vb-old-1") && !ledger.contains("vb-old-2"));
         assert!(ledger.contains("vb-new"));
@@ -277,7 +297,7 @@ mod tests {
             let tasks: Vec<_> = (0..32)
                 .map(|i| {
                     let ledger = ledger.clone();
-                    tokio::spawn(async move { ledger.record(&[format!("vb-{i}").as_str()]).await.unwrap() })
+                    tokio::spawn(async move { ledger.record(&[format!("vb-{i}").as_str()], Vec::new()).await.unwrap() })
                 })
                 .collect();
             for t in tasks {
@@ -298,7 +318,7 @@ mod tests {
             let ledger = ledger.clone();
             async move { ledger.claim(hold, &[id], claim_for).await.unwrap()[0] }
         };
-        ledger.record(&["done"]).await.unwrap();
+        ledger.record(&["done"], Vec::new()).await.unwrap();
         let claims = ledger.claim(first, &["a", "a", "done"], long).await.unwrap();
         assert_eq!(claims, vec![Claim::Mine, Claim::Held, Claim::Delivered]);
         assert_eq!(claim(second, "a", long).await, Claim::Held, "a second copy waits");
@@ -316,7 +336,7 @@ mod tests {
         assert_eq!(claim(first, "a", long).await, Claim::TakenOver { last_call }, "a kept release keeps the call");
         ledger.release(first, &[], &["a"]);
         assert_eq!(claim(second, "a", long).await, Claim::Mine, "a forgetting release forgets it");
-        ledger.record(&["a"]).await.unwrap();
+        ledger.record(&["a"], Vec::new()).await.unwrap();
         assert_eq!(claim(first, "a", long).await, Claim::Delivered);
         assert_eq!(claim(first, "b", Duration::from_secs(30)).await, Claim::Mine);
         assert!(ledger.renew(first, &["b"], &[], long).contains("b"));

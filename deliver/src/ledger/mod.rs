@@ -53,6 +53,7 @@ use chrono::{DateTime, Utc};
 
 use self::local::LocalLedger;
 use self::postgres::PgLedger;
+use crate::journey::{Entry, LocalJourney};
 
 /// How long a claim holds unless renewed: its batch renews it right before each call, so this
 /// only needs to outlast one call (`comagic_timeout` is at most 60 s). A batch that waits longer
@@ -105,6 +106,8 @@ pub enum LedgerError {
     /// The message says what failed, never the database URL (it may hold a password).
     #[error("ledger database: {0}")]
     Shared(#[from] bridge_shared::postgres::DbError),
+    #[error("{0}")]
+    Journey(#[from] crate::journey::JourneyError),
 }
 
 enum Store {
@@ -173,11 +176,21 @@ impl Ledger {
         }
     }
 
-    /// Records ext_ids as delivered (durably, before their messages are acked).
-    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), LedgerError> {
+    /// Records ext_ids as delivered (durably, before their messages are acked), and in the same
+    /// write their journeys' `delivered` steps (`journeys`: none while the journey is off).
+    pub async fn record(&self, ext_ids: &[&str], journeys: Vec<Entry>) -> Result<(), LedgerError> {
         match &self.store {
-            Store::Local(l) => l.record(ext_ids).await,
-            Store::Shared(s) => Ok(s.record(ext_ids).await?),
+            Store::Local(l) => l.record(ext_ids, journeys).await,
+            Store::Shared(s) => Ok(s.record(ext_ids, &journeys).await?),
+        }
+    }
+
+    /// The local ledger's journey (in its sled database); none for the shared one, whose journey
+    /// has a connection of its own.
+    pub fn local_journey(&self) -> Option<Arc<LocalJourney>> {
+        match &self.store {
+            Store::Local(l) => Some(l.journey.clone()),
+            Store::Shared(_) => None,
         }
     }
 

@@ -17,12 +17,13 @@ use bridge_shared::postgres::{Database, DbError};
 use chrono::{DateTime, Utc};
 
 use super::{Claim, Hold};
+use crate::journey::{DeliveredRows, Entry, DELIVERED_CTE};
 
 const MIGRATIONS: [&str; 2] =
     [include_str!("../../migrations/0001_ledger.sql"), include_str!("../../migrations/0002_ledger_holders.sql")];
 /// Rows one pruning statement removes at most.
 const PRUNE_CHUNK: i64 = 5_000;
-const MIGRATION_LOCK: i64 = 0x7665_7262_6f78;
+use bridge_shared::postgres::LEDGER_MIGRATION_LOCK as MIGRATION_LOCK;
 
 pub struct PgLedger {
     pub(super) database: Database,
@@ -112,16 +113,28 @@ impl PgLedger {
         DateTime::<Utc>::from(called_at) + chrono::Duration::from_std(self.database.deadline()).unwrap_or_default()
     }
 
-    pub async fn record(&self, ext_ids: &[&str]) -> Result<(), DbError> {
-        self.database
-            .execute(
-                "INSERT INTO bridge_ledger (scope, ext_id, delivered_at)
+    /// Records `ext_ids` delivered, and in the same statement their journeys' `delivered` steps.
+    pub async fn record(&self, ext_ids: &[&str], journeys: &[Entry]) -> Result<(), DbError> {
+        const LEDGER: &str = "INSERT INTO bridge_ledger (scope, ext_id, delivered_at)
                  SELECT $1, id, now() FROM unnest($2::text[]) AS id ORDER BY id
                  ON CONFLICT (scope, ext_id) DO UPDATE
-                   SET delivered_at = now(), claimed_by = NULL, claim_id = NULL, claimed_until = NULL",
-                &[&self.scope, &ext_ids],
-            )
-            .await?;
+                   SET delivered_at = now(), claimed_by = NULL, claim_id = NULL, claimed_until = NULL";
+        if journeys.is_empty() {
+            self.database.execute(LEDGER, &[&self.scope, &ext_ids]).await?;
+            return Ok(());
+        }
+        let rows = DeliveredRows::of(journeys);
+        let sql = format!("WITH journeys AS ({DELIVERED_CTE}) {LEDGER}");
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &self.scope,
+            &ext_ids,
+            &rows.event_ids,
+            &rows.integrations,
+            &rows.accepted_ms,
+            &rows.lookups,
+            &rows.journeys,
+        ];
+        self.database.execute(&sql, &params).await?;
         Ok(())
     }
 

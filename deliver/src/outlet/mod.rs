@@ -16,6 +16,7 @@ use std::time::Duration;
 use bridge_shared::amqp::headers::{self, DeadClass};
 use bridge_shared::amqp::topology::RETRY_TIER_HEADER;
 use bridge_shared::amqp::{Publisher, Topology};
+use bridge_shared::comagic::Success;
 use bridge_shared::redact::for_operators;
 use bridge_shared::retry_policy::{move_retries, park_tier, retry_tier};
 use bridge_shared::telemetry::DeliverMetrics;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 pub use self::warnings::RetryWarnings;
 use crate::acks::{Acks, Message, Ticket};
+use crate::journey::Journal;
 use crate::ledger::Ledger;
 
 /// How long a message is held while its move to a retry or dead queue keeps failing.
@@ -56,6 +58,23 @@ pub struct Outlet {
     pub park_for: Duration,
     /// Logs failing moves once per outage.
     pub move_warnings: RetryWarnings,
+    /// Where each event's steps are kept.
+    pub journal: Arc<Journal>,
+}
+
+/// The `delivered` step of the `i`th of `items` events in one call; `sent` names the id CoMagic
+/// gave each (`result.data`, one `{id}` per item, in order), none when CoMagic had it already.
+fn delivered_step(p: &Pending, i: usize, items: usize, sent: Option<&Success>) -> Trace {
+    let mut step = Trace::new(p.envelope.event_id.as_str(), &p.envelope.integration, "delivered");
+    step.rule = Some(p.rule.as_str().to_owned());
+    match sent {
+        Some(success) => {
+            step.comagic_id = success.result.pointer(&format!("/data/{i}/id")).and_then(serde_json::Value::as_u64);
+            step.items = Some(items);
+        }
+        None => step.error = Some("CoMagic had it already (a duplicate, or found in its report)".into()),
+    }
+    step
 }
 
 /// When `h` says something began (`key`, RFC 3339), or a replay later than that.
@@ -85,20 +104,28 @@ impl Outlet {
         self.metrics.events.with_label_values(&[kind, outcome]).inc_by(n as u64);
     }
 
-    /// CoMagic took these items (or already had them: `duplicate`): ledger, then ack.
-    pub async fn delivered(&self, batch: Vec<Pending>, duplicate: bool) {
+    /// CoMagic took these items (`sent`, whose answer names the id it gave each, in order) or
+    /// already had them (`None`: a duplicate, or found in its report): ledger and journey, then ack.
+    pub async fn delivered(&self, batch: Vec<Pending>, sent: Option<&Success>) {
         if batch.is_empty() {
             return;
         }
+        let duplicate = sent.is_none();
+        let steps: Vec<Trace> =
+            batch.iter().enumerate().map(|(i, p)| delivered_step(p, i, batch.len(), sent)).collect();
+        for (p, step) in batch.iter().zip(&steps).filter(|(p, _)| p.test) {
+            self.publish_trace(p, step.clone()).await;
+        }
+        let journeys = batch.iter().zip(steps).filter_map(|(p, step)| self.journal.entry(p, step)).collect();
         let ext_ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
-        if let Err(error) = self.ledger.record(&ext_ids).await {
+        if let Err(error) = self.ledger.record(&ext_ids, journeys).await {
             // Still ack: CoMagic has the items, and a redelivery would only meet duplicate_entity.
             tracing::error!(%error, "could not record delivered ext_ids in the ledger");
         }
         let now = chrono::Utc::now();
+        // A batch is one integration's.
+        let integration = batch[0].envelope.integration.as_str();
         if !duplicate {
-            // A batch is one integration's.
-            let integration = batch[0].envelope.integration.as_str();
             self.metrics.integration_delivered.with_label_values(&[integration]).inc_by(batch.len() as u64);
             self.metrics.integration_last_delivery.with_label_values(&[integration]).set(now.timestamp());
         }
@@ -106,6 +133,7 @@ impl Outlet {
             let kind = p.kind().as_str();
             let latency = (now - p.envelope.received_at).to_std().unwrap_or_default();
             self.metrics.end_to_end.with_label_values(&[kind]).observe(latency.as_secs_f64());
+            self.metrics.integration_end_to_end.with_label_values(&[integration]).observe(latency.as_secs_f64());
             self.metrics.attribution.with_label_values(&[kind, p.rule.as_str()]).inc();
             self.count(kind, if duplicate { "duplicate" } else { "delivered" }, 1);
             tracing::info!(integration = %p.envelope.integration, kind, event_id = %p.envelope.event_id, rule = p.rule.as_str(), duplicate, latency_ms = latency.as_millis() as u64, "delivered");
@@ -122,6 +150,7 @@ impl Outlet {
     /// Holds the message in a retry queue for about `wait` without counting an attempt (a saturated
     /// lane, a spent quota).
     pub async fn park(&self, p: Pending, wait: Duration) {
+        self.trace(&p, "parked", |t| Trace { tier: Some(park_tier(wait).to_owned()), ..t }).await;
         self.park_with(&p.message, p.kind().as_str(), wait, p.headers()).await
     }
 
@@ -164,15 +193,34 @@ impl Outlet {
 
     /// A transient failure: the next delayed retry tier, or the dead-letter queue once `retry_for`
     /// has passed since ingest received the event (or since an operator replayed it).
-    /// Publishes what became of a test chat (`bridge_shared::trace`); nothing for other events.
-    /// Best effort: a trace that cannot be published is only logged.
+    /// Notes a step of `p`'s journey (`outcome`, with `details`), and publishes it when `p` is a
+    /// test chat (`bridge_shared::trace`). Never waits for the journey.
     pub async fn trace(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) {
-        if !p.test {
-            return;
+        let step = self.step(p, outcome, details);
+        if p.test {
+            self.publish_trace(p, step.clone()).await;
         }
-        let mut trace = Trace::new(p.envelope.event_id.as_str(), &p.envelope.integration, outcome);
-        trace.rule = Some(p.rule.as_str().to_owned());
-        let body = serde_json::to_vec(&details(trace)).expect("a trace serialises");
+        self.journal.note(self.journal.entry(p, step));
+    }
+
+    /// [`Self::trace`] of a step that ends the journey: waited for (briefly) before its ack.
+    async fn trace_end(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) {
+        let step = self.step(p, outcome, details);
+        if p.test {
+            self.publish_trace(p, step.clone()).await;
+        }
+        self.journal.note_and_wait(self.journal.entry(p, step)).await;
+    }
+
+    fn step(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) -> Trace {
+        let mut step = Trace::new(p.envelope.event_id.as_str(), &p.envelope.integration, outcome);
+        step.rule = Some(p.rule.as_str().to_owned());
+        details(step)
+    }
+
+    /// Best effort: a trace that cannot be published is only logged.
+    async fn publish_trace(&self, p: &Pending, trace: Trace) {
+        let body = serde_json::to_vec(&trace).expect("a trace serialises");
         let publisher = self.publisher.borrow().clone();
         let published = match publisher {
             Some(publisher) => publisher
@@ -193,18 +241,18 @@ impl Outlet {
         let age = age(since(&h, headers::REPLAYED_AT).unwrap_or(p.envelope.received_at));
         if age >= self.retry_for {
             let error = format!("still failing after {}s: {error}", age.as_secs());
-            self.trace(&p, "dead_lettered", |t| Trace {
+            self.trace_end(&p, "dead_lettered", |t| Trace {
                 class: Some("retries_exhausted".into()),
                 ..t.with_error(&error)
             })
             .await;
             return self.dead_with(&p.message, h, DeadClass::RetriesExhausted, &error, p.raw()).await;
         }
-        self.trace(&p, "retrying", |t| t.with_error(error)).await;
         let retries = headers::get_u64(&h, headers::RETRIES).unwrap_or(0);
         headers::set_u64(&mut h, headers::RETRIES, retries + 1);
         let kind = p.kind().as_str();
         let tier = retry_tier(retries as u32);
+        self.trace(&p, "retrying", |t| Trace { tier: Some(tier.to_owned()), ..t.with_error(error) }).await;
         tracing::warn!(integration = %p.envelope.integration, kind, event_id = %p.envelope.event_id, attempts, tier, error = %short(error), "delivery failed; retrying later");
         if self.republish_to_tier(&p.message, kind, tier, h).await {
             self.count(kind, "retried", 1);
@@ -215,7 +263,8 @@ impl Outlet {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;
         headers::set_u64(&mut h, headers::ATTEMPTS, attempts);
-        self.trace(&p, "dead_lettered", |t| Trace { class: Some(class.as_str().into()), ..t.with_error(error) }).await;
+        self.trace_end(&p, "dead_lettered", |t| Trace { class: Some(class.as_str().into()), ..t.with_error(error) })
+            .await;
         self.dead_with(&p.message, h, class, error, p.raw()).await
     }
 

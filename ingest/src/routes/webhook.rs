@@ -101,6 +101,7 @@ async fn accept(
         integration: integration.id.clone(),
         kind,
         received_at,
+        accepted_by: Some(bridge_shared::service::host_name().to_owned()),
         payload: serde_json::value::RawValue::from_string(text).map_err(|_| WebhookError::BodyUnreadable)?,
     };
     match state.sink.store(kind, &envelope.to_bytes()).await {

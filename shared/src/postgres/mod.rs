@@ -38,6 +38,9 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// Data sent and not acknowledged for this long closes the connection.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The advisory lock deliver's ledger and journey tables are made under.
+pub const LEDGER_MIGRATION_LOCK: i64 = 0x7665_7262_6f78;
+
 /// Statement parameters, as tokio-postgres takes them.
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 

@@ -109,6 +109,13 @@ pub struct DeliverSettings {
     /// which redeliveries come. After that CoMagic's own `duplicate_entity` still stops a repeat.
     #[serde(with = "duration_text")]
     pub ledger_keep: Duration,
+    /// How long each event's journey is kept, e.g. `7d`; `0s` keeps none (the journey is off).
+    #[serde(with = "duration_text")]
+    pub journey_keep: Duration,
+    /// An event neither delivered nor dead-lettered this long after ingest took it (and not
+    /// waiting on purpose) counts as lost in the middle (`bridge_journey_lost`).
+    #[serde(with = "duration_text")]
+    pub journey_lost_after: Duration,
     /// How long transient failures are retried before an event is dead-lettered, e.g. `24h`.
     #[serde(with = "duration_text")]
     pub retry_for: Duration,
@@ -222,6 +229,8 @@ impl Default for DeliverSettings {
             ledger_dir: PathBuf::from("var/ledger"),
             ledger_postgres: String::new(),
             ledger_keep: Duration::from_secs(7 * DAY),
+            journey_keep: Duration::from_secs(7 * DAY),
+            journey_lost_after: Duration::from_secs(3600),
             retry_for: Duration::from_secs(DAY),
             concurrency: 16,
             pause_initial: Duration::from_secs(300),
@@ -309,6 +318,8 @@ impl Settings {
         in_range("deliver.prefetch_bytes", d.prefetch_bytes, 1 << 20, 16 << 30)?;
         within("deliver.retry_for", d.retry_for, s(1), s(30 * DAY))?;
         within("deliver.ledger_keep", d.ledger_keep, d.retry_for, s(3650 * DAY))?;
+        within("deliver.journey_keep", d.journey_keep, s(0), s(3650 * DAY))?;
+        within("deliver.journey_lost_after", d.journey_lost_after, s(60), s(30 * DAY))?;
         within("deliver.pause_initial", d.pause_initial, s(1), s(DAY))?;
         within("deliver.pause_max", d.pause_max, d.pause_initial, s(7 * DAY))?;
         within("deliver.park_for", d.park_for, s(10), s(30 * DAY))?;

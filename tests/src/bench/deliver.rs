@@ -46,6 +46,7 @@ pub(super) fn envelope(integration: &str, i: u64, webhook_bytes: usize) -> Vec<u
         integration: integration.into(),
         kind: EventKind::Chat,
         received_at: chrono::Utc::now(),
+        accepted_by: Some("loadgen".into()),
         payload: serde_json::value::RawValue::from_string(body).unwrap(),
     }
     .to_bytes()

@@ -77,6 +77,7 @@ fn envelope_of(body: &[u8]) -> Vec<u8> {
         integration: "bench".into(),
         kind: EventKind::Chat,
         received_at: chrono::Utc::now(),
+        accepted_by: Some("loadgen".into()),
         payload: serde_json::value::RawValue::from_string(String::from_utf8(body.to_vec()).unwrap()).unwrap(),
     }
     .to_bytes()

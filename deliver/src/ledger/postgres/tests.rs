@@ -57,7 +57,7 @@ async fn two_replicas_never_both_hold_a_claim_and_a_delivered_id_is_never_claime
     assert_eq!(b.claim_one("x", LONG).await, Claim::Held, "releasing another's claim does nothing");
     a.release(ha, &[], &["x"]).await.unwrap();
     assert_eq!(b.claim_one("x", LONG).await, Claim::Mine, "released by its holder");
-    b.record(&["x"]).await.unwrap();
+    b.record(&["x"], &[]).await.unwrap();
     assert_eq!(a.claim_one("x", LONG).await, Claim::Delivered);
     a.release(ha, &[], &["x"]).await.unwrap();
     assert_eq!(b.claim_one("x", LONG).await, Claim::Delivered, "a release never forgets a delivery");
@@ -217,7 +217,7 @@ async fn replicas_claiming_overlapping_batches_in_opposite_orders_never_fail_and
         tasks.push(tokio::spawn(async move {
             let refs: Vec<&str> = mine.iter().map(String::as_str).collect();
             let claims = ledger.claim(hold(), &refs, LONG).await.expect("no deadlock, no error");
-            ledger.record(&refs[..10]).await.expect("recording in any order takes no deadlock either");
+            ledger.record(&refs[..10], &[]).await.expect("recording in any order takes no deadlock either");
             mine.into_iter().zip(claims).filter(|(_, c)| *c == Claim::Mine).map(|(id, _)| id).collect::<Vec<_>>()
         }));
     }

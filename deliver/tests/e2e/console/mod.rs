@@ -7,6 +7,7 @@ mod boundaries;
 mod browser;
 mod history;
 mod hostile;
+mod journey;
 mod roles;
 mod test_chat;
 
