@@ -175,7 +175,8 @@ struct Filters {
 
 impl Filters {
     fn select(self, limit: Option<usize>) -> Selection {
-        let filter = Filter { integration: self.integration, kind: self.kind, class: self.class, since: self.since };
+        let (integration, kind, class, since) = (self.integration, self.kind, self.class, self.since);
+        let filter = Filter { integration, kind, class, since, event_id: None };
         Selection { filter, limit }
     }
 }

@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge_shared::amqp::headers::DeadClass;
+use bridge_shared::amqp::headers::{self, DeadClass};
 use bridge_shared::amqp::session::{self, SessionConfig};
-use bridge_shared::amqp::topology::{kind_of_route, DELIVERY_LIMIT, LARGE_EVENT_BYTES};
+use bridge_shared::amqp::topology::{kind_of_route, DELIVERY_LIMIT, LARGE_EVENT_BYTES, RETRY_TIER_HEADER};
 use bridge_shared::amqp::{BrokerLink, Ended};
 use bridge_shared::attribution::{attribute, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::lifecycle::{panic_message, Shutdown};
-use bridge_shared::mapping::{map_event, MappingContext};
+use bridge_shared::mapping::{contact, map_event, MappingContext};
 use bridge_shared::reload::IntegrationsHandle;
+use bridge_shared::trace::Trace;
 use bridge_shared::verbox;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -27,6 +28,7 @@ use prometheus::IntCounter;
 use tokio::task::JoinSet;
 
 use crate::acks::Message;
+use crate::journey::Facts;
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
 use crate::pending::{delivered_before, doubt_of, previous_deliveries, quota_waited, Pending};
@@ -135,6 +137,7 @@ impl Intake {
             received_at: envelope.received_at,
             now: chrono::Utc::now(),
         };
+        let replayed = replayed_at(delivery);
         match map_event(envelope.kind, &event, cx) {
             Ok(item) => {
                 // What is in hand is as large as the dialog, several times over: keep the raw
@@ -146,26 +149,36 @@ impl Intake {
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
                 let (doubt, quota_waited) = (doubt_of(delivery, chrono::Utc::now()), quota_waited(delivery));
-                self.lanes.submit(Pending {
-                    message,
-                    envelope,
-                    event,
-                    item,
-                    dialog_id,
-                    rule,
-                    test,
-                    doubt,
-                    quota_waited,
-                })
+                let p = Pending { message, envelope, event, item, dialog_id, rule, test, doubt, quota_waited };
+                if let Some(at) = replayed {
+                    self.outlet.trace(&p, "replayed", |t| Trace { at, ..t }).await;
+                }
+                self.lanes.submit(p)
             }
             Err(skip) => {
                 if deliveries == 1 && !delivery.redelivered {
                     tracing::info!(integration = %envelope.integration, kind, event_id = %envelope.event_id, reason = skip.as_str(), "skipped: CoMagic cannot take this event");
                 }
-                self.outlet.done(&message.ticket, kind, "skipped").await;
+                let phone = event.client.phone.as_deref().and_then(contact::normalize_phone);
+                let email = event.client.email.as_deref().and_then(contact::normalize_email);
+                let dialog_id = event.dialog_id.as_deref().and_then(crate::journey::query::bounded);
+                let (phone, email, dialog_id) = (phone.as_deref(), email.as_deref(), dialog_id.as_deref());
+                let facts = Facts { envelope: &envelope, dialog_id, phone, email, item: None };
+                self.outlet.skipped(&message.ticket, &facts, skip.as_str(), replayed).await;
             }
         }
     }
+}
+
+/// When an operator replayed this message, if this is its first handling since (a replay's
+/// headers have no retry tier and the broker has not delivered it before).
+fn replayed_at(delivery: &Delivery) -> Option<chrono::DateTime<chrono::Utc>> {
+    let h = delivery.properties.headers().as_ref()?;
+    if headers::get_str(h, RETRY_TIER_HEADER).is_some() || delivery.redelivered || previous_deliveries(delivery) > 0 {
+        return None;
+    }
+    let at = chrono::DateTime::parse_from_rfc3339(&headers::get_str(h, headers::REPLAYED_AT)?).ok()?;
+    Some(at.with_timezone(&chrono::Utc))
 }
 
 /// The broker side of deliver: the shared [`BrokerLink`] keeps a session on some node; on each one

@@ -67,6 +67,7 @@ async fn open_journal(
     postgres: &Postgres,
     ledger: &Ledger,
     registry: &Registry,
+    integrations: &IntegrationsHandle,
 ) -> Result<(Arc<Journal>, Writer, Option<Store>), StartError> {
     let d = &settings.deliver;
     let store = if d.journey_keep.is_zero() {
@@ -81,7 +82,8 @@ async fn open_journal(
         Some(Store::Shared(Arc::new(journey)))
     };
     let local = store.clone().filter(|s| matches!(s, Store::Local(_)));
-    let (journal, writer) = Journal::new(store, &replica_name(), JourneyMetrics::new(registry));
+    let metrics = JourneyMetrics::new(registry);
+    let (journal, writer) = Journal::new(store, &replica_name(), metrics, integrations.clone());
     Ok((Arc::new(journal), writer, local))
 }
 
@@ -120,7 +122,8 @@ impl Application {
         let ledger = Arc::new(open_ledger(&settings, &postgres).await?);
         let topology = Topology::new(&settings.amqp.topology_prefix);
         let link = BrokerLink::new(metrics.amqp.connected.clone(), metrics.amqp.node.clone());
-        let (journal, writer, journey_store) = open_journal(&settings, &postgres, &ledger, &registry).await?;
+        let (journal, writer, journey_store) =
+            open_journal(&settings, &postgres, &ledger, &registry, &integrations).await?;
         let (intake, lanes) =
             pipeline(&settings, &registry, &metrics, &link, &integrations, (&ledger, &journal), &topology);
         let d = &settings.deliver;

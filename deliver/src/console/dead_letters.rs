@@ -21,7 +21,7 @@ fn of(integration: &str, limit: Option<usize>) -> Selection {
     Selection { filter: Filter { integration: Some(integration.to_owned()), ..Filter::default() }, limit }
 }
 
-fn unavailable(error: ScanError) -> ApiError {
+pub(super) fn unavailable(error: ScanError) -> ApiError {
     match error {
         ScanError::Failed(_) => ApiError::Unavailable(error.to_string()),
         ScanError::Busy | ScanError::TimedOut => ApiError::Busy(error.to_string()),
@@ -30,7 +30,7 @@ fn unavailable(error: ScanError) -> ApiError {
 
 /// A scan of the queue for integration `id`, from its allowance: every scan holds the console's
 /// one scan turn, so no integration's calls may keep the others' waiting.
-fn allowed_scan(state: &ConsoleState, id: &str) -> Result<(), ApiError> {
+pub(super) fn allowed_scan(state: &ConsoleState, id: &str) -> Result<(), ApiError> {
     let refused = |retry_after| ApiError::TooMany { what: "dead-letter scans of this integration", retry_after };
     state.dead_letter_scans.take(id).map_err(refused)
 }
@@ -55,7 +55,7 @@ pub struct ReplayRequest {
 
 /// Records a dead-letter action in the integration's history; its failure is said, not the
 /// action's (which was done).
-async fn record(state: &ConsoleState, id: &str, edit: Edit, result: &str) {
+pub(super) async fn record(state: &ConsoleState, id: &str, edit: Edit, result: &str) {
     if let Err(e) = state.store.record(id, &edit, result).await {
         tracing::warn!(integration = %id, error = %e, "a dead-letter action was not recorded in the history");
     }

@@ -25,6 +25,9 @@ pub enum ApiError {
     Stale { id: String, current: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// What is asked cannot be done to the thing as it is now (an event not dead-lettered).
+    #[error("{0}")]
+    Conflict(String),
     /// What `deliver check` would flag; saved anyway only with `force`.
     #[error("the CoMagic account does not fit these settings: fix them, or save with force")]
     Check { problems: Vec<String> },
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Exists(_) => "exists",
             ApiError::Stale { .. } => "stale",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Invalid { .. } => "invalid",
             ApiError::Check { .. } => "check_failed",
             ApiError::BadRequest(_) => "bad_request",
@@ -66,7 +70,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ForbiddenField(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Exists(_) | ApiError::Stale { .. } => StatusCode::CONFLICT,
+            ApiError::Exists(_) | ApiError::Stale { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid { .. } | ApiError::Check { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -10,7 +10,14 @@ use serde_json::json;
 use super::error::ApiError;
 use super::principal::Principal;
 use super::ConsoleState;
+use bridge_shared::event::EventKind;
+use bridge_shared::integrations::store::{Action, Edit};
+use bridge_shared::mapping::contact::{normalize_email, normalize_phone};
+
+use super::dead_letters;
+use crate::dlq::{self, Filter, ReplayOptions, Selection};
 use crate::journey::query::{bounded, Cursor, Outcome, Query, MAX_LIMIT};
+use crate::journey::Journey;
 
 /// A page's size when the request names none.
 const DEFAULT_LIMIT: usize = 20;
@@ -63,11 +70,15 @@ impl Search {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(invalid("limit", &format!("1 to {MAX_LIMIT}")));
         }
+        let contact = text("contact", &self.contact)?;
+        if contact.as_deref().is_some_and(|c| normalize_phone(c).is_none() && normalize_email(c).is_none()) {
+            return Err(invalid("contact", "a phone (10 to 15 digits) or an e-mail"));
+        }
         Ok(Query {
             integration: integration.to_owned(),
             event_id: text("event_id", &self.event_id)?,
             dialog: text("dialog", &self.dialog)?,
-            contact: text("contact", &self.contact)?,
+            contact,
             from: time("from", &self.from)?,
             to: time("to", &self.to)?,
             outcome,
@@ -92,19 +103,66 @@ pub async fn find(
     Ok(HttpResponse::Ok().json(json!({"events": page.events, "next": page.next.map(|c| c.to_text())})))
 }
 
+/// The journey of `event_id`, if `by` may see it (404 otherwise, as for one that does not exist).
+async fn journey_for(state: &ConsoleState, by: &Principal, event_id: &str) -> Result<Journey, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no event `{}`", bridge_shared::redact::cut(event_id, 100)));
+    let id = bounded(event_id).ok_or_else(not_found)?;
+    let journey = state.journeys.get(&id).await.map_err(unavailable)?;
+    journey.filter(|j| by.sees(&j.summary.integration)).ok_or_else(not_found)
+}
+
 /// `GET /api/events/{event_id}`.
 pub async fn get(
     state: web::Data<ConsoleState>,
     by: Principal,
     event_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no event `{}`", bridge_shared::redact::cut(&event_id, 100)));
-    let id = bounded(&event_id).ok_or_else(not_found)?;
-    let journey = state.journeys.get(&id).await.map_err(unavailable)?;
-    match journey.filter(|j| by.sees(&j.summary.integration)) {
-        Some(journey) => Ok(HttpResponse::Ok().json(journey)),
-        None => Err(not_found()),
+    Ok(HttpResponse::Ok().json(journey_for(&state, &by, &event_id).await?))
+}
+
+/// `POST /api/events/{event_id}/send-again`: a dead-lettered event's letter goes back to the
+/// events exchange as `deliver dlq replay` sends it (confirmed, then removed from the dead-letter
+/// queue); a skipped event's kept webhook is published the same way. Its journey says `replayed`
+/// once deliver takes it.
+pub async fn send_again(
+    state: web::Data<ConsoleState>,
+    by: Principal,
+    event_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let shown = journey_for(&state, &by, &event_id).await?;
+    let (id, integration) = (shown.summary.event_id.clone(), shown.summary.integration.clone());
+    if !shown.can_send_again {
+        let now = shown.end.unwrap_or_else(|| format!("on its way ({})", shown.last));
+        return Err(ApiError::Conflict(format!(
+            "event `{id}` is {now}: only a dead-lettered event, or a skipped one whose webhook was kept, is sent again"
+        )));
     }
+    dead_letters::allowed_scan(&state, &integration)?;
+    let amqp = &state.settings.amqp;
+    let result = if shown.dead_lettered_now() {
+        let filter = Filter { integration: Some(integration.clone()), event_id: Some(id.clone()), ..Filter::default() };
+        let options = ReplayOptions { rate: None, dry_run: false, publish_timeout: amqp.publish_timeout };
+        let selection = Selection { filter, limit: Some(1) };
+        let replay = dlq::replay(amqp, &selection, &options);
+        let result = state.sampler.scan_alone(replay).await.map_err(dead_letters::unavailable)?;
+        if !result.starts_with("replayed 1 ") {
+            let gone = format!("no dead letter of event `{id}` in the queue: replayed or purged already");
+            return Err(ApiError::NotFound(gone));
+        }
+        result
+    } else {
+        let whole = state.journeys.get_whole(&id).await.map_err(unavailable)?;
+        let kept = whole.filter(|j| j.skipped_and_kept()).and_then(|j| Some((j.summary.kind, j.summary.webhook?)));
+        let Some((kind, webhook)) = kept else {
+            return Err(ApiError::Conflict(format!("event `{id}` changed meanwhile")));
+        };
+        let kind = EventKind::parse(&kind).unwrap_or(EventKind::Chat);
+        dlq::send_again(amqp, kind, webhook.as_bytes()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?
+    };
+    tracing::info!(%integration, event_id = %id, by = %by.name, "an event sent again from the console");
+    let edit = Edit::new(&by.name, Action::Replayed);
+    dead_letters::record(&state, &integration, edit, &format!("event {id} sent again")).await;
+    Ok(HttpResponse::Ok().json(json!({"result": result.trim(), "event_id": id})))
 }
 
 #[cfg(test)]
@@ -123,6 +181,7 @@ mod tests {
             Search { contact: Some("a\u{0}b".into()), ..Search::default() },
             Search { from: Some("yesterday".into()), ..Search::default() },
             Search { outcome: Some("lost".into()), ..Search::default() },
+            Search { contact: Some("Ivan".into()), ..Search::default() },
             Search { before: Some("nope".into()), ..Search::default() },
         ];
         for search in refused {

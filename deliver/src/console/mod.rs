@@ -181,6 +181,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/tokens.js", "text/javascript", include_str!("assets/tokens.js")),
     ("/applied.js", "text/javascript", include_str!("assets/applied.js")),
     ("/history.js", "text/javascript", include_str!("assets/history.js")),
+    ("/events.js", "text/javascript", include_str!("assets/events.js")),
 ];
 
 /// The page loads its own script, style sheet and API only, and is never framed.
@@ -227,6 +228,7 @@ api![
     (get, "/test-chats/{event_id}", Narrowed, test_chat::follow),
     (get, "/integrations/{id}/events", Integration, events::find),
     (get, "/events/{event_id}", Narrowed, events::get),
+    (post, "/events/{event_id}/send-again", Narrowed, events::send_again),
     (get, "/integrations/{id}/dead-letters", Integration, dead_letters::list),
     (post, "/integrations/{id}/dead-letters/replay", Integration, dead_letters::replay),
     (post, "/integrations/{id}/dead-letters/purge", Operator, dead_letters::purge),

@@ -65,7 +65,9 @@ impl Harness {
             retry_for: Duration::from_secs(3600),
             park_for: Duration::from_secs(3600),
             move_warnings: RetryWarnings::default(),
-            journal: Arc::new(Journal::new(None, "courier-tests", JourneyMetrics::new(&registry)).0),
+            journal: Arc::new(
+                Journal::new(None, "courier-tests", JourneyMetrics::new(&registry), integrations.clone()).0,
+            ),
         });
         let courier = Arc::new(Courier {
             client: ComagicClient::new(Duration::from_secs(10), ComagicMetrics::new(&registry)),

@@ -96,6 +96,8 @@ pub struct Filter {
     pub kind: Option<EventKind>,
     pub class: Option<DeadClass>,
     pub since: Option<DateTime<Utc>>,
+    /// One event's letters (a journey's "send again").
+    pub event_id: Option<String>,
 }
 
 impl Filter {
@@ -104,6 +106,7 @@ impl Filter {
             && self.kind.is_none_or(|k| Some(k) == letter.kind)
             && self.class.is_none_or(|c| Some(c.as_str()) == letter.class)
             && self.since.is_none_or(|since| letter.dead_at.is_some_and(|at| at >= since))
+            && self.event_id.as_ref().is_none_or(|id| letter.event_id.as_ref() == Some(id))
     }
 }
 

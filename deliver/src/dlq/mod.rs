@@ -18,6 +18,7 @@ use bridge_shared::amqp::headers;
 use bridge_shared::amqp::session::SessionError;
 use bridge_shared::amqp::topology::event_route;
 use bridge_shared::amqp::PublishError;
+use bridge_shared::event::EventKind;
 use bridge_shared::settings::AmqpSettings;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
@@ -283,6 +284,21 @@ async fn replay_until(
         );
     }
     Ok(out)
+}
+
+/// Publishes an event's envelope (one the journey kept: a skipped event's) to the events
+/// exchange as a replay publishes a dead letter, confirmed: deliver takes it as new, from its
+/// first step, and its journey says `replayed`.
+pub async fn send_again(amqp: &AmqpSettings, kind: EventKind, envelope: &[u8]) -> Result<String, DlqError> {
+    let queue = DeadQueue::open(amqp, "sending again").await?;
+    let publisher = queue.publisher(amqp.publish_timeout).await?;
+    let exchange = queue.topology.events_exchange();
+    let mut h = FieldTable::default();
+    headers::set_str(&mut h, headers::REPLAYED_AT, &chrono::Utc::now().to_rfc3339());
+    let sent = publisher.publish(&exchange, event_route(kind, envelope.len()), envelope, h).await;
+    queue.release().await?;
+    sent.map_err(DlqError::Publish)?;
+    Ok(format!("sent again to {exchange}\n"))
 }
 
 /// A replayed message starts over: no error headers, no retry tier, its attempts kept for history,

@@ -204,29 +204,13 @@ impl LocalJourney {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use bridge_shared::trace::Trace;
     use chrono::{Duration, Utc};
 
     use super::*;
     use crate::journey::query::Outcome;
-    use crate::journey::Summary;
 
     fn entry(j: &LocalJourney, id: &str, minutes_ago: i64, dialog: &str, phone: &str, outcome: &str) -> Entry {
-        let lookups = vec![Keys::dialog(dialog), j.contact_keys.contact(phone).unwrap()];
-        let summary = Summary {
-            event_id: id.into(),
-            integration: "acme".into(),
-            kind: "chat".into(),
-            accepted_at: Utc::now() - Duration::minutes(minutes_ago),
-            accepted_by: None,
-            dialog_id: Some(dialog.into()),
-            contact: None,
-            item: None,
-            lookups,
-        };
-        Entry { summary: Arc::new(summary), step: Trace::new(id, "acme", outcome) }
+        Entry::for_tests(&j.contact_keys, id, minutes_ago, dialog, phone, outcome)
     }
 
     fn ids(page: &Page) -> Vec<&str> {

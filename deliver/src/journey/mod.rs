@@ -20,11 +20,12 @@ pub mod reader;
 mod record;
 pub mod socket;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_shared::lifecycle::Shutdown;
+use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::trace::Trace;
 use chrono::Utc;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::listing::{journey_table, page_table};
 pub use self::local::LocalJourney;
 pub use self::postgres::{DeliveredRows, PgJourney, DELIVERED_CTE};
-pub use self::record::{masked_item, Entry, Journey, Keys, Summary};
+pub use self::record::{masked_item, Entry, Facts, Journey, Keys, Summary};
 pub use self::socket::serve_socket;
 use crate::pending::Pending;
 
@@ -172,6 +173,8 @@ pub struct Journal {
     /// This process, named in each step.
     replica: String,
     metrics: JourneyMetrics,
+    /// The integrations in force: each has a lost count.
+    integrations: IntegrationsHandle,
 }
 
 /// What keeps the journal's store up to date: run by [`Journal::work`].
@@ -181,9 +184,15 @@ pub struct Writer {
 
 impl Journal {
     /// `store` none: the journey is off (`journey_keep = 0`), and every step is let go.
-    pub fn new(store: Option<Store>, replica: &str, metrics: JourneyMetrics) -> (Self, Writer) {
+    pub fn new(
+        store: Option<Store>,
+        replica: &str,
+        metrics: JourneyMetrics,
+        integrations: IntegrationsHandle,
+    ) -> (Self, Writer) {
         let (queue, receiver) = mpsc::channel(QUEUED_AT_MOST);
-        (Journal { store, queue, replica: replica.to_owned(), metrics }, Writer { queue: receiver })
+        let journal = Journal { store, queue, replica: replica.to_owned(), metrics, integrations };
+        (journal, Writer { queue: receiver })
     }
 
     pub fn is_on(&self) -> bool {
@@ -191,10 +200,15 @@ impl Journal {
     }
 
     /// The entry of `p`'s step `step`, named with this replica; none while the journey is off.
-    pub fn entry(&self, p: &Pending, mut step: Trace) -> Option<Entry> {
+    pub fn entry(&self, p: &Pending, step: Trace) -> Option<Entry> {
+        self.entry_of(&Facts::of(p), step)
+    }
+
+    /// The entry of a step of the event `facts` tell of (one that became no [`Pending`]).
+    pub fn entry_of(&self, facts: &Facts<'_>, mut step: Trace) -> Option<Entry> {
         let store = self.store.as_ref()?;
         step.replica = Some(self.replica.clone());
-        Some(Entry::starting(store.keys(), p, step))
+        Some(Entry::starting(store.keys(), facts, step))
     }
 
     /// Queues a step for the writer; never waits.
@@ -247,25 +261,18 @@ impl Journal {
         }
     }
 
-    /// Prunes journeys older than `keep` every `every`, and counts the lost ones every
-    /// [`COUNT_LOST_EVERY`], until `stop`.
+    /// Counts the lost journeys every [`COUNT_LOST_EVERY`] (from the start), and prunes those
+    /// older than `keep` every `every`, until `stop`. The count is set for every integration in
+    /// force, 0 when none is lost, so "should be 0" is a line on the dashboard, not a gap.
     pub async fn upkeep(self: Arc<Self>, keep: Duration, lost_after: Duration, every: Duration, stop: Shutdown) {
         let Some(store) = self.store.clone() else { return stop.stopped().await };
         let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let lost_after = chrono::Duration::from_std(lost_after).unwrap_or(chrono::Duration::MAX);
         let mut next_prune = tokio::time::Instant::now() + every;
+        let mut shown: HashSet<String> = HashSet::new();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(COUNT_LOST_EVERY) => {}
-                _ = stop.stopped() => return,
-            }
             match store.lost(Utc::now() - lost_after).await {
-                Ok(lost) => {
-                    self.metrics.lost.reset();
-                    for (integration, count) in lost {
-                        self.metrics.lost.with_label_values(&[&integration]).set(count);
-                    }
-                }
+                Ok(lost) => shown = self.show_lost(lost, shown),
                 Err(error) => tracing::warn!(%error, "could not count the journeys lost in the middle"),
             }
             if tokio::time::Instant::now() >= next_prune {
@@ -275,6 +282,25 @@ impl Journal {
                     Err(error) => tracing::warn!(%error, "journey pruning failed; will try again"),
                 }
             }
+            tokio::select! {
+                _ = tokio::time::sleep(COUNT_LOST_EVERY) => {}
+                _ = stop.stopped() => return,
+            }
         }
+    }
+
+    /// Sets `bridge_journey_lost` to `lost` for the integrations in force and those counted, in
+    /// place (a scrape never sees the series gone); a series no longer either is removed.
+    fn show_lost(&self, mut lost: HashMap<String, i64>, before: HashSet<String>) -> HashSet<String> {
+        for integration in self.integrations.current().iter() {
+            lost.entry(integration.id.clone()).or_insert(0);
+        }
+        for (integration, count) in &lost {
+            self.metrics.lost.with_label_values(&[integration]).set(*count);
+        }
+        for gone in before.iter().filter(|id| !lost.contains_key(*id)) {
+            let _ = self.metrics.lost.remove_label_values(&[gone]);
+        }
+        lost.into_keys().collect()
     }
 }

@@ -38,19 +38,27 @@ impl Reader {
                 other => return Err(unexpected(other)),
             },
         };
-        page.events.iter_mut().for_each(Journey::hide_lookups);
+        page.events.iter_mut().for_each(Journey::hide_private);
         Ok(page)
     }
 
+    /// The journey of `event_id`, as shown.
     pub async fn get(&self, event_id: &str) -> Result<Option<Journey>, String> {
-        let mut journey = match self {
+        let mut journey = self.get_whole(event_id).await?;
+        journey.iter_mut().for_each(Journey::hide_private);
+        Ok(journey)
+    }
+
+    /// The journey of `event_id` with what is never shown (a skipped event's webhook, to send it
+    /// again).
+    pub async fn get_whole(&self, event_id: &str) -> Result<Option<Journey>, String> {
+        let journey = match self {
             Reader::Shared(s) => s.get(event_id).await.map_err(|e| e.to_string())?,
             Reader::Local(dir) => match ask(dir, &Request::Get(event_id.to_owned())).await? {
                 Answer::Journey(journey) => journey.map(|j| *j),
                 other => return Err(unexpected(other)),
             },
         };
-        journey.iter_mut().for_each(Journey::hide_lookups);
         Ok(journey)
     }
 }

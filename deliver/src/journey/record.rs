@@ -12,6 +12,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use bridge_shared::event::Envelope;
+
 use crate::pending::Pending;
 
 /// Steps kept per event: the first ones (how it started) and the newest (how it is going); an
@@ -39,7 +41,14 @@ pub struct Summary {
     /// Its lookup keys ([`Keys`]): kept to find it and to prune its index, never shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<String>,
+    /// A skipped event's envelope (at most [`WEBHOOK_KEPT_AT_MOST`] bytes), to send it again; never
+    /// shown (it holds the webhook as Verbox sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
+
+/// A skipped event's envelope is kept up to this size.
+pub const WEBHOOK_KEPT_AT_MOST: usize = 64 << 10;
 
 /// One event's journey, newest step last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +60,10 @@ pub struct Journey {
     pub end: Option<String>,
     /// The newest step's outcome.
     pub last: String,
+    /// Whether it may be sent again (dead-lettered, or skipped with its webhook kept): set when it
+    /// is shown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub can_send_again: bool,
     /// Steps left out between the first and the newest (see [`STEPS_KEPT`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub steps_dropped: u64,
@@ -64,6 +77,7 @@ fn is_zero(n: &u64) -> bool {
 /// Outcomes that end a journey.
 pub const DELIVERED: &str = "delivered";
 pub const DEAD_LETTERED: &str = "dead_lettered";
+pub const SKIPPED: &str = "skipped";
 
 /// Outcomes that say an event waits on purpose (a paused or refused integration, a spent quota):
 /// not "lost in the middle".
@@ -71,12 +85,15 @@ pub const WAITING: [&str; 3] = ["paused", "waiting_for_quota", "not_applied"];
 
 impl Journey {
     pub fn new(summary: Summary) -> Self {
-        Journey { summary, end: None, last: String::new(), steps_dropped: 0, steps: Vec::new() }
+        Journey { summary, end: None, last: String::new(), can_send_again: false, steps_dropped: 0, steps: Vec::new() }
     }
 
-    /// Adds a step. A second `delivered` is not kept (the ledger delivers once; a crash between
-    /// the two writes of the local store may repeat the step, never the delivery); once delivered,
-    /// a journey stays delivered, and a dead letter's replay ends again when its copy does.
+    /// Adds a step where its time puts it: steps reach the store in the order they are written,
+    /// not taken (a `delivered` step goes with the ledger's write, the others through the writer
+    /// task, or from another replica). A second `delivered` is not kept (the ledger delivers once;
+    /// a crash between the two writes of the local store may repeat the step, never the delivery);
+    /// once delivered, a journey stays delivered, and a dead letter's replay ends again when its
+    /// copy does.
     pub fn push(&mut self, step: Trace) {
         if step.outcome == DELIVERED && self.end.as_deref() == Some(DELIVERED) {
             return;
@@ -86,17 +103,34 @@ impl Journey {
             DEAD_LETTERED if self.end.as_deref() != Some(DELIVERED) => self.end = Some(DEAD_LETTERED.to_owned()),
             _ => {}
         }
-        self.last.clone_from(&step.outcome);
-        self.steps.push(step);
+        let at = self.steps.partition_point(|s| s.at <= step.at);
+        self.steps.insert(at, step);
         if self.steps.len() > STEPS_KEPT {
             self.steps.remove(STEPS_KEPT / 3);
             self.steps_dropped += 1;
         }
+        self.last = self.steps.last().map(|s| s.outcome.clone()).unwrap_or_default();
     }
 
-    /// As a reader is shown it: without its lookup keys.
-    pub fn hide_lookups(&mut self) {
+    /// As a reader is shown it: without its lookup keys and kept webhook, saying whether it may be
+    /// sent again.
+    pub fn hide_private(&mut self) {
+        // The shared store appends a `delivered` step in SQL, after any step already there.
+        self.steps.sort_by_key(|s| s.at);
+        self.last = self.steps.last().map(|s| s.outcome.clone()).unwrap_or_default();
+        self.can_send_again = self.dead_lettered_now() || self.skipped_and_kept();
         self.summary.lookups = Vec::new();
+        self.summary.webhook = None;
+    }
+
+    /// Dead-lettered, and not replayed since (its letter is in the dead-letter queue).
+    pub fn dead_lettered_now(&self) -> bool {
+        self.end.as_deref() == Some(DEAD_LETTERED) && self.last == DEAD_LETTERED
+    }
+
+    /// Skipped as its newest step, never delivered, its webhook kept.
+    pub fn skipped_and_kept(&self) -> bool {
+        self.last == SKIPPED && self.end.is_none() && self.summary.webhook.is_some()
     }
 
     /// Whether it has been on its way since before `cutoff`, not waiting on purpose.
@@ -142,17 +176,6 @@ impl Keys {
     pub fn dialog(dialog_id: &str) -> String {
         format!("{DIALOG}:{}", cut(dialog_id, 200))
     }
-
-    /// An event's lookup keys: its dialog, its phone and its e-mail.
-    fn of(&self, dialog: Option<&str>, item: &Item) -> Vec<String> {
-        let contact = item_contact(item);
-        let contacts = [contact.phone.as_deref(), contact.email.as_deref()];
-        dialog
-            .map(Keys::dialog)
-            .into_iter()
-            .chain(contacts.into_iter().flatten().filter_map(|c| self.contact(c)))
-            .collect()
-    }
 }
 
 fn item_contact(item: &Item) -> &bridge_shared::mapping::Contact {
@@ -162,50 +185,121 @@ fn item_contact(item: &Item) -> &bridge_shared::mapping::Contact {
     }
 }
 
+/// What an event's journey starts from, as deliver read it.
+pub struct Facts<'a> {
+    pub envelope: &'a Envelope,
+    pub dialog_id: Option<&'a str>,
+    /// Its normalized phone and e-mail.
+    pub phone: Option<&'a str>,
+    pub email: Option<&'a str>,
+    /// The item mapped from it; none when it was skipped.
+    pub item: Option<&'a Item>,
+}
+
+impl<'a> Facts<'a> {
+    pub fn of(p: &'a Pending) -> Self {
+        let contact = item_contact(&p.item);
+        Facts {
+            envelope: &p.envelope,
+            dialog_id: p.dialog_id.as_deref(),
+            phone: contact.phone.as_deref(),
+            email: contact.email.as_deref(),
+            item: Some(&p.item),
+        }
+    }
+}
+
 impl Entry {
-    /// The first step of a [`Pending`]'s handling, which also makes the lookup keys the rest share.
-    pub fn starting(keys: &Keys, p: &Pending, step: Trace) -> Self {
-        let mut summary = summary_of(p);
-        summary.lookups = keys.of(summary.dialog_id.as_deref(), &p.item);
+    /// The step `step` of the event `facts` tell of, with the lookup keys it is found by.
+    pub fn starting(keys: &Keys, facts: &Facts<'_>, step: Trace) -> Self {
+        let contacts = [facts.phone, facts.email];
+        let masked: Vec<String> = facts.phone.map(mask_phone).into_iter().chain(facts.email.map(mask_email)).collect();
+        let lookups = facts.dialog_id.map(Keys::dialog).into_iter();
+        let lookups = lookups.chain(contacts.into_iter().flatten().filter_map(|c| keys.contact(c))).collect();
+        let e = facts.envelope;
+        let summary = Summary {
+            event_id: e.event_id.to_string(),
+            integration: e.integration.clone(),
+            kind: e.kind.as_str().to_owned(),
+            accepted_at: e.received_at,
+            accepted_by: e.accepted_by.clone(),
+            dialog_id: facts.dialog_id.map(str::to_owned),
+            contact: (!masked.is_empty()).then(|| masked.join(", ")),
+            item: facts.item.map(masked_item),
+            lookups,
+            webhook: facts
+                .item
+                .is_none()
+                .then(|| e.to_bytes())
+                .filter(|b| b.len() <= WEBHOOK_KEPT_AT_MOST)
+                .and_then(|b| String::from_utf8(b).ok()),
+        };
         Entry { summary: Arc::new(summary), step }
     }
 }
 
-fn summary_of(p: &Pending) -> Summary {
-    let contact = item_contact(&p.item);
-    let masked: Vec<String> =
-        contact.phone.as_deref().map(mask_phone).into_iter().chain(contact.email.as_deref().map(mask_email)).collect();
-    Summary {
-        event_id: p.envelope.event_id.to_string(),
-        integration: p.envelope.integration.clone(),
-        kind: p.kind().as_str().to_owned(),
-        accepted_at: p.envelope.received_at,
-        accepted_by: p.envelope.accepted_by.clone(),
-        dialog_id: p.dialog_id.clone(),
-        contact: (!masked.is_empty()).then(|| masked.join(", ")),
-        item: Some(masked_item(&p.item)),
-        lookups: Vec::new(),
+#[cfg(test)]
+impl Entry {
+    /// Step `outcome` of event `id` of integration `acme`, accepted `minutes_ago`, with its dialog
+    /// and phone for lookups.
+    pub fn for_tests(keys: &Keys, id: &str, minutes_ago: i64, dialog: &str, phone: &str, outcome: &str) -> Self {
+        let lookups = vec![Keys::dialog(dialog), keys.contact(phone).expect("a phone")];
+        let summary = Summary {
+            event_id: id.into(),
+            integration: "acme".into(),
+            kind: "chat".into(),
+            accepted_at: Utc::now() - chrono::Duration::minutes(minutes_ago),
+            accepted_by: None,
+            dialog_id: Some(dialog.into()),
+            contact: None,
+            item: None,
+            lookups,
+            webhook: None,
+        };
+        Entry { summary: Arc::new(summary), step: Trace::new(id, "acme", outcome) }
     }
 }
 
-/// The item with its phone and e-mail masked, its texts masked and cut, and a chat's messages
-/// counted: what CoMagic was sent, at a bounded size.
+/// The item as sent, at a bounded size and read field by field (a chat's messages are counted,
+/// never copied): phone and e-mail masked, the visitor's name and an offline question cut, their
+/// contacts masked.
 pub fn masked_item(item: &Item) -> serde_json::Value {
-    let mut value = serde_json::to_value(item).unwrap_or(serde_json::Value::Null);
-    if let Some(fields) = value.as_object_mut() {
-        for (key, field) in fields.iter_mut() {
-            let Some(text) = field.as_str() else { continue };
-            *field = serde_json::Value::String(match key.as_str() {
-                "phone" => mask_phone(text),
-                "email" => mask_email(text),
-                _ => cut(&mask_contacts(text), 200),
-            });
+    let text = |t: &str, max| serde_json::Value::String(cut(&mask_contacts(t), max));
+    let mut m = serde_json::Map::new();
+    let (contact, attribution) = match item {
+        Item::Chat(c) => {
+            m.insert("ext_id".into(), c.ext_id.clone().into());
+            m.insert("start_date_time".into(), c.start_date_time.clone().into());
+            m.insert("status".into(), c.status.into());
+            if let Some(initiator) = c.initiator {
+                m.insert("initiator".into(), initiator.into());
+            }
+            m.insert("messages".into(), serde_json::json!({ "count": c.messages.len(), "texts": "not kept" }));
+            (&c.contact, &c.attribution)
         }
-        if let Some(messages) = fields.get("messages").and_then(|m| m.as_array()).map(Vec::len) {
-            fields.insert("messages".into(), serde_json::json!({ "count": messages, "texts": "not kept" }));
+        Item::Offline(o) => {
+            m.insert("ext_id".into(), o.ext_id.clone().into());
+            m.insert("date_time".into(), o.date_time.clone().into());
+            m.insert("form_name".into(), o.form_name.into());
+            if let Some(message) = &o.message {
+                m.insert("message".into(), text(message, 200));
+            }
+            (&o.contact, &o.attribution)
         }
+    };
+    if let Some(name) = &contact.name {
+        m.insert("name".into(), text(name, 60));
     }
-    value
+    if let Some(phone) = &contact.phone {
+        m.insert("phone".into(), mask_phone(phone).into());
+    }
+    if let Some(email) = &contact.email {
+        m.insert("email".into(), mask_email(email).into());
+    }
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(attribution) {
+        m.extend(fields);
+    }
+    serde_json::Value::Object(m)
 }
 
 #[cfg(test)]
@@ -223,6 +317,7 @@ mod tests {
             contact: None,
             item: None,
             lookups: Vec::new(),
+            webhook: None,
         })
     }
 
@@ -240,6 +335,19 @@ mod tests {
         assert_eq!(outcomes, ["retrying", "dead_lettered", "replayed", "delivered", "dead_lettered"]);
         assert_eq!(j.end.as_deref(), Some("delivered"));
         assert_eq!(j.last, "dead_lettered");
+    }
+
+    #[test]
+    fn a_step_written_late_takes_its_place_by_time() {
+        let mut j = journey();
+        let earlier = Trace { at: Utc::now() - chrono::Duration::seconds(1), ..step("in_doubt") };
+        j.push(step("delivered"));
+        j.push(earlier);
+        let outcomes: Vec<&str> = j.steps.iter().map(|s| s.outcome.as_str()).collect();
+        assert_eq!(
+            (outcomes, j.last.as_str(), j.end.as_deref()),
+            (vec!["in_doubt", "delivered"], "delivered", Some("delivered"))
+        );
     }
 
     #[test]

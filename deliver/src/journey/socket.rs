@@ -53,6 +53,10 @@ pub async fn serve_socket(store: Store, path: PathBuf, stop: Shutdown) {
             return stop.stopped().await;
         }
     };
+    // Whoever may write the socket may read every journey: deliver's user only.
+    if let Err(error) = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)) {
+        tracing::warn!(%error, "the journey socket's mode could not be set to 0600");
+    }
     let turns = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
     loop {
         let accepted = tokio::select! {

@@ -221,4 +221,6 @@ fn hold_id(hold: Hold) -> i64 {
 }
 
 #[cfg(test)]
+mod journey_tests;
+#[cfg(test)]
 mod tests;

@@ -21,12 +21,13 @@ use bridge_shared::redact::for_operators;
 use bridge_shared::retry_policy::{move_retries, park_tier, retry_tier};
 use bridge_shared::telemetry::DeliverMetrics;
 use bridge_shared::trace::Trace;
+use chrono::{DateTime, Utc};
 use lapin::types::FieldTable;
 use tokio::sync::watch;
 
 pub use self::warnings::RetryWarnings;
 use crate::acks::{Acks, Message, Ticket};
-use crate::journey::Journal;
+use crate::journey::{Facts, Journal};
 use crate::ledger::Ledger;
 
 /// How long a message is held while its move to a retry or dead queue keeps failing.
@@ -145,6 +146,19 @@ impl Outlet {
     pub async fn done(&self, ticket: &Ticket, kind: &str, outcome: &str) {
         self.count(kind, outcome, 1);
         ticket.ack().await;
+    }
+
+    /// Acks an event CoMagic cannot take (`reason`: no contact, an empty chat), noted in its
+    /// journey (after its replay, when an operator `replayed` it at that time).
+    pub async fn skipped(&self, ticket: &Ticket, facts: &Facts<'_>, reason: &str, replayed: Option<DateTime<Utc>>) {
+        let e = facts.envelope;
+        let step = |outcome| Trace::new(e.event_id.as_str(), &e.integration, outcome);
+        if let Some(at) = replayed {
+            self.journal.note(self.journal.entry_of(facts, Trace { at, ..step("replayed") }));
+        }
+        let skipped = Trace { error: Some(reason.to_owned()), ..step("skipped") };
+        self.journal.note(self.journal.entry_of(facts, skipped));
+        self.done(ticket, e.kind.as_str(), "skipped").await;
     }
 
     /// Holds the message in a retry queue for about `wait` without counting an attempt (a saturated

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::drill::{cluster, pipeline_on_cluster, post_one, settle, stored_chats, stored_twice, tenant_of};
 use crate::helpers::{start_deliver_binary_with, terminate, DeliverySampler};
+use crate::journeys::assert_journeys_end_once;
 
 const WEBHOOKS: u64 = 20_000;
 const PER_SECOND: u64 = 200;
@@ -148,5 +149,7 @@ async fn a_node_a_deliver_and_an_ingest_lost_under_load_lose_nothing() {
     assert_eq!(twice, 0, "no webhook is stored twice");
     assert_eq!(dead, 0, "none is dead-lettered");
     assert_eq!(tally.other_answers.load(Ordering::SeqCst), 0, "every webhook was answered 200");
+    // The ledger is PostgreSQL's: its journeys are read there, the replicas stopped.
+    assert_journeys_end_once(&p.config, answered).await;
     p.stop().await;
 }

@@ -19,6 +19,7 @@ use crate::copies::{assert_each_stored_once_when_settled, pipeline_storing_repea
 use crate::helpers::{
     ext_ids, post_from_clients, shared_ledger, start_deliver_binary, terminate, Options, Pipeline, Service, Tenant,
 };
+use crate::journeys::assert_journeys_end_once;
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 
@@ -55,6 +56,8 @@ async fn deliver_killed_with_sigkill_under_load_loses_nothing() {
     assert!(before_restart < 1500, "killed under load ({before_restart} delivered)");
     let mut second = start_deliver_binary(&p, 2);
     p.wait_stored("shop", Upload::Chats, 1500, Duration::from_secs(60)).await;
+    // Read while the second deliver runs: the sled journey is read over its socket.
+    assert_journeys_end_once(&p.config, sent.iter().cloned()).await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert_each_once(&p, &sent);
@@ -110,6 +113,7 @@ async fn a_replica_killed_while_it_holds_claims_has_them_taken_over_within_secon
     let asked = p.sandbox.calls().iter().filter(|c| c.method == "get.chats_report").count();
     println!("killed holder: every chat stored {} ms after the kill, {asked} reports asked", took.as_millis());
     assert!(asked >= 1, "a claim taken over with a call noted was asked about before it was sent");
+    assert_journeys_end_once(&p.config, posted.iter().cloned()).await;
     terminate(&mut replicas[1]);
     Arc::into_inner(p).unwrap().stop().await;
 }
@@ -139,6 +143,7 @@ async fn broker_lost_under_load_loses_nothing() {
     assert_each_once(&p, &sent);
     let duplicates = p.deliver_metric(r#"bridge_deliver_events_total{kind="chat",outcome="duplicate"}"#).await;
     println!("broker lost: {duplicates} redelivered events skipped as duplicates");
+    assert_journeys_end_once(&p.config, sent.iter().cloned()).await;
     Arc::into_inner(p).unwrap().stop().await;
 }
 

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::copies::{assert_each_stored_once_when_settled, pipeline_storing_repeats};
 use crate::helpers::{post_from_clients, start_deliver_binary, terminate, Options};
+use crate::journeys::assert_journeys_end_once;
 
 fn lose_answers(calls: u64, held_ms: u64) -> Fault {
     Fault {
@@ -38,6 +39,7 @@ async fn a_batch_whose_answer_was_lost_after_comagic_stored_it_is_not_sent_again
     let lost = p.sandbox.calls().iter().filter(|c| c.result == "answer_lost").count();
     println!("answer lost: {lost} answers lost, {found} events found in the report instead of sent again");
     assert_eq!(lost, 3, "the faults were used");
+    assert_journeys_end_once(&p.config, posted).await;
     std::sync::Arc::into_inner(p).unwrap().stop().await;
 }
 
@@ -58,6 +60,8 @@ async fn deliver_killed_while_comagic_holds_its_answer_sends_nothing_twice() {
     first.wait().unwrap();
     let mut second = start_deliver_binary(&p, 2);
     assert_each_stored_once_when_settled(&p, &posted).await;
+    // Read while the second deliver runs: the sled journey is read over its socket.
+    assert_journeys_end_once(&p.config, posted).await;
     terminate(&mut second);
     let asked = p.sandbox.calls().iter().filter(|c| c.method == "get.chats_report" && c.result == "ok").count();
     assert!(asked >= 1, "the restarted deliver asked the report about the redelivered batch");
@@ -75,6 +79,7 @@ async fn fifty_chats_found_in_doubt_and_each_stored_once(p: &std::sync::Arc<crat
     })
     .await;
     assert_each_stored_once_when_settled(p, &posted).await;
+    assert_journeys_end_once(&p.config, posted).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ mod drill;
 mod faults;
 mod helpers;
 mod isolation;
+mod journeys;
 mod lifecycle;
 mod live;
 mod nodes;

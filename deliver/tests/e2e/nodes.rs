@@ -13,6 +13,7 @@ use bridge_tests::wait_for;
 use serde_json::json;
 
 use crate::helpers::{deliver_command_with, ext_ids, Options, Pipeline, Service, Tenant};
+use crate::journeys::assert_journeys_end_once;
 
 const SHOP: Tenant = Tenant { id: "shop", extra: "" };
 
@@ -75,5 +76,6 @@ async fn first_node_down_a_node_dropped_and_all_down_then_one_back() {
     let stored_ids = ext_ids(&stored);
     assert_eq!(stored_ids.len(), 30, "each chat stored once");
     assert_eq!(stored_ids.into_iter().collect::<HashSet<_>>(), posted);
+    assert_journeys_end_once(&p.config, posted).await;
     p.stop().await;
 }

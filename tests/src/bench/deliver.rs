@@ -27,6 +27,9 @@ pub struct DeliverBench {
     pub concurrency: usize,
     /// Pads each chat's first message so the webhook is about this many bytes (0: as it is).
     pub webhook_bytes: usize,
+    /// Runs of each latency with the journey off and on, alternated (the order swapping each
+    /// round), so the two are compared on the same machine in the same minutes.
+    pub rounds: usize,
 }
 
 const TOKEN: &str = "ct-bench-0123456789";
@@ -53,10 +56,24 @@ pub(super) fn envelope(integration: &str, i: u64, webhook_bytes: usize) -> Vec<u
 }
 
 struct Row {
-    latency_ms: u64,
     rate: f64,
     items_per_call: f64,
     peak_mib: f64,
+    /// The ledger's directory on disk after the drain.
+    ledger_bytes: u64,
+}
+
+/// The bytes of every file under `dir`.
+pub(super) fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Publishes the messages `body(0..events)` to the broker's events exchange, 256 in flight.
@@ -86,7 +103,7 @@ pub(super) fn delivered(sandbox: &Sandbox) -> (u64, u64) {
     (ok.iter().map(|c| c.items as u64).sum::<u64>(), ok.len() as u64)
 }
 
-async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
+async fn one_run(bench: &DeliverBench, latency_ms: u64, journey: bool) -> Row {
     let broker = TestBroker::on(bench.amqp_url.clone(), "bench-deliver").await;
     preload(&broker, bench.events, |i| envelope("bench", i, bench.webhook_bytes)).await;
 
@@ -98,7 +115,8 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
     std::fs::write(dir.path().join("integrations.toml"), integration("bench", WEBHOOK_TOKEN, sandbox.url(), TOKEN, ""))
         .unwrap();
     let mut config = BridgeToml::new(&bench.amqp_url, &broker.prefix);
-    config.deliver = format!("concurrency = {}", bench.concurrency);
+    let keep = if journey { "7d" } else { "0s" };
+    config.deliver = format!("concurrency = {}\njourney_keep = \"{keep}\"", bench.concurrency);
     let config = config.write(dir.path());
     let mut child = Command::new(&bench.deliver_bin)
         .args(["--config", config.to_str().unwrap()])
@@ -124,27 +142,61 @@ async fn one_run(bench: &DeliverBench, latency_ms: u64) -> Row {
     let rate = (items - at_start) as f64 / started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
+    let ledger_bytes = bytes_under(&dir.path().join("ledger"));
     sandbox.stop().await;
     broker.cleanup().await;
-    Row { latency_ms, rate, items_per_call: items as f64 / calls.max(1) as f64, peak_mib }
+    Row { rate, items_per_call: items as f64 / calls.max(1) as f64, peak_mib, ledger_bytes }
+}
+
+/// The median of `values`.
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 pub async fn run(bench: DeliverBench) {
     let mut rows = Vec::new();
     for latency in bench.latencies_ms.clone() {
-        let row = one_run(&bench, latency).await;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..bench.rounds.max(1) {
+            for journey in if round % 2 == 0 { [false, true] } else { [true, false] } {
+                let row = one_run(&bench, latency, journey).await;
+                if journey {
+                    on.push(row)
+                } else {
+                    off.push(row)
+                }
+            }
+        }
+        let rate = |rows: &[Row]| median(rows.iter().map(|r| r.rate).collect());
+        let of = |rows: &[Row], f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
+        let kept = of(&on, |r| r.ledger_bytes as f64) - of(&off, |r| r.ledger_bytes as f64);
         rows.push(vec![
-            format!("{} ms", row.latency_ms),
-            format!("{:.0}", row.rate),
-            format!("{:.1}", row.items_per_call),
-            format!("{:.1}", row.peak_mib),
+            format!("{latency} ms"),
+            format!("{:.0}", rate(&off)),
+            format!("{:.0}", rate(&on)),
+            format!("{:.2}", rate(&on) / rate(&off)),
+            format!("{:.1}", of(&on, |r| r.items_per_call)),
+            format!("{:.1} / {:.1}", of(&off, |r| r.peak_mib), of(&on, |r| r.peak_mib)),
+            format!("{:.0}", kept / bench.events as f64),
         ]);
     }
     println!(
-        "\ndeliver benchmark: {} chats of one tenant preloaded ({}), concurrency {}, sandbox in process\n",
+        "\ndeliver benchmark: {} chats of one tenant preloaded ({}), concurrency {}, sandbox in process; \
+         the journey off and on alternated, {} runs each, medians\n",
         bench.events,
         if bench.webhook_bytes == 0 { "2 KB each".to_owned() } else { format!("{} bytes each", bench.webhook_bytes) },
-        bench.concurrency
+        bench.concurrency,
+        bench.rounds.max(1),
     );
-    print_table(&["CoMagic latency", "events/s delivered", "items per call", "deliver peak RSS MiB"], &rows);
+    let header = [
+        "CoMagic latency",
+        "events/s, journey off",
+        "on",
+        "ratio on/off",
+        "items per call",
+        "peak RSS MiB off / on",
+        "journey bytes per event on disk (sled)",
+    ];
+    print_table(&header, &rows);
 }

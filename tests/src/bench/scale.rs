@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::deliver::{delivered, envelope, preload};
+use super::deliver::{delivered, envelope, median, preload};
 use super::{cpu_seconds, free_addresses, print_table};
 use crate::broker::TestBroker;
 use crate::config::{metric_sample, BridgeToml};
@@ -42,6 +42,9 @@ pub struct ScaleBench {
     /// Leader-node kills to measure the delivery gap over (0: none).
     #[arg(long, default_value_t = 3)]
     pub kills: usize,
+    /// Drains of each replica count with the journey off and on, alternated.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
 }
 
 fn tenant(i: u64, tenants: u64) -> String {
@@ -61,7 +64,7 @@ struct Stage {
 }
 
 impl Stage {
-    async fn set_up(bench: &ScaleBench, events: u64) -> Stage {
+    async fn set_up(bench: &ScaleBench, events: u64, journey: bool) -> Stage {
         let broker = TestBroker::on(bench.amqp_urls[0].clone(), "bench-scale").await;
         preload(&broker, events, |i| envelope(&tenant(i, bench.tenants), i, 0)).await;
         let names: Vec<String> = (0..bench.tenants).map(|i| tenant(i, bench.tenants)).collect();
@@ -74,7 +77,11 @@ impl Stage {
         std::fs::write(dir.path().join("integrations.toml"), integrations).unwrap();
         let mut config = BridgeToml::new(&bench.amqp_urls[0], &broker.prefix);
         config.amqp_urls = bench.amqp_urls.clone();
-        config.deliver = format!("ledger_postgres = \"{}\"\nconcurrency = {}", bench.postgres_url, bench.concurrency);
+        let keep = if journey { "7d" } else { "0s" };
+        config.deliver = format!(
+            "ledger_postgres = \"{}\"\nconcurrency = {}\njourney_keep = \"{keep}\"",
+            bench.postgres_url, bench.concurrency
+        );
         config.write(dir.path());
         Stage { broker, sandbox, dir }
     }
@@ -132,6 +139,18 @@ struct Drain {
     /// The three nodes' CPU time over the drain, per event.
     broker_cpu_us_per_event: f64,
     events_per_ack_frame: f64,
+    /// How much the journey's table (with its indexes) grew, per event.
+    journey_bytes_per_event: f64,
+}
+
+/// The journey's table with its indexes and TOAST, in bytes (0 before any replica made it).
+async fn journey_table_bytes(bench: &ScaleBench) -> f64 {
+    let postgres = bridge_shared::postgres::Postgres::new(Duration::from_secs(10));
+    let Ok(database) = postgres.database(&bench.postgres_url, bridge_shared::postgres::Role::Ledger) else {
+        return 0.0;
+    };
+    let sql = "SELECT coalesce(pg_total_relation_size(to_regclass('bridge_journey')), 0)::float8";
+    database.query_opt(sql, &[]).await.ok().flatten().map_or(0.0, |row| row.get(0))
 }
 
 /// CPU seconds the cluster's nodes have used so far.
@@ -140,8 +159,9 @@ fn broker_cpu_seconds(bench: &ScaleBench) -> f64 {
 }
 
 /// The backlog drained by `replicas` replicas.
-async fn drain(bench: &ScaleBench, replicas: usize) -> Drain {
-    let stage = Stage::set_up(bench, bench.events).await;
+async fn drain(bench: &ScaleBench, replicas: usize, journey: bool) -> Drain {
+    let stage = Stage::set_up(bench, bench.events, journey).await;
+    let table_before = journey_table_bytes(bench).await;
     let children = stage.start_replicas(bench, replicas);
     let cpu_before = broker_cpu_seconds(bench);
     let mut first = None;
@@ -164,11 +184,13 @@ async fn drain(bench: &ScaleBench, replicas: usize) -> Drain {
         frames += replica.ack_frames().await;
     }
     stage.tear_down(children).await;
+    let journey_bytes_per_event = (journey_table_bytes(bench).await - table_before) / items.max(1) as f64;
     Drain {
         events_per_second,
         items_per_call: items as f64 / calls.max(1) as f64,
         broker_cpu_us_per_event: broker_cpu * 1e6 / items.max(1) as f64,
         events_per_ack_frame: items as f64 / frames.max(1.0),
+        journey_bytes_per_event,
     }
 }
 
@@ -182,7 +204,7 @@ fn cluster(bench: &ScaleBench, args: &[&str]) -> String {
 /// under load (two replicas), then the node is started again.
 async fn kill_gap(bench: &ScaleBench) -> Duration {
     let backlog = bench.events * 2;
-    let stage = Stage::set_up(bench, backlog).await;
+    let stage = Stage::set_up(bench, backlog, true).await;
     let children = stage.start_replicas(bench, 2);
     while delivered(&stage.sandbox).0 < backlog / 10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,30 +232,52 @@ pub async fn run(bench: ScaleBench) {
     let mut rows = Vec::new();
     let mut base = None;
     for replicas in bench.replicas.clone() {
-        let drain = drain(&bench, replicas).await;
-        let rate = drain.events_per_second;
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..bench.rounds.max(1) {
+            for journey in if round % 2 == 0 { [false, true] } else { [true, false] } {
+                let drain = drain(&bench, replicas, journey).await;
+                if journey {
+                    on.push(drain)
+                } else {
+                    off.push(drain)
+                }
+            }
+        }
+        let of = |drains: &[Drain], f: fn(&Drain) -> f64| median(drains.iter().map(f).collect());
+        let (rate_off, rate) = (of(&off, |d| d.events_per_second), of(&on, |d| d.events_per_second));
         let base = *base.get_or_insert(rate);
         rows.push(vec![
             replicas.to_string(),
+            format!("{rate_off:.0}"),
             format!("{rate:.0}"),
+            format!("{:.2}", rate / rate_off),
             format!("{:.2}×", rate / base),
-            format!("{:.1}", drain.items_per_call),
-            format!("{:.0}", drain.broker_cpu_us_per_event),
-            format!("{:.1}", drain.events_per_ack_frame),
+            format!("{:.1}", of(&on, |d| d.items_per_call)),
+            format!("{:.0}", of(&on, |d| d.broker_cpu_us_per_event)),
+            format!("{:.1}", of(&on, |d| d.events_per_ack_frame)),
+            format!("{:.0}", of(&on, |d| d.journey_bytes_per_event)),
         ]);
     }
     println!(
         "\nscale-out benchmark: {} chats of {} tenants preloaded on the 3-node cluster, CoMagic {} ms, \
-         [deliver] concurrency {} per replica, PostgreSQL ledger\n",
-        bench.events, bench.tenants, bench.latency_ms, bench.concurrency
+         [deliver] concurrency {} per replica, PostgreSQL ledger; the journey off and on alternated, \
+         {} drains each, medians (the other columns: journey on)\n",
+        bench.events,
+        bench.tenants,
+        bench.latency_ms,
+        bench.concurrency,
+        bench.rounds.max(1)
     );
     let header = [
         "deliver replicas",
-        "events/s delivered",
+        "events/s, journey off",
+        "on",
+        "ratio on/off",
         "ratio to one",
         "items per call",
         "broker CPU µs per event",
         "events per ack frame",
+        "journey bytes per event (PostgreSQL)",
     ];
     print_table(&header, &rows);
     if bench.kills == 0 {

@@ -62,6 +62,9 @@ enum Bench {
         /// the 2 KB dialog.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
         webhook_bytes: u64,
+        /// Runs of each latency with the journey off and on, alternated.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Events/s with 1, 2 and 3 deliver replicas on the local 3-node cluster, and the delivery gap
     /// when the deliver queue's leader node is killed (`scripts/bench.sh scale` sets it up).
@@ -82,10 +85,11 @@ async fn main() {
                 IngestBench { ingest_bin, amqp_url, concurrency, seconds, rounds, payload_bytes, channels, workers };
             ingest::run(bench).await
         }
-        Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency, webhook_bytes } => {
-            let latencies_ms = latency_ms;
-            let webhook_bytes = webhook_bytes as usize;
-            deliver::run(DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes }).await
+        Bench::Deliver { deliver_bin, amqp_url, events, latency_ms, concurrency, webhook_bytes, rounds } => {
+            let (latencies_ms, webhook_bytes) = (latency_ms, webhook_bytes as usize);
+            let bench =
+                DeliverBench { deliver_bin, amqp_url, events, latencies_ms, concurrency, webhook_bytes, rounds };
+            deliver::run(bench).await
         }
         Bench::Scale(bench) => scale::run(bench).await,
         Bench::Integrations(bench) => integrations::run(bench).await,

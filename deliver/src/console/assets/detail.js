@@ -5,6 +5,7 @@ import { $, api, el, page, polling, show } from "./common.js";
 import { SECRET_INPUTS, clearErrors, fillForm, inputFor, readForm } from "./form.js";
 import { loadHistory } from "./history.js";
 import { loadDeadLetters } from "./tools.js";
+import { loadEvents } from "./events.js";
 import { showApplied } from "./applied.js";
 
 function showError(data, retryForced) {
@@ -90,7 +91,7 @@ export async function openIntegration(id) {
     page.current = null;
     show("detail");
     $("detail-title").textContent = "New integration";
-    for (const s of ["setup-section", "test-section", "dead-section", "history-section"]) $(s).hidden = true;
+    for (const s of ["setup-section", "test-section", "events-section", "dead-section", "history-section"]) $(s).hidden = true;
     $("deactivate").hidden = true;
     $("paused-banner").hidden = true;
     showApplied(null);
@@ -108,7 +109,7 @@ export async function openIntegration(id) {
 
 async function showIntegration(view) {
   $("detail-title").textContent = `Integration ${view.id}`;
-  for (const s of ["setup-section", "test-section", "dead-section", "history-section"]) $(s).hidden = false;
+  for (const s of ["setup-section", "test-section", "events-section", "dead-section", "history-section"]) $(s).hidden = false;
   $("deactivate").hidden = !view.active;
   if (!page.choices) {
     const lists = await api("GET", `/api/integrations/${encodeURIComponent(view.id)}/account`);
@@ -130,6 +131,7 @@ async function showIntegration(view) {
     $("setup-steps").textContent = setup.data.steps;
   }
   loadDeadLetters();
+  loadEvents();
   loadHistory(openIntegration);
   polling(async () => {
     const s = await api("GET", `/api/integrations/${encodeURIComponent(view.id)}/state`);

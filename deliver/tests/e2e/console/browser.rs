@@ -73,16 +73,30 @@ impl Browser {
         self.client.find(Locator::Css(css)).await.unwrap().select_by_value(value).await.unwrap();
     }
 
+    /// Signs in at `url` with the admin token, as the sign-in form does, and waits for the list.
+    pub async fn sign_in_as_admin(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+        self.fill("#admin-token", ADMIN_TOKEN).await;
+        self.click("#sign-in-form button[type=submit]").await;
+        self.text_with("#who", "operator token 1 · operator", Duration::from_secs(10)).await;
+    }
+
+    /// The text of `css` now ("" while there is none).
+    pub async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     /// The text of `css` once it contains `wanted`.
     pub async fn text_with(&self, css: &str, wanted: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         let mut last = String::new();
         while Instant::now() < deadline {
-            if let Ok(element) = self.client.find(Locator::Css(css)).await {
-                last = element.text().await.unwrap_or_default();
-                if last.contains(wanted) {
-                    return last;
-                }
+            last = self.text(css).await;
+            if last.contains(wanted) {
+                return last;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

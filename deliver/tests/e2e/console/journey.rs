@@ -45,7 +45,10 @@ async fn a_chat_is_found_by_its_dialog_and_phone_with_its_rule_and_comagic_id_an
     assert_eq!(events.len(), 1, "{found}");
     let journey = &events[0];
     assert_eq!((&journey["event_id"], &journey["dialog_id"]), (&json!(event_id), &json!("4242")));
-    assert!(journey["accepted_by"].is_string() && journey["item"].is_object(), "{journey}");
+    assert!(journey["accepted_by"].is_string(), "{journey}");
+    let item = &journey["item"];
+    assert_eq!((&item["campaign_id"], &item["messages"]["count"]), (&json!(5001), &json!(2)), "{journey}");
+    assert!(item["phone"].as_str().is_some_and(|p| p.contains('*')), "the phone is masked: {item}");
     assert!(!journey.to_string().contains("345-67") && !journey.to_string().contains("9123456789"), "{journey}");
     assert!(journey.get("lookups").is_none(), "lookup keys are not shown: {journey}");
     let delivered = journey["steps"].as_array().unwrap().last().unwrap();
@@ -87,6 +90,63 @@ async fn a_chat_is_found_by_its_dialog_and_phone_with_its_rule_and_comagic_id_an
     let run = deliver_command(&p.config, &["events", "show", &event_id, "--json"]).await;
     let shown: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
     assert_eq!(shown["steps"].as_array().unwrap().last().unwrap()["comagic_id"], stored[0]["id"], "{}", run.stdout);
+
+    // A chat CoMagic rejects is dead-lettered with its class; sent again once fixed, it is
+    // replayed and delivered, once.
+    let (status, refused) = console.call(Method::POST, &format!("/api/events/{event_id}/send-again"), None).await;
+    assert_eq!((status, &refused["error"]), (409, &json!("conflict")), "a delivered event is not sent again");
+    p.sandbox.update_account("shop", |a| a.campaigns.iter_mut().for_each(|c| c.status = "inactive".into()));
+    let rejected = p.post("shop", "chat", &chat(4343, json!({}))).await;
+    let dead = wait_for("the rejected chat's journey to end dead-lettered", Duration::from_secs(30), || async {
+        let (_, j) = console.call(Method::GET, &format!("/api/events/{rejected}"), None).await;
+        (j["end"] == "dead_lettered").then_some(j)
+    })
+    .await;
+    let last = dead["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (&last["class"], &last["mnemonic"]),
+        (&json!("comagic_rejected"), &json!("campaign_is_inactive")),
+        "{dead}"
+    );
+    let path = format!("/api/events/{rejected}/send-again");
+    let (status, _) = console.call_as(&other, Method::POST, &path, None).await;
+    assert_eq!(status, 404, "another tenant cannot send it again");
+    p.sandbox.update_account("shop", |a| a.campaigns.iter_mut().for_each(|c| c.status = "active".into()));
+    let (status, sent) = console.call_as(&shop, Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{sent}");
+    let delivered = wait_for("the sent-again chat's journey to end delivered", Duration::from_secs(30), || async {
+        let (_, j) = console.call(Method::GET, &format!("/api/events/{rejected}"), None).await;
+        (j["end"] == "delivered").then_some(j)
+    })
+    .await;
+    let outcomes: Vec<&str> =
+        delivered["steps"].as_array().unwrap().iter().map(|s| s["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["dead_lettered", "replayed", "delivered"], "{delivered}");
+    let (status, _) = console.call(Method::POST, &path, None).await;
+    assert_eq!(status, 409, "sent again once");
+    assert_eq!(p.sandbox.stored("shop", Upload::Chats).len(), 2);
+    let (_, dead_page) = console.call(Method::GET, "/api/integrations/shop/events?outcome=delivered", None).await;
+    assert_eq!(dead_page["events"].as_array().map(Vec::len), Some(2), "{dead_page}");
+
+    // A chat CoMagic cannot take (no contact) is skipped, its webhook kept: sent again, it is
+    // replayed and skipped again (it still has none).
+    let skipped = p.post("shop", "chat", &chat(4444, json!({"phone": null}))).await;
+    let journey = wait_for("the contact-less chat's journey to say skipped", Duration::from_secs(20), || async {
+        let (_, j) = console.call(Method::GET, &format!("/api/events/{skipped}"), None).await;
+        (j["last"] == "skipped").then_some(j)
+    })
+    .await;
+    assert_eq!((&journey["can_send_again"], &journey["steps"][0]["error"]), (&json!(true), &json!("no_contact")));
+    assert!(journey.get("webhook").is_none(), "the kept webhook is not shown: {journey}");
+    let (status, sent) = console.call(Method::POST, &format!("/api/events/{skipped}/send-again"), None).await;
+    assert_eq!(status, 200, "{sent}");
+    wait_for("the sent-again chat to be skipped again", Duration::from_secs(20), || async {
+        let (_, j) = console.call(Method::GET, &format!("/api/events/{skipped}"), None).await;
+        let outcomes: Vec<String> =
+            j["steps"].as_array()?.iter().map(|s| s["outcome"].as_str().unwrap_or("").to_owned()).collect();
+        (outcomes == ["skipped", "replayed", "skipped"]).then_some(())
+    })
+    .await;
     console.stop().await;
     p.stop().await;
 }

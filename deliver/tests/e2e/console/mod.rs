@@ -8,6 +8,7 @@ mod browser;
 mod history;
 mod hostile;
 mod journey;
+mod journey_page;
 mod roles;
 mod test_chat;
 
