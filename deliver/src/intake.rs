@@ -31,7 +31,7 @@ use crate::acks::Message;
 use crate::journey::Facts;
 use crate::lanes::Lanes;
 use crate::outlet::{Outlet, Raw};
-use crate::pending::{delivered_before, doubt_of, previous_deliveries, quota_waited, Pending};
+use crate::pending::{delivered_before, doubt_of, handled_before, previous_deliveries, quota_waited, Pending};
 
 pub struct Intake {
     /// Which integration an envelope names, and its settings.
@@ -149,7 +149,9 @@ impl Intake {
                 let event = (rule == Rule::Session).then_some(event);
                 let envelope = Envelope { payload: Envelope::no_payload(), ..envelope };
                 let (doubt, quota_waited) = (doubt_of(delivery, chrono::Utc::now()), quota_waited(delivery));
-                let p = Pending { message, envelope, event, item, dialog_id, rule, test, doubt, quota_waited };
+                let in_journey = AtomicBool::new(handled_before(delivery));
+                let p =
+                    Pending { message, envelope, event, item, dialog_id, rule, test, doubt, quota_waited, in_journey };
                 if let Some(at) = replayed {
                     self.outlet.trace(&p, "replayed", |t| Trace { at, ..t }).await;
                 }

@@ -1,8 +1,10 @@
 //! One consumed event on its way to CoMagic: the broker delivery (to ack) and the mapped item.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bridge_shared::amqp::headers::{self, DELIVERY_COUNT, IN_DOUBT, IN_DOUBT_REDELIVERED, QUOTA_WAITED};
+use bridge_shared::amqp::topology::RETRY_TIER_HEADER;
 use bridge_shared::attribution::{self, Rule};
 use bridge_shared::event::{Envelope, EventKind};
 use bridge_shared::integrations::Integration;
@@ -31,6 +33,18 @@ pub struct Pending {
     pub doubt: Option<Doubt>,
     /// It waited for its account's quota window to reset (see [`QUOTA_WAITED`]).
     pub quota_waited: bool,
+    /// Its journey may have steps in the store already: handled before (a retry, a park, a
+    /// replay, a redelivery), or a step noted in this handling. A delivery of one that has none
+    /// writes its journey without reading the store first.
+    pub in_journey: AtomicBool,
+}
+
+/// Whether a message may have been handled before: the broker delivered it before, or it comes
+/// back from a retry queue or a replay, or in doubt.
+pub fn handled_before(delivery: &Delivery) -> bool {
+    let h = delivery.properties.headers().as_ref();
+    let has = |key| h.is_some_and(|h| h.inner().contains_key(key));
+    delivered_before(delivery) || [RETRY_TIER_HEADER, headers::REPLAYED_AT, IN_DOUBT].into_iter().any(has)
 }
 
 /// How far ahead of the clock a doubt read from a header may start: past the latest a takeover

@@ -40,6 +40,9 @@ const LEDGER_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Of the 30 s shutdown budget: the batches in hand get this long to finish.
 const LANES_SHUTDOWN: Duration = Duration::from_secs(20);
 
+/// How long a stop waits for the journey's writer and upkeep.
+const JOURNEY_SHUTDOWN: Duration = Duration::from_secs(5);
+
 /// This process among the replicas (it holds ledger claims and its lease under this name): the
 /// host (a pod's name in Kubernetes), the process id and when it started, so a restarted process
 /// that gets its predecessor's pid (pid 1 in every container) never inherits its lease or claims.
@@ -76,7 +79,7 @@ async fn open_journal(
         Some(Store::Local(local))
     } else {
         let shared = |e: LedgerError| StartError::state("deliver.ledger_postgres", e);
-        let database = postgres.database(&d.ledger_postgres, Role::Ledger).map_err(|e| shared(e.into()))?;
+        let database = postgres.database(&d.ledger_postgres, Role::Journey).map_err(|e| shared(e.into()))?;
         let journey =
             PgJourney::connect(database, &settings.amqp.topology_prefix).await.map_err(|e| shared(e.into()))?;
         Some(Store::Shared(Arc::new(journey)))
@@ -242,9 +245,13 @@ impl Service for Application {
         let (lease_stopper, lease) = self.lease;
         lease_stopper.stop();
         let _ = lease.await;
+        // The journey's last steps, for a few seconds at most: a database that does not answer
+        // must not hold up the rest of the stop (the steps are lost, the events are not).
         let (journal_writer, journey_upkeep) = self.journey;
-        let _ = journal_writer.await;
-        let _ = journey_upkeep.await;
+        if tokio::time::timeout(JOURNEY_SHUTDOWN, journal_writer).await.is_err() {
+            tracing::warn!("the journey's last steps were not all written before the stop");
+        }
+        let _ = tokio::time::timeout(JOURNEY_SHUTDOWN, journey_upkeep).await;
         if settled {
             // Nothing is in hand: what this process still claims may be taken over at once.
             self.ledger.let_lease_lapse().await;

@@ -6,9 +6,12 @@
 
 use crate::mapping::contact::{mask_email, mask_phone};
 
-/// `text` on one line, contacts masked, at most `max` characters (an ellipsis marks a cut).
+/// `text` on one line, contacts masked, at most `max` characters (an ellipsis marks a cut). Every
+/// control character (a line break, a NUL PostgreSQL refuses in JSON, a terminal's escape) is a
+/// space: this text reaches terminals, headers and databases.
 pub fn for_operators(text: &str, max: usize) -> String {
-    cut(&mask_contacts(&text.replace(['\n', '\r'], " ")), max)
+    let plain: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    cut(&mask_contacts(&plain), max)
 }
 
 /// At most `max` characters, an ellipsis marking a cut.
@@ -81,6 +84,14 @@ mod tests {
         );
         assert_eq!(mask_contacts("phone \"+7 (912) 345-67-89\", id 12345"), "phone \"7********89\", id 12345");
         assert_eq!(mask_contacts("<anna.k@mail.example>"), "<a***@mail.example>");
+    }
+
+    #[test]
+    fn control_characters_reach_no_terminal_or_database() {
+        let hostile = "a\u{1b}]52;c;aGk=\u{7}b\u{0}c\u{9b}2J";
+        let shown = for_operators(hostile, 100);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown.chars().filter(|c| *c == ' ').count(), 4);
     }
 
     #[test]

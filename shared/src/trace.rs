@@ -18,20 +18,30 @@ pub fn is_test(event: &VerboxEvent) -> bool {
 /// What became of a test event, one step at a time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
+    /// Empty in a journey's steps (its summary says it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub event_id: String,
+    /// Empty in a journey's steps (its summary says it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub integration: String,
     pub at: chrono::DateTime<chrono::Utc>,
     /// `delivered`, `duplicate`, `retrying`, `waiting_for_quota`, `paused` or `dead_lettered`.
     pub outcome: String,
     /// The attribution rule the item was sent with (`session`, `messenger`, `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// The id CoMagic gave the chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comagic_id: Option<u64>,
     /// The dead-letter class, when it was dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mnemonic: Option<String>,
     /// One line for operators, contacts masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
     /// The retry tier it went to (`retrying`, `parked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

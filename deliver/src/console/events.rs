@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::principal::Principal;
 use super::ConsoleState;
-use bridge_shared::event::EventKind;
+use bridge_shared::event::Envelope;
 use bridge_shared::integrations::store::{Action, Edit};
 use bridge_shared::mapping::contact::{normalize_email, normalize_phone};
 
@@ -92,21 +92,41 @@ fn unavailable(error: String) -> ApiError {
     ApiError::Unavailable(format!("the journey's store: {error}"))
 }
 
+/// Each token's reads of the journey come from its allowance ([`super::limits`]): a search may
+/// read thousands of entries, and the store is every tenant's.
+fn allowed(state: &ConsoleState, by: &Principal) -> Result<(), ApiError> {
+    let refused = |retry_after| ApiError::TooMany { what: "journey reads of this token", retry_after };
+    state.journey_reads.take(&by.name).map_err(refused)
+}
+
+/// A journey as `by` is shown it: a tenant is not told the bridge's hosts.
+fn shown_to(by: &Principal, mut journey: Journey) -> Journey {
+    if by.is_tenant() {
+        journey.summary.accepted_by = None;
+        journey.steps.iter_mut().for_each(|s| s.replica = None);
+    }
+    journey
+}
+
 /// `GET /api/integrations/{id}/events`: newest first, a page at a time.
 pub async fn find(
     state: web::Data<ConsoleState>,
+    by: Principal,
     id: web::Path<String>,
     search: web::Query<Search>,
 ) -> Result<HttpResponse, ApiError> {
     let query = search.query(&id)?;
+    allowed(&state, &by)?;
     let page = state.journeys.find(query).await.map_err(unavailable)?;
-    Ok(HttpResponse::Ok().json(json!({"events": page.events, "next": page.next.map(|c| c.to_text())})))
+    let events: Vec<Journey> = page.events.into_iter().map(|j| shown_to(&by, j)).collect();
+    Ok(HttpResponse::Ok().json(json!({"events": events, "next": page.next.map(|c| c.to_text())})))
 }
 
 /// The journey of `event_id`, if `by` may see it (404 otherwise, as for one that does not exist).
 async fn journey_for(state: &ConsoleState, by: &Principal, event_id: &str) -> Result<Journey, ApiError> {
     let not_found = || ApiError::NotFound(format!("no event `{}`", bridge_shared::redact::cut(event_id, 100)));
     let id = bounded(event_id).ok_or_else(not_found)?;
+    allowed(state, by)?;
     let journey = state.journeys.get(&id).await.map_err(unavailable)?;
     journey.filter(|j| by.sees(&j.summary.integration)).ok_or_else(not_found)
 }
@@ -117,7 +137,8 @@ pub async fn get(
     by: Principal,
     event_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(journey_for(&state, &by, &event_id).await?))
+    let journey = journey_for(&state, &by, &event_id).await?;
+    Ok(HttpResponse::Ok().json(shown_to(&by, journey)))
 }
 
 /// `POST /api/events/{event_id}/send-again`: a dead-lettered event's letter goes back to the
@@ -152,12 +173,15 @@ pub async fn send_again(
         result
     } else {
         let whole = state.journeys.get_whole(&id).await.map_err(unavailable)?;
-        let kept = whole.filter(|j| j.skipped_and_kept()).and_then(|j| Some((j.summary.kind, j.summary.webhook?)));
-        let Some((kind, webhook)) = kept else {
+        let kept = whole.filter(|j| j.skipped_and_kept()).and_then(|j| j.summary.webhook);
+        // The bytes are the store's: only an envelope of this very event, of this integration, goes.
+        let envelope = kept.as_deref().and_then(|w| Envelope::from_bytes(w.as_bytes()).ok());
+        let envelope = envelope.filter(|e| e.integration == integration && e.event_id.as_str() == id);
+        let (Some(envelope), Some(kept)) = (envelope, kept) else {
             return Err(ApiError::Conflict(format!("event `{id}` changed meanwhile")));
         };
-        let kind = EventKind::parse(&kind).unwrap_or(EventKind::Chat);
-        dlq::send_again(amqp, kind, webhook.as_bytes()).await.map_err(|e| ApiError::Unavailable(e.to_string()))?
+        let sent = dlq::send_again(amqp, envelope.kind, kept.as_bytes()).await;
+        sent.map_err(|e| ApiError::Unavailable(e.to_string()))?
     };
     tracing::info!(%integration, event_id = %id, by = %by.name, "an event sent again from the console");
     let edit = Edit::new(&by.name, Action::Replayed);

@@ -55,6 +55,10 @@ const TRACKED_KEYS: usize = 10_000;
 const TEST_CHAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every handler reads.
+/// A page's worth of quick looks at once, then four a second: a person at the page, not a scraper.
+const JOURNEY_READS_BURST: u32 = 30;
+const JOURNEY_READS_REFILL: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub struct ConsoleState {
     pub settings: Settings,
     pub store: Store,
@@ -77,6 +81,8 @@ pub struct ConsoleState {
     env: HashMap<String, String>,
     /// Where the events' journeys are read.
     journeys: Reader,
+    /// Reads of the journey per token: [`JOURNEY_READS_BURST`], then one per [`JOURNEY_READS_REFILL`].
+    journey_reads: limits::Allowances,
 }
 
 pub struct Console {
@@ -140,6 +146,7 @@ impl Console {
             sampler,
             env,
             journeys,
+            journey_reads: limits::Allowances::new(JOURNEY_READS_BURST, JOURNEY_READS_REFILL, TRACKED_KEYS),
         });
         let server =
             HttpServer::new(move || App::new().wrap(security_headers()).app_data(state.clone()).configure(routes))

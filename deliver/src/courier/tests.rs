@@ -134,6 +134,7 @@ impl Harness {
             test: false,
             doubt: None,
             quota_waited: false,
+            in_journey: Default::default(),
         }
     }
 

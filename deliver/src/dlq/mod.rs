@@ -37,6 +37,8 @@ pub enum DlqError {
     Publish(#[from] PublishError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("RabbitMQ did not answer in time; the event may or may not have been sent again")]
+    TimedOut,
 }
 
 /// How a command's result is printed.
@@ -289,17 +291,29 @@ async fn replay_until(
 /// Publishes an event's envelope (one the journey kept: a skipped event's) to the events
 /// exchange as a replay publishes a dead letter, confirmed: deliver takes it as new, from its
 /// first step, and its journey says `replayed`.
+/// The whole exchange has `publish_timeout` plus [`SEND_AGAIN_SLACK`]: a broker that stops
+/// answering after the connect fails it, never hangs it.
 pub async fn send_again(amqp: &AmqpSettings, kind: EventKind, envelope: &[u8]) -> Result<String, DlqError> {
-    let queue = DeadQueue::open(amqp, "sending again").await?;
-    let publisher = queue.publisher(amqp.publish_timeout).await?;
-    let exchange = queue.topology.events_exchange();
-    let mut h = FieldTable::default();
-    headers::set_str(&mut h, headers::REPLAYED_AT, &chrono::Utc::now().to_rfc3339());
-    let sent = publisher.publish(&exchange, event_route(kind, envelope.len()), envelope, h).await;
-    queue.release().await?;
-    sent.map_err(DlqError::Publish)?;
-    Ok(format!("sent again to {exchange}\n"))
+    let exchange = async {
+        let queue = DeadQueue::open(amqp, "sending again").await?;
+        let publisher = queue.publisher(amqp.publish_timeout).await?;
+        let exchange = queue.topology.events_exchange();
+        let mut h = FieldTable::default();
+        headers::set_str(&mut h, headers::REPLAYED_AT, &chrono::Utc::now().to_rfc3339());
+        let sent = publisher.publish(&exchange, event_route(kind, envelope.len()), envelope, h).await;
+        // Confirmed is sent, whatever the close says.
+        sent.map_err(DlqError::Publish)?;
+        let _ = queue.release().await;
+        Ok(format!("sent again to {exchange}\n"))
+    };
+    match tokio::time::timeout(amqp.publish_timeout + SEND_AGAIN_SLACK, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(DlqError::TimedOut),
+    }
 }
+
+/// What a send-again may take beyond its publish's deadline: the connect, the channel, the close.
+const SEND_AGAIN_SLACK: Duration = Duration::from_secs(20);
 
 /// A replayed message starts over: no error headers, no retry tier, its attempts kept for history,
 /// and the replay time from which `retry_for` counts again. A doubt stays: an upload whose answer

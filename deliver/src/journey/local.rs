@@ -1,54 +1,92 @@
-//! The journey of the single-process ledger, in the ledger's own sled database: written in the
-//! same flush as a delivered event's ledger entry, so neither outlives the other's loss by more
-//! than the step the merge rule drops.
+//! The journey of the single-process ledger, in the ledger's own sled database, laid out so that
+//! the common case costs next to nothing: a delivered event's journey is the tail of its ledger
+//! entry (`delivered_at` in the first 8 bytes, the journey's JSON after them), written in the
+//! ledger's own batch and flush. A sled write costs microseconds here; an index entry per event
+//! would halve deliver's throughput.
 //!
-//! Trees: `journey` (event id → the journey as JSON), `journey_time` (integration, accepted at,
-//! event id: newest first per integration), `journey_keys` (integration, lookup key, accepted at,
-//! event id), `journey_age` (accepted at, event id: what pruning removes first) and `journey_open`
-//! (accepted at, event id, of the journeys not ended: what the "lost in the middle" count reads).
-//! Every call here blocks: run it on the blocking pool.
+//! Trees besides the ledger's: `journey` (event id → the journey, for the journeys not delivered:
+//! on their way, dead-lettered, skipped), `journey_index` (integration, newest accepted time,
+//! a sequence → the events first written together, each with its accepted time and lookup keys:
+//! one entry per write and integration, which searches read newest first), `journey_open`
+//! (accepted time, event id → integration, of the journeys on their way: what the "lost in the
+//! middle" count reads) and `journey_meta` (the contact key). Every call here blocks: run it on
+//! the blocking pool.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sled::{Batch, Tree};
 
 use super::query::{Cursor, Page, Query, SCANNED_PER_PAGE};
-use super::record::{Entry, Journey, Keys};
+use super::record::{Entry, Journey, Keys, SKIPPED};
+
+/// Index entries one pruning pass takes before it lets writes in again.
+const PRUNED_PER_PASS: usize = 200;
 
 pub struct LocalJourney {
+    /// The ledger (sled's default tree): a delivered event's journey is its entry's tail.
+    ledger: sled::Db,
     journeys: Tree,
-    time: Tree,
-    keys: Tree,
-    age: Tree,
+    index: Tree,
     open: Tree,
     pub contact_keys: Keys,
     /// Merges are read-modify-write: one at a time.
     writing: Mutex<()>,
+    /// The next index entry's sequence: from the clock at start, so a restart does not reuse one.
+    sequence: AtomicU64,
 }
 
-fn stamp(at: DateTime<Utc>) -> [u8; 8] {
+/// One event of an index entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    id: String,
+    /// Accepted at, in ms.
+    at: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    lookups: Vec<String>,
+}
+
+/// Where a journey was found.
+enum Found {
+    OnItsWay,
+    /// In the ledger's entry, delivered at (its first 8 bytes).
+    Delivered([u8; 8]),
+}
+
+fn stamp(at: DateTime<Utc>) -> u64 {
     // Before 1970 sorts first; nothing accepted is.
-    (at.timestamp_millis().max(0) as u64).to_be_bytes()
+    at.timestamp_millis().max(0) as u64
 }
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for (n, part) in parts.iter().enumerate() {
-        if n > 0 {
-            key.push(0);
-        }
-        key.extend_from_slice(part);
+fn open_key(at: u64, id: &str) -> Vec<u8> {
+    [&at.to_be_bytes()[..], id.as_bytes()].concat()
+}
+
+fn index_key(integration: &str, at: u64, sequence: u64) -> Vec<u8> {
+    [integration.as_bytes(), b"\0", &at.to_be_bytes(), &sequence.to_be_bytes()].concat()
+}
+
+/// The accepted time and sequence at the end of an index key of `integration`.
+fn index_parts(key: &[u8], integration: &str) -> Option<(u64, u64)> {
+    let rest = key.get(integration.len() + 1..)?;
+    Some((u64::from_be_bytes(rest.get(..8)?.try_into().ok()?), u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?)))
+}
+
+/// A journey as a ledger entry's tail holds it (its lookup keys are in its index entry).
+pub fn delivered_entry(delivered_at: [u8; 8], journey: &Journey) -> Vec<u8> {
+    let mut entry = delivered_at.to_vec();
+    let lookups = &journey.summary.lookups;
+    if lookups.is_empty() {
+        let _ = serde_json::to_writer(&mut entry, journey);
+    } else {
+        let mut bare = journey.clone();
+        bare.summary.lookups = Vec::new();
+        let _ = serde_json::to_writer(&mut entry, &bare);
     }
-    key
-}
-
-/// The event id at the end of an index key (after the 8-byte stamp).
-fn event_id_at_end(key: &[u8], prefix: usize) -> Option<(u64, String)> {
-    let rest = key.get(prefix..)?;
-    let stamp = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-    Some((stamp, String::from_utf8(rest.get(9..)?.to_vec()).ok()?))
+    entry
 }
 
 impl LocalJourney {
@@ -62,105 +100,191 @@ impl LocalJourney {
                 key
             }
         };
+        let started = Utc::now().timestamp_nanos_opt().unwrap_or_default().max(0) as u64;
         Ok(LocalJourney {
+            ledger: db.clone(),
             journeys: db.open_tree("journey")?,
-            time: db.open_tree("journey_time")?,
-            keys: db.open_tree("journey_keys")?,
-            age: db.open_tree("journey_age")?,
+            index: db.open_tree("journey_index")?,
             open: db.open_tree("journey_open")?,
             contact_keys: Keys::new(&contact_key),
             writing: Mutex::new(()),
+            sequence: AtomicU64::new(started),
         })
     }
 
-    /// Folds `entries` into their journeys (in order), indexing a journey when it starts.
-    pub fn write(&self, entries: &[Entry]) -> Result<(), sled::Error> {
+    fn on_its_way(&self, event_id: &str) -> Result<Option<(Journey, Found)>, sled::Error> {
+        let stored = self.journeys.get(event_id)?;
+        Ok(stored.and_then(|bytes| serde_json::from_slice(&bytes).ok()).map(|j| (j, Found::OnItsWay)))
+    }
+
+    fn found(&self, event_id: &str) -> Result<Option<(Journey, Found)>, sled::Error> {
+        if let Some(found) = self.on_its_way(event_id)? {
+            return Ok(Some(found));
+        }
+        let Some(entry) = self.ledger.get(event_id)? else { return Ok(None) };
+        let (Some(at), Some(tail)) = (entry.get(..8), entry.get(8..).filter(|t| !t.is_empty())) else {
+            return Ok(None);
+        };
+        let at: [u8; 8] = at.try_into().unwrap_or_default();
+        Ok(serde_json::from_slice(tail).ok().map(|j| (j, Found::Delivered(at))))
+    }
+
+    pub fn get(&self, event_id: &str) -> Result<Option<Journey>, sled::Error> {
+        Ok(self.found(event_id)?.map(|(j, _)| j))
+    }
+
+    /// Folds `entries` into their journeys, in order (steps the writer task gathered); `durable`:
+    /// flushed before it returns.
+    pub fn write(&self, entries: &[Entry], durable: bool) -> Result<(), sled::Error> {
         if entries.is_empty() {
             return Ok(());
         }
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut touched: HashMap<&str, Journey> = HashMap::new();
-        for entry in entries {
-            let id = entry.summary.event_id.as_str();
-            if !touched.contains_key(id) {
-                let stored = self.get(id)?;
-                let journey = match stored {
-                    Some(journey) => journey,
-                    None => {
-                        let journey = Journey::new((*entry.summary).clone());
-                        self.index(&journey)?;
-                        journey
-                    }
-                };
-                touched.insert(id, journey);
+        let mut merged = self.merge(entries, false)?;
+        let (mut journeys, mut ledger, mut open) = (Batch::default(), Batch::default(), Batch::default());
+        for (id, (journey, found)) in &mut merged {
+            match found {
+                Some(Found::Delivered(at)) => ledger.insert(id.as_bytes(), delivered_entry(*at, journey)),
+                _ => journeys.insert(id.as_bytes(), serde_json::to_vec(journey).unwrap_or_default()),
             }
-            if let Some(journey) = touched.get_mut(id) {
-                journey.push(entry.step.clone());
+            let key = open_key(stamp(journey.summary.accepted_at), id);
+            match journey.end.is_none() && journey.last != SKIPPED {
+                true => open.insert(key, journey.summary.integration.as_bytes()),
+                false => open.remove(key),
             }
         }
-        let mut journeys = Batch::default();
-        let mut open = Batch::default();
-        for (id, journey) in &touched {
-            journeys.insert(id.as_bytes(), serde_json::to_vec(journey).unwrap_or_default());
-            let open_key = key(&[&stamp(journey.summary.accepted_at), id.as_bytes()]);
-            match journey.end {
-                None => open.insert(open_key, journey.summary.integration.as_bytes()),
-                Some(_) => open.remove(open_key),
-            }
-        }
+        self.index_new(&merged)?;
         self.open.apply_batch(open)?;
-        self.journeys.apply_batch(journeys)
-    }
-
-    fn index(&self, journey: &Journey) -> Result<(), sled::Error> {
-        let s = &journey.summary;
-        let (integration, at, id) = (s.integration.as_bytes(), stamp(s.accepted_at), s.event_id.as_bytes());
-        self.time.insert(key(&[integration, &at, id]), &[])?;
-        self.age.insert(key(&[&at, id]), integration)?;
-        for lookup in &s.lookups {
-            self.keys.insert(key(&[integration, lookup.as_bytes(), &at, id]), &[])?;
+        self.ledger.apply_batch(ledger)?;
+        self.journeys.apply_batch(journeys)?;
+        if durable {
+            self.ledger.flush()?;
         }
         Ok(())
     }
 
-    pub fn get(&self, event_id: &str) -> Result<Option<Journey>, sled::Error> {
-        Ok(self.journeys.get(event_id)?.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    /// The journeys of delivered `entries`, merged, as the ledger entries (delivered at `now`)
+    /// the caller writes in its own batch: the one sled write a delivery costs.
+    pub fn delivered(&self, entries: &[Entry], now: [u8; 8]) -> Result<Vec<(String, Vec<u8>)>, sled::Error> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let merged = self.merge(entries, true)?;
+        let (mut journeys, mut open, mut were_on_their_way) = (Batch::default(), Batch::default(), false);
+        let mut ledger = Vec::with_capacity(merged.len());
+        for (id, (journey, found)) in &merged {
+            if matches!(found, Some(Found::OnItsWay)) {
+                journeys.remove(id.as_bytes());
+                open.remove(open_key(stamp(journey.summary.accepted_at), id));
+                were_on_their_way = true;
+            }
+            let at = match found {
+                Some(Found::Delivered(at)) => *at,
+                _ => now,
+            };
+            ledger.push((id.clone(), delivered_entry(at, journey)));
+        }
+        self.index_new(&merged)?;
+        // Before the ledger's batch: a crash between the two leaves the journey where a copy's
+        // delivery finds it, never a delivered entry whose journey is gone.
+        if were_on_their_way {
+            self.open.apply_batch(open)?;
+            self.journeys.apply_batch(journeys)?;
+        }
+        Ok(ledger)
     }
 
-    /// Newest first, within the query's bounds; at most [`SCANNED_PER_PAGE`] index entries read.
+    /// Each event's journey with `entries` pushed, and where it was (none: it starts now). A
+    /// `delivering` entry's event is not in the ledger (it was claimed), and a fresh one's is
+    /// nowhere yet: neither is looked for there.
+    fn merge(
+        &self,
+        entries: &[Entry],
+        delivering: bool,
+    ) -> Result<HashMap<String, (Journey, Option<Found>)>, sled::Error> {
+        let mut merged: HashMap<String, (Journey, Option<Found>)> = HashMap::new();
+        for entry in entries {
+            let id = &entry.summary.event_id;
+            if !merged.contains_key(id) {
+                let stored = match (delivering, entry.fresh) {
+                    (true, true) => None,
+                    (true, false) => self.on_its_way(id)?,
+                    (false, _) => self.found(id)?,
+                };
+                let (journey, found) = match stored {
+                    Some((journey, found)) => (journey, Some(found)),
+                    None => (Journey::new((*entry.summary).clone()), None),
+                };
+                merged.insert(id.clone(), (journey, found));
+            }
+            if let Some((journey, _)) = merged.get_mut(id) {
+                journey.push(entry.step.clone());
+            }
+        }
+        Ok(merged)
+    }
+
+    /// One index entry per integration for the journeys that start in this write.
+    fn index_new(&self, merged: &HashMap<String, (Journey, Option<Found>)>) -> Result<(), sled::Error> {
+        let mut rows: HashMap<&str, Vec<Row>> = HashMap::new();
+        for (id, (journey, found)) in merged {
+            if found.is_none() {
+                let s = &journey.summary;
+                let row = Row { id: id.clone(), at: stamp(s.accepted_at), lookups: s.lookups.clone() };
+                rows.entry(s.integration.as_str()).or_default().push(row);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut index = Batch::default();
+        for (integration, mut rows) in rows {
+            rows.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
+            let newest = rows[0].at;
+            let key = index_key(integration, newest, self.sequence.fetch_add(1, Ordering::Relaxed));
+            index.insert(key, serde_json::to_vec(&rows).unwrap_or_default());
+        }
+        self.index.apply_batch(index)
+    }
+
+    /// Newest first (by the write that started them), within the query's bounds; at most
+    /// [`SCANNED_PER_PAGE`] events looked at. The cursor names an index entry and a place in it.
     pub fn find(&self, q: &Query) -> Result<Page, sled::Error> {
         if let Some(id) = &q.event_id {
             let found = self.get(id)?.filter(|j| q.matches(j));
             return Ok(Page { events: found.into_iter().collect(), next: None });
         }
-        let integration = q.integration.as_bytes();
-        let (tree, prefix) = match q.lookup(&self.contact_keys) {
-            Some(lookup) => (&self.keys, key(&[integration, lookup.as_bytes(), b""])),
-            None => (&self.time, key(&[integration, b""])),
-        };
-        let upper =
-            q.upper().map(|c| [prefix.as_slice(), &c.stamp.to_be_bytes(), b"\0", c.event_id.as_bytes()].concat());
-        let range = match &upper {
-            Some(upper) => tree.range(prefix.clone()..upper.clone()),
-            None => tree.scan_prefix(&prefix),
+        let lookup = q.lookup(&self.contact_keys);
+        let prefix = [q.integration.as_bytes(), b"\0"].concat();
+        let (upper, resume) = match &q.before {
+            Some(c) => {
+                let (sequence, place) = c.event_id.split_once('.').unwrap_or(("0", "0"));
+                let (sequence, place) = (sequence.parse().unwrap_or(0), place.parse().unwrap_or(0usize));
+                (index_key(&q.integration, c.stamp, sequence), Some(((c.stamp, sequence), place)))
+            }
+            None => ([prefix.as_slice(), &[0xff; 17]].concat(), None),
         };
         let mut page = Page::default();
-        let (mut scanned, mut last) = (0, None);
-        for item in range.rev() {
-            let (index_key, _) = item?;
-            let Some((at, id)) = event_id_at_end(&index_key, prefix.len()) else { continue };
-            if q.from.is_some_and(|from| (at as i64) < from.timestamp_millis()) {
+        let mut scanned = 0;
+        for item in self.index.range(prefix.clone()..=upper).rev() {
+            let (key, value) = item?;
+            let Some(parts) = index_parts(&key, &q.integration) else { continue };
+            if q.from.is_some_and(|from| (parts.0 as i64) < from.timestamp_millis()) {
                 break;
             }
-            if scanned >= SCANNED_PER_PAGE || page.events.len() >= q.limit {
-                page.next = last.take();
-                break;
+            let rows: Vec<Row> = serde_json::from_slice(&value).unwrap_or_default();
+            let start = resume.filter(|(at, _)| *at == parts).map_or(0, |(_, place)| place);
+            for (place, row) in rows.iter().enumerate().skip(start) {
+                if scanned >= SCANNED_PER_PAGE || page.events.len() >= q.limit {
+                    page.next = Some(Cursor { stamp: parts.0, event_id: format!("{}.{place}", parts.1) });
+                    return Ok(page);
+                }
+                scanned += 1;
+                if lookup.as_ref().is_some_and(|l| !row.lookups.contains(l)) {
+                    continue;
+                }
+                if let Some(journey) = self.get(&row.id)?.filter(|j| q.matches(j)) {
+                    page.events.push(journey);
+                }
             }
-            scanned += 1;
-            if let Some(journey) = self.get(&id)?.filter(|j| q.matches(j)) {
-                page.events.push(journey);
-            }
-            last = Some(Cursor { stamp: at, event_id: id });
         }
         Ok(page)
     }
@@ -168,89 +292,66 @@ impl LocalJourney {
     /// The journeys on their way since before `cutoff` (not waiting on purpose), per integration.
     pub fn lost(&self, cutoff: DateTime<Utc>) -> Result<HashMap<String, i64>, sled::Error> {
         let mut lost = HashMap::new();
-        for item in self.open.range(..stamp(cutoff).to_vec()) {
-            let (open_key, integration) = item?;
-            let Some((_, id)) = event_id_at_end(&open_key, 0) else { continue };
-            if self.get(&id)?.is_some_and(|j| j.lost_since(cutoff)) {
+        for item in self.open.range(..stamp(cutoff).to_be_bytes().to_vec()) {
+            let (key, integration) = item?;
+            let Some(id) = key.get(8..).and_then(|id| std::str::from_utf8(id).ok()) else { continue };
+            if self.get(id)?.is_some_and(|j| j.lost_since(cutoff)) {
                 *lost.entry(String::from_utf8_lossy(&integration).into_owned()).or_insert(0) += 1;
             }
         }
         Ok(lost)
     }
 
-    /// Removes the journeys accepted before `cutoff`, with their index entries; returns how many.
+    /// Removes the journeys accepted before `cutoff` (a delivered one's tail of its ledger entry,
+    /// which stays as long as `ledger_keep` says), [`PRUNED_PER_PASS`] index entries at a time so
+    /// deliveries are never held up for long; returns how many journeys.
     pub fn prune_before(&self, cutoff: DateTime<Utc>) -> Result<usize, sled::Error> {
-        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let cutoff = stamp(cutoff);
         let mut removed = 0;
-        for item in self.age.range(..stamp(cutoff).to_vec()) {
-            let (age_key, integration) = item?;
-            let Some((at, id)) = event_id_at_end(&age_key, 0) else { continue };
-            let at = at.to_be_bytes();
-            if let Some(bytes) = self.journeys.remove(id.as_bytes())? {
-                let lookups =
-                    serde_json::from_slice::<Journey>(&bytes).ok().map(|j| j.summary.lookups).unwrap_or_default();
-                for lookup in lookups {
-                    self.keys.remove(key(&[&integration, lookup.as_bytes(), &at, id.as_bytes()]))?;
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(item) = self.index.range(from.clone()..).next() {
+            let (key, _) = item?;
+            let Some(end) = key.iter().position(|b| *b == 0) else { break };
+            let integration = String::from_utf8_lossy(&key[..end]).into_owned();
+            loop {
+                let (pruned, more) = self.prune_pass(&integration, cutoff)?;
+                removed += pruned;
+                if !more {
+                    break;
                 }
             }
-            self.time.remove(key(&[&integration, &at, id.as_bytes()]))?;
-            self.open.remove(key(&[&at, id.as_bytes()]))?;
-            self.age.remove(age_key)?;
-            removed += 1;
+            from = [&key[..end], b"\x01"].concat();
         }
         Ok(removed)
+    }
+
+    /// One pass over `integration`'s oldest index entries: whether more may be left.
+    fn prune_pass(&self, integration: &str, cutoff: u64) -> Result<(usize, bool), sled::Error> {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let (low, high) = (index_key(integration, 0, 0), index_key(integration, cutoff, 0));
+        let (mut removed, mut entries) = (0, 0);
+        let (mut journeys, mut ledger, mut open, mut index) =
+            (Batch::default(), Batch::default(), Batch::default(), Batch::default());
+        for item in self.index.range(low..high).take(PRUNED_PER_PASS) {
+            let (key, value) = item?;
+            entries += 1;
+            for row in serde_json::from_slice::<Vec<Row>>(&value).unwrap_or_default() {
+                journeys.remove(row.id.as_bytes());
+                open.remove(open_key(row.at, &row.id));
+                if let Some(entry) = self.ledger.get(&row.id)?.filter(|e| e.len() > 8) {
+                    ledger.insert(row.id.as_bytes(), &entry[..8]);
+                }
+                removed += 1;
+            }
+            index.remove(key);
+        }
+        self.journeys.apply_batch(journeys)?;
+        self.open.apply_batch(open)?;
+        self.ledger.apply_batch(ledger)?;
+        self.index.apply_batch(index)?;
+        Ok((removed, entries == PRUNED_PER_PASS))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use chrono::{Duration, Utc};
-
-    use super::*;
-    use crate::journey::query::Outcome;
-
-    fn entry(j: &LocalJourney, id: &str, minutes_ago: i64, dialog: &str, phone: &str, outcome: &str) -> Entry {
-        Entry::for_tests(&j.contact_keys, id, minutes_ago, dialog, phone, outcome)
-    }
-
-    fn ids(page: &Page) -> Vec<&str> {
-        page.events.iter().map(|j| j.summary.event_id.as_str()).collect()
-    }
-
-    #[test]
-    fn journeys_are_found_newest_first_by_dialog_and_contact_a_page_at_a_time_and_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let j = LocalJourney::open(&db).unwrap();
-        j.write(&[
-            entry(&j, "a", 30, "1", "79120000001", "retrying"),
-            entry(&j, "b", 20, "2", "79120000002", "delivered"),
-        ])
-        .unwrap();
-        j.write(&[
-            entry(&j, "c", 10, "1", "79120000001", "dead_lettered"),
-            entry(&j, "a", 30, "1", "79120000001", "paused"),
-        ])
-        .unwrap();
-        let all = |q: Query| j.find(&Query { integration: "acme".into(), limit: 10, ..q }).unwrap();
-        assert_eq!(ids(&all(Query::default())), ["c", "b", "a"]);
-        assert_eq!(ids(&all(Query { dialog: Some("1".into()), ..Query::default() })), ["c", "a"]);
-        assert_eq!(ids(&all(Query { contact: Some("+7 912 000-00-02".into()), ..Query::default() })), ["b"]);
-        assert_eq!(ids(&all(Query { outcome: Some(Outcome::OnItsWay), ..Query::default() })), ["a"]);
-        assert_eq!(j.get("a").unwrap().unwrap().steps.len(), 2, "a second write adds to the journey");
-        let first = j.find(&Query { integration: "acme".into(), limit: 2, ..Query::default() }).unwrap();
-        assert_eq!(ids(&first), ["c", "b"]);
-        let rest = all(Query { before: first.next.clone(), ..Query::default() });
-        assert_eq!((ids(&rest), &rest.next), (vec!["a"], &None));
-        let other = j.find(&Query { integration: "other".into(), limit: 10, ..Query::default() }).unwrap();
-        assert!(other.events.is_empty());
-        // "a" waits (paused): not lost; once it retries again, it is.
-        assert!(j.lost(Utc::now()).unwrap().is_empty());
-        j.write(&[entry(&j, "a", 30, "1", "79120000001", "retrying")]).unwrap();
-        assert_eq!(j.lost(Utc::now()).unwrap().get("acme"), Some(&1));
-        assert_eq!(j.prune_before(Utc::now() - Duration::minutes(15)).unwrap(), 2);
-        assert_eq!(ids(&all(Query::default())), ["c"]);
-        assert!(all(Query { dialog: Some("1".into()), ..Query::default() }).events.len() == 1);
-        assert!(j.lost(Utc::now()).unwrap().is_empty());
-    }
-}
+mod tests;

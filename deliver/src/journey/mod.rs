@@ -19,33 +19,27 @@ pub mod query;
 pub mod reader;
 mod record;
 pub mod socket;
+mod upkeep;
+mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bridge_shared::lifecycle::Shutdown;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::trace::Trace;
 use chrono::Utc;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use self::listing::{journey_table, page_table};
 pub use self::local::LocalJourney;
 pub use self::postgres::{DeliveredRows, PgJourney, DELIVERED_CTE};
 pub use self::record::{masked_item, Entry, Facts, Journey, Keys, Summary};
 pub use self::socket::serve_socket;
+use self::writer::Queued;
+pub use self::writer::Writer;
 use crate::pending::Pending;
-
-/// Steps queued for the writer at most; past it a step is dropped (and counted), never waited for.
-const QUEUED_AT_MOST: usize = 20_000;
-/// Steps one write takes at most.
-const WRITE_AT_MOST: usize = 2_000;
-/// How long a dead letter's step is waited for before its message is acked anyway.
-const DEAD_STEP_WAIT: Duration = Duration::from_secs(2);
-/// How often the "lost in the middle" count is taken.
-const COUNT_LOST_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JourneyError {
@@ -57,6 +51,8 @@ pub enum JourneyError {
     Blocking(#[from] tokio::task::JoinError),
     #[error("journey: no random source for its contact key: {0}")]
     Key(std::io::Error),
+    #[error("journey: {0} steps not kept, their rows kept changing under the merge")]
+    MergeConflict(usize),
 }
 
 /// A new key for the contacts' keyed hash, from the kernel's random source.
@@ -81,13 +77,15 @@ impl Store {
         }
     }
 
-    async fn write(&self, entries: Vec<Entry>) -> Result<(), JourneyError> {
+    /// Folds `entries` in; `durable`: flushed to disk before it returns (a dead letter's step;
+    /// the shared store's every write is).
+    async fn write(&self, entries: Vec<Entry>, durable: bool) -> Result<(), JourneyError> {
         match self {
             Store::Local(l) => {
                 let l = l.clone();
-                Ok(tokio::task::spawn_blocking(move || l.write(&entries)).await??)
+                Ok(tokio::task::spawn_blocking(move || l.write(&entries, durable)).await??)
             }
-            Store::Shared(s) => Ok(s.write(&entries).await?),
+            Store::Shared(s) => s.write(&entries).await,
         }
     }
 
@@ -132,11 +130,6 @@ impl Store {
     }
 }
 
-struct Queued {
-    entries: Vec<Entry>,
-    written: Option<oneshot::Sender<()>>,
-}
-
 #[derive(Clone)]
 pub struct JourneyMetrics {
     /// Steps not kept, by why (`queue_full`, `write_failed`).
@@ -170,16 +163,15 @@ impl JourneyMetrics {
 pub struct Journal {
     store: Option<Store>,
     queue: mpsc::Sender<Queued>,
+    /// What the queued steps weigh, in bytes (a skipped event's kept webhook counts).
+    queued_bytes: AtomicUsize,
+    /// The last write failed: a dead letter's step is not waited for meanwhile.
+    failing: AtomicBool,
     /// This process, named in each step.
     replica: String,
     metrics: JourneyMetrics,
     /// The integrations in force: each has a lost count.
     integrations: IntegrationsHandle,
-}
-
-/// What keeps the journal's store up to date: run by [`Journal::work`].
-pub struct Writer {
-    queue: mpsc::Receiver<Queued>,
 }
 
 impl Journal {
@@ -190,8 +182,10 @@ impl Journal {
         metrics: JourneyMetrics,
         integrations: IntegrationsHandle,
     ) -> (Self, Writer) {
-        let (queue, receiver) = mpsc::channel(QUEUED_AT_MOST);
-        let journal = Journal { store, queue, replica: replica.to_owned(), metrics, integrations };
+        let (queue, receiver) = mpsc::channel(writer::QUEUED_AT_MOST);
+        let (queued_bytes, failing) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let journal =
+            Journal { store, queue, queued_bytes, failing, replica: replica.to_owned(), metrics, integrations };
         (journal, Writer { queue: receiver })
     }
 
@@ -209,98 +203,5 @@ impl Journal {
         let store = self.store.as_ref()?;
         step.replica = Some(self.replica.clone());
         Some(Entry::starting(store.keys(), facts, step))
-    }
-
-    /// Queues a step for the writer; never waits.
-    pub fn note(&self, entry: Option<Entry>) {
-        if let Some(entry) = entry {
-            if self.queue.try_send(Queued { entries: vec![entry], written: None }).is_err() {
-                self.metrics.dropped.with_label_values(&["queue_full"]).inc();
-            }
-        }
-    }
-
-    /// Queues a step and waits until it is written, [`DEAD_STEP_WAIT`] at most.
-    pub async fn note_and_wait(&self, entry: Option<Entry>) {
-        let Some(entry) = entry else { return };
-        let (written, done) = oneshot::channel();
-        if self.queue.try_send(Queued { entries: vec![entry], written: Some(written) }).is_err() {
-            self.metrics.dropped.with_label_values(&["queue_full"]).inc();
-            return;
-        }
-        let _ = tokio::time::timeout(DEAD_STEP_WAIT, done).await;
-    }
-
-    /// Writes what is queued, a batch at a time, until `stop` and the queue is drained.
-    pub async fn work(self: Arc<Self>, mut writer: Writer, stop: Shutdown) {
-        let Some(store) = self.store.clone() else { return stop.stopped().await };
-        loop {
-            let first = tokio::select! {
-                queued = writer.queue.recv() => queued,
-                _ = stop.stopped() => writer.queue.try_recv().ok(),
-            };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.iter().map(|q| q.entries.len()).sum::<usize>() < WRITE_AT_MOST {
-                match writer.queue.try_recv() {
-                    Ok(queued) => batch.push(queued),
-                    Err(_) => break,
-                }
-            }
-            let entries: Vec<Entry> = batch.iter_mut().flat_map(|q| std::mem::take(&mut q.entries)).collect();
-            let count = entries.len() as u64;
-            if let Err(error) = store.write(entries).await {
-                self.metrics.dropped.with_label_values(&["write_failed"]).inc_by(count);
-                tracing::warn!(%error, steps = count, "journey steps not written");
-            }
-            for queued in batch {
-                if let Some(written) = queued.written {
-                    let _ = written.send(());
-                }
-            }
-        }
-    }
-
-    /// Counts the lost journeys every [`COUNT_LOST_EVERY`] (from the start), and prunes those
-    /// older than `keep` every `every`, until `stop`. The count is set for every integration in
-    /// force, 0 when none is lost, so "should be 0" is a line on the dashboard, not a gap.
-    pub async fn upkeep(self: Arc<Self>, keep: Duration, lost_after: Duration, every: Duration, stop: Shutdown) {
-        let Some(store) = self.store.clone() else { return stop.stopped().await };
-        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-        let lost_after = chrono::Duration::from_std(lost_after).unwrap_or(chrono::Duration::MAX);
-        let mut next_prune = tokio::time::Instant::now() + every;
-        let mut shown: HashSet<String> = HashSet::new();
-        loop {
-            match store.lost(Utc::now() - lost_after).await {
-                Ok(lost) => shown = self.show_lost(lost, shown),
-                Err(error) => tracing::warn!(%error, "could not count the journeys lost in the middle"),
-            }
-            if tokio::time::Instant::now() >= next_prune {
-                next_prune += every;
-                match store.prune_before(Utc::now() - keep).await {
-                    Ok(removed) => tracing::info!(removed, "journeys pruned"),
-                    Err(error) => tracing::warn!(%error, "journey pruning failed; will try again"),
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(COUNT_LOST_EVERY) => {}
-                _ = stop.stopped() => return,
-            }
-        }
-    }
-
-    /// Sets `bridge_journey_lost` to `lost` for the integrations in force and those counted, in
-    /// place (a scrape never sees the series gone); a series no longer either is removed.
-    fn show_lost(&self, mut lost: HashMap<String, i64>, before: HashSet<String>) -> HashSet<String> {
-        for integration in self.integrations.current().iter() {
-            lost.entry(integration.id.clone()).or_insert(0);
-        }
-        for (integration, count) in &lost {
-            self.metrics.lost.with_label_values(&[integration]).set(*count);
-        }
-        for gone in before.iter().filter(|id| !lost.contains_key(*id)) {
-            let _ = self.metrics.lost.remove_label_values(&[gone]);
-        }
-        lost.into_keys().collect()
     }
 }

@@ -11,7 +11,7 @@ use bridge_shared::postgres::{Database, DbError};
 use chrono::{DateTime, Utc};
 
 use super::query::{Page, Query, MAX_LIMIT};
-use super::record::{Entry, Journey, Keys, WAITING};
+use super::record::{Entry, Journey, Keys, NOT_LOST};
 
 const MIGRATION: &str = include_str!("../../migrations/0003_journey.sql");
 /// The ledger's migration lock: the journey's table is made under it too.
@@ -28,8 +28,11 @@ pub const DELIVERED_CTE: &str = "
   SELECT $1, e, i, a, string_to_array(l, chr(31)), 'delivered', 'delivered', 1, d::jsonb
     FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[]) AS t(e, i, a, l, d) ORDER BY e
   ON CONFLICT (scope, event_id) DO UPDATE SET
-    journey = jsonb_set(jsonb_set(jsonb_set(j.journey, '{steps}', (j.journey->'steps') || (EXCLUDED.journey->'steps')),
-              '{end}', '\"delivered\"'), '{last}', '\"delivered\"'),
+    journey = CASE WHEN jsonb_typeof(j.journey) <> 'object' THEN EXCLUDED.journey ELSE
+              jsonb_set(jsonb_set(jsonb_set(j.journey, '{steps}',
+                COALESCE(CASE WHEN jsonb_typeof(j.journey->'steps') = 'array' THEN j.journey->'steps' END, '[]'::jsonb)
+                  || (EXCLUDED.journey->'steps')),
+              '{end}', '\"delivered\"'), '{last}', '\"delivered\"') END,
     end_kind = 'delivered', last_kind = 'delivered', version = j.version + 1
   WHERE j.end_kind IS DISTINCT FROM 'delivered'";
 
@@ -88,14 +91,16 @@ impl PgJourney {
     }
 
     /// Folds `entries` into their journeys, in order.
-    pub async fn write(&self, entries: &[Entry]) -> Result<(), DbError> {
+    pub async fn write(&self, entries: &[Entry]) -> Result<(), super::JourneyError> {
         let mut by_event: HashMap<&str, Vec<&Entry>> = HashMap::new();
         for entry in entries {
             by_event.entry(entry.summary.event_id.as_str()).or_default().push(entry);
         }
         for _ in 0..MERGE_ROUNDS {
             let ids: Vec<&str> = by_event.keys().copied().collect();
-            let stored: HashMap<String, (i64, Journey)> = self
+            // A row whose JSON does not read (written by hand, or by a release that is gone) starts
+            // again from its steps here, at its version.
+            let stored: HashMap<String, (i64, Option<Journey>)> = self
                 .database
                 .query(
                     "SELECT event_id, version, journey::text FROM bridge_journey WHERE scope = $1 AND event_id = ANY($2)",
@@ -103,17 +108,15 @@ impl PgJourney {
                 )
                 .await?
                 .into_iter()
-                .filter_map(|r| {
-                    let journey = serde_json::from_str(r.get::<_, &str>(2)).ok()?;
-                    Some((r.get(0), (r.get(1), journey)))
-                })
+                .map(|r| (r.get(0), (r.get(1), serde_json::from_str::<Journey>(r.get::<_, &str>(2)).ok())))
                 .collect();
             let (mut rows, mut versions) = (DeliveredRows::default(), Vec::new());
             let mut ends = Vec::new();
             for (id, steps) in &by_event {
+                let fresh = || Journey::new((*steps[0].summary).clone());
                 let (version, mut journey) = match stored.get(*id) {
-                    Some((version, journey)) => (*version, journey.clone()),
-                    None => (0, Journey::new((*steps[0].summary).clone())),
+                    Some((version, journey)) => (*version, journey.clone().unwrap_or_else(fresh)),
+                    None => (0, fresh()),
                 };
                 for entry in steps {
                     journey.push(entry.step.clone());
@@ -147,8 +150,9 @@ impl PgJourney {
                 return Ok(());
             }
         }
+        let steps: usize = by_event.values().map(Vec::len).sum();
         tracing::warn!(events = by_event.len(), "journey steps not kept: their rows kept changing under the merge");
-        Ok(())
+        Err(super::JourneyError::MergeConflict(steps))
     }
 
     pub async fn get(&self, event_id: &str) -> Result<Option<Journey>, DbError> {
@@ -194,7 +198,7 @@ impl PgJourney {
 
     /// The journeys on their way since before `cutoff` (not waiting on purpose), per integration.
     pub async fn lost(&self, cutoff: DateTime<Utc>) -> Result<HashMap<String, i64>, DbError> {
-        let waiting: Vec<&str> = WAITING.to_vec();
+        let waiting: Vec<&str> = NOT_LOST.to_vec();
         let rows = self
             .database
             .query(

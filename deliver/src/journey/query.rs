@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use super::record::bounded;
 use super::record::{Journey, Keys, DEAD_LETTERED, DELIVERED};
 
 /// A page holds at most this many journeys.
@@ -60,11 +61,6 @@ impl Cursor {
     pub fn to_text(&self) -> String {
         format!("{}.{}", self.stamp, self.event_id)
     }
-}
-
-/// A value that may be looked up: at most 200 characters, no control characters.
-pub fn bounded(text: &str) -> Option<String> {
-    (text.chars().count() <= 200 && !text.chars().any(char::is_control)).then(|| text.to_owned())
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ impl Reader {
         if url.is_empty() {
             return Ok(Reader::Local(settings.deliver.ledger_dir.clone()));
         }
-        let database = postgres.database(url, Role::Ledger).map_err(|e| e.to_string())?;
+        let database = postgres.database(url, Role::Journey).map_err(|e| e.to_string())?;
         let scope = settings.amqp.topology_prefix.clone();
         PgJourney::connect(database, &scope).await.map(Reader::Shared).map_err(|e| e.to_string())
     }
@@ -44,7 +44,7 @@ impl Reader {
 
     /// The journey of `event_id`, as shown.
     pub async fn get(&self, event_id: &str) -> Result<Option<Journey>, String> {
-        let mut journey = self.get_whole(event_id).await?;
+        let mut journey = self.read(Request::Get(event_id.to_owned())).await?;
         journey.iter_mut().for_each(Journey::hide_private);
         Ok(journey)
     }
@@ -52,14 +52,18 @@ impl Reader {
     /// The journey of `event_id` with what is never shown (a skipped event's webhook, to send it
     /// again).
     pub async fn get_whole(&self, event_id: &str) -> Result<Option<Journey>, String> {
-        let journey = match self {
-            Reader::Shared(s) => s.get(event_id).await.map_err(|e| e.to_string())?,
-            Reader::Local(dir) => match ask(dir, &Request::Get(event_id.to_owned())).await? {
-                Answer::Journey(journey) => journey.map(|j| *j),
-                other => return Err(unexpected(other)),
+        self.read(Request::GetWhole(event_id.to_owned())).await
+    }
+
+    async fn read(&self, request: Request) -> Result<Option<Journey>, String> {
+        match (self, &request) {
+            (Reader::Shared(s), Request::Get(id) | Request::GetWhole(id)) => s.get(id).await.map_err(|e| e.to_string()),
+            (Reader::Local(dir), _) => match ask(dir, &request).await? {
+                Answer::Journey(journey) => Ok(journey.map(|j| *j)),
+                other => Err(unexpected(other)),
             },
-        };
-        Ok(journey)
+            (Reader::Shared(_), Request::Find(_)) => Err("not a read of one journey".into()),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bridge_shared::mapping::contact::{mask_email, mask_phone, normalize_email, normalize_phone};
 use bridge_shared::mapping::Item;
-use bridge_shared::redact::{cut, mask_contacts};
+use bridge_shared::redact::{cut, for_operators};
 use bridge_shared::trace::Trace;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -15,6 +15,11 @@ use sha2::Sha256;
 use bridge_shared::event::Envelope;
 
 use crate::pending::Pending;
+
+/// A value that may be looked up: at most 200 characters, no control characters.
+pub fn bounded(text: &str) -> Option<String> {
+    (text.chars().count() <= 200 && !text.chars().any(char::is_control)).then(|| text.to_owned())
+}
 
 /// Steps kept per event: the first ones (how it started) and the newest (how it is going); an
 /// event retried for days would otherwise grow without bound.
@@ -48,7 +53,7 @@ pub struct Summary {
 }
 
 /// A skipped event's envelope is kept up to this size.
-pub const WEBHOOK_KEPT_AT_MOST: usize = 64 << 10;
+pub const WEBHOOK_KEPT_AT_MOST: usize = 16 << 10;
 
 /// One event's journey, newest step last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,10 +83,11 @@ fn is_zero(n: &u64) -> bool {
 pub const DELIVERED: &str = "delivered";
 pub const DEAD_LETTERED: &str = "dead_lettered";
 pub const SKIPPED: &str = "skipped";
+pub const REPLAYED: &str = "replayed";
 
-/// Outcomes that say an event waits on purpose (a paused or refused integration, a spent quota):
-/// not "lost in the middle".
-pub const WAITING: [&str; 3] = ["paused", "waiting_for_quota", "not_applied"];
+/// Outcomes that say an event waits on purpose (a paused or refused integration, a spent quota)
+/// or is done with (skipped: CoMagic cannot take it): not "lost in the middle".
+pub const NOT_LOST: [&str; 4] = ["paused", "waiting_for_quota", "not_applied", SKIPPED];
 
 impl Journey {
     pub fn new(summary: Summary) -> Self {
@@ -94,13 +100,17 @@ impl Journey {
     /// a crash between the two writes of the local store may repeat the step, never the delivery);
     /// once delivered, a journey stays delivered, and a dead letter's replay ends again when its
     /// copy does.
-    pub fn push(&mut self, step: Trace) {
+    pub fn push(&mut self, mut step: Trace) {
+        // The summary names the event.
+        (step.event_id, step.integration) = (String::new(), String::new());
         if step.outcome == DELIVERED && self.end.as_deref() == Some(DELIVERED) {
             return;
         }
         match step.outcome.as_str() {
             DELIVERED => self.end = Some(DELIVERED.to_owned()),
             DEAD_LETTERED if self.end.as_deref() != Some(DELIVERED) => self.end = Some(DEAD_LETTERED.to_owned()),
+            // Its letter is out of the dead-letter queue: on its way again.
+            REPLAYED if self.end.as_deref() == Some(DEAD_LETTERED) => self.end = None,
             _ => {}
         }
         let at = self.steps.partition_point(|s| s.at <= step.at);
@@ -118,7 +128,8 @@ impl Journey {
         // The shared store appends a `delivered` step in SQL, after any step already there.
         self.steps.sort_by_key(|s| s.at);
         self.last = self.steps.last().map(|s| s.outcome.clone()).unwrap_or_default();
-        self.can_send_again = self.dead_lettered_now() || self.skipped_and_kept();
+        // Again on a journey shown already (the socket's, then the reader's), it keeps its answer.
+        self.can_send_again |= self.dead_lettered_now() || self.skipped_and_kept();
         self.summary.lookups = Vec::new();
         self.summary.webhook = None;
     }
@@ -135,7 +146,7 @@ impl Journey {
 
     /// Whether it has been on its way since before `cutoff`, not waiting on purpose.
     pub fn lost_since(&self, cutoff: DateTime<Utc>) -> bool {
-        self.end.is_none() && self.summary.accepted_at < cutoff && !WAITING.contains(&self.last.as_str())
+        self.end.is_none() && self.summary.accepted_at < cutoff && !NOT_LOST.contains(&self.last.as_str())
     }
 }
 
@@ -145,6 +156,9 @@ pub struct Entry {
     /// Shared by every step of one handling.
     pub summary: Arc<Summary>,
     pub step: Trace,
+    /// No step of its event can be in the store yet (see `Pending::in_journey`): a delivery
+    /// writes its journey without reading the store first.
+    pub fresh: bool,
 }
 
 /// The keyed hash of contacts: a journey is found by a visitor's phone or e-mail without either
@@ -222,20 +236,23 @@ impl Entry {
             integration: e.integration.clone(),
             kind: e.kind.as_str().to_owned(),
             accepted_at: e.received_at,
-            accepted_by: e.accepted_by.clone(),
+            accepted_by: e.accepted_by.as_deref().and_then(bounded),
             dialog_id: facts.dialog_id.map(str::to_owned),
             contact: (!masked.is_empty()).then(|| masked.join(", ")),
             item: facts.item.map(masked_item),
             lookups,
-            webhook: facts
-                .item
-                .is_none()
-                .then(|| e.to_bytes())
-                .filter(|b| b.len() <= WEBHOOK_KEPT_AT_MOST)
-                .and_then(|b| String::from_utf8(b).ok()),
+            webhook: kept_webhook(facts),
         };
-        Entry { summary: Arc::new(summary), step }
+        Entry { summary: Arc::new(summary), step, fresh: false }
     }
+}
+
+/// A skipped event's envelope, when it is small enough to keep (its payload is measured before
+/// anything is copied).
+fn kept_webhook(facts: &Facts<'_>) -> Option<String> {
+    let e = facts.envelope;
+    let small = facts.item.is_none() && e.payload.get().len() < WEBHOOK_KEPT_AT_MOST - 1024;
+    small.then(|| String::from_utf8(e.to_bytes()).ok()).flatten().filter(|w| w.len() <= WEBHOOK_KEPT_AT_MOST)
 }
 
 #[cfg(test)]
@@ -256,46 +273,35 @@ impl Entry {
             lookups,
             webhook: None,
         };
-        Entry { summary: Arc::new(summary), step: Trace::new(id, "acme", outcome) }
+        Entry { summary: Arc::new(summary), step: Trace::new(id, "acme", outcome), fresh: false }
     }
 }
 
-/// The item as sent, at a bounded size and read field by field (a chat's messages are counted,
-/// never copied): phone and e-mail masked, the visitor's name and an offline question cut, their
-/// contacts masked.
+/// The item as sent, at a bounded size, read field by field (a chat's messages are counted, never
+/// copied): when it happened, its attribution, an offline question cut and its contacts masked.
+/// The visitor's contacts are the summary's (masked), its id the event's.
 pub fn masked_item(item: &Item) -> serde_json::Value {
-    let text = |t: &str, max| serde_json::Value::String(cut(&mask_contacts(t), max));
     let mut m = serde_json::Map::new();
-    let (contact, attribution) = match item {
+    let attribution = match item {
         Item::Chat(c) => {
-            m.insert("ext_id".into(), c.ext_id.clone().into());
             m.insert("start_date_time".into(), c.start_date_time.clone().into());
             m.insert("status".into(), c.status.into());
             if let Some(initiator) = c.initiator {
                 m.insert("initiator".into(), initiator.into());
             }
-            m.insert("messages".into(), serde_json::json!({ "count": c.messages.len(), "texts": "not kept" }));
-            (&c.contact, &c.attribution)
+            m.insert("messages".into(), c.messages.len().into());
+            &c.attribution
         }
         Item::Offline(o) => {
-            m.insert("ext_id".into(), o.ext_id.clone().into());
             m.insert("date_time".into(), o.date_time.clone().into());
             m.insert("form_name".into(), o.form_name.into());
             if let Some(message) = &o.message {
-                m.insert("message".into(), text(message, 200));
+                // Cut first (a long text is masked only where it is kept), then masked, on one line.
+                m.insert("message".into(), for_operators(&cut(message, 232), 200).into());
             }
-            (&o.contact, &o.attribution)
+            &o.attribution
         }
     };
-    if let Some(name) = &contact.name {
-        m.insert("name".into(), text(name, 60));
-    }
-    if let Some(phone) = &contact.phone {
-        m.insert("phone".into(), mask_phone(phone).into());
-    }
-    if let Some(email) = &contact.email {
-        m.insert("email".into(), mask_email(email).into());
-    }
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(attribution) {
         m.extend(fields);
     }

@@ -38,7 +38,7 @@ impl Held {
 
 pub struct LocalLedger {
     db: sled::Db,
-    /// The journeys, in the same database: a delivered one is written in its entry's flush.
+    /// The journeys, in the same database: a delivered one is its entry's tail.
     pub journey: Arc<LocalJourney>,
     claims: Mutex<HashMap<String, Held>>,
     /// Group commit: each record takes a ticket after writing; one flush covers every ticket
@@ -183,15 +183,19 @@ impl LocalLedger {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let now = now.timestamp_millis().to_be_bytes();
-        let mut batch = sled::Batch::default();
-        for id in ext_ids {
-            batch.insert(*id, &now);
-        }
+        let ids: Vec<String> = ext_ids.iter().map(|id| (*id).to_owned()).collect();
         let (db, journey) = (self.db.clone(), self.journey.clone());
         tokio::task::spawn_blocking(move || {
-            // The journey first: a crash between the two leaves a step the ledger's copy then
-            // repeats, which the journey keeps once, never a delivered entry with no journey.
-            journey.write(&journeys)?;
+            // An entry is its delivered time, then its journey's JSON when the journey is on.
+            let mut batch = sled::Batch::default();
+            for id in &ids {
+                batch.insert(id.as_bytes(), &now);
+            }
+            if !journeys.is_empty() {
+                for (id, entry) in journey.delivered(&journeys, now)? {
+                    batch.insert(id.into_bytes(), entry);
+                }
+            }
             db.apply_batch(batch)
         })
         .await??;
@@ -226,7 +230,8 @@ impl LocalLedger {
         let mut batch = sled::Batch::default();
         for entry in self.db.iter() {
             let (key, value) = entry?;
-            let recorded = value.as_ref().try_into().map(i64::from_be_bytes).unwrap_or(i64::MIN);
+            // Its delivered time, then (with the journey on) its journey.
+            let recorded = value.get(..8).and_then(|t| t.try_into().ok()).map(i64::from_be_bytes).unwrap_or(i64::MIN);
             if recorded < cutoff {
                 batch.remove(key);
                 removed += 1;

@@ -10,6 +10,7 @@
 
 mod warnings;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 
 pub use self::warnings::RetryWarnings;
 use crate::acks::{Acks, Message, Ticket};
-use crate::journey::{Facts, Journal};
+use crate::journey::{Entry, Facts, Journal};
 use crate::ledger::Ledger;
 
 /// How long a message is held while its move to a retry or dead queue keeps failing.
@@ -117,7 +118,14 @@ impl Outlet {
         for (p, step) in batch.iter().zip(&steps).filter(|(p, _)| p.test) {
             self.publish_trace(p, step.clone()).await;
         }
-        let journeys = batch.iter().zip(steps).filter_map(|(p, step)| self.journal.entry(p, step)).collect();
+        let journeys = batch
+            .iter()
+            .zip(steps)
+            .filter_map(|(p, step)| {
+                let fresh = !p.in_journey.load(Ordering::Relaxed);
+                self.journal.entry(p, step).map(|e| Entry { fresh, ..e })
+            })
+            .collect();
         let ext_ids: Vec<&str> = batch.iter().map(|p| p.item.ext_id()).collect();
         if let Err(error) = self.ledger.record(&ext_ids, journeys).await {
             // Still ack: CoMagic has the items, and a redelivery would only meet duplicate_entity.
@@ -172,7 +180,7 @@ impl Outlet {
     /// parked (or replayed), it is dead-lettered as `tenant_paused` instead, to be replayed when the
     /// account is fixed: an integration nobody repairs must not keep its events cycling for ever.
     pub async fn park_paused(&self, p: Pending, wait: Duration) {
-        self.park_until_fixed(&p.message, p.headers(), p.raw(), wait, "its integration stayed paused").await
+        self.park_until_fixed(&p.message, p.headers(), p.raw(), wait, "its integration stayed paused", Some(&p)).await
     }
 
     /// Parks the event of an integration this process refuses outright (its stored settings do not
@@ -184,13 +192,26 @@ impl Outlet {
         let h = headers_of(&message.delivery);
         let waited = since(&h, headers::PARKED_SINCE).map(age).unwrap_or_default();
         let why = "its integration's settings stayed refused by this process";
-        self.park_until_fixed(message, h, raw, waited.max(REFUSED_WAIT), why).await
+        self.park_until_fixed(message, h, raw, waited.max(REFUSED_WAIT), why, None).await
     }
 
-    async fn park_until_fixed(&self, message: &Message, mut h: FieldTable, raw: Raw<'_>, wait: Duration, why: &str) {
+    /// `p`: the event's journey, when it was read far enough to have one.
+    async fn park_until_fixed(
+        &self,
+        message: &Message,
+        mut h: FieldTable,
+        raw: Raw<'_>,
+        wait: Duration,
+        why: &str,
+        p: Option<&Pending>,
+    ) {
         match since(&h, headers::PARKED_SINCE) {
             Some(first) if age(first) >= self.park_for => {
                 let error = format!("{why} for {}s", age(first).as_secs());
+                if let Some(p) = p {
+                    let class = Some(DeadClass::TenantPaused.as_str().to_owned());
+                    self.trace_end(p, "dead_lettered", |t| Trace { class, ..t.with_error(&error) }).await;
+                }
                 return self.dead_with(message, h, DeadClass::TenantPaused, &error, raw).await;
             }
             Some(_) => {}
@@ -205,11 +226,10 @@ impl Outlet {
         }
     }
 
-    /// A transient failure: the next delayed retry tier, or the dead-letter queue once `retry_for`
-    /// has passed since ingest received the event (or since an operator replayed it).
     /// Notes a step of `p`'s journey (`outcome`, with `details`), and publishes it when `p` is a
     /// test chat (`bridge_shared::trace`). Never waits for the journey.
     pub async fn trace(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) {
+        p.in_journey.store(true, Ordering::Relaxed);
         let step = self.step(p, outcome, details);
         if p.test {
             self.publish_trace(p, step.clone()).await;
@@ -219,6 +239,7 @@ impl Outlet {
 
     /// [`Self::trace`] of a step that ends the journey: waited for (briefly) before its ack.
     async fn trace_end(&self, p: &Pending, outcome: &str, details: impl FnOnce(Trace) -> Trace) {
+        p.in_journey.store(true, Ordering::Relaxed);
         let step = self.step(p, outcome, details);
         if p.test {
             self.publish_trace(p, step.clone()).await;
@@ -248,6 +269,8 @@ impl Outlet {
         }
     }
 
+    /// A transient failure: the next delayed retry tier, or the dead-letter queue once `retry_for`
+    /// has passed since ingest received the event (or since an operator replayed it).
     pub async fn retry(&self, p: Pending, error: &str) {
         let mut h = p.headers();
         let attempts = headers::get_u64(&h, headers::ATTEMPTS).unwrap_or(0) + 1;

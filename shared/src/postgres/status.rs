@@ -21,15 +21,19 @@ pub enum Role {
     Ledger,
     /// The integrations store (`integrations_store`).
     Integrations,
+    /// Each event's journey, beside the shared ledger (its own connection): not answering, it
+    /// costs steps, never a delivery.
+    Journey,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Ledger, Role::Integrations];
+    pub const ALL: [Role; 3] = [Role::Ledger, Role::Integrations, Role::Journey];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Ledger => "ledger",
             Role::Integrations => "integrations",
+            Role::Journey => "journey",
         }
     }
 
@@ -37,6 +41,9 @@ impl Role {
         self as usize
     }
 }
+
+/// One state per role, indexed by [`Role::index`].
+const ROLES: usize = Role::ALL.len();
 
 const UNUSED: u8 = 0;
 const UP: u8 = 1;
@@ -48,13 +55,13 @@ const DOWN: u8 = 2;
 pub struct Postgres {
     deadline: Duration,
     gauge: Option<IntGaugeVec>,
-    states: Arc<[AtomicU8; 2]>,
+    states: Arc<[AtomicU8; ROLES]>,
 }
 
 impl Postgres {
     /// Operations time out after `deadline`; nothing is exported (commands, tests).
     pub fn new(deadline: Duration) -> Self {
-        Postgres { deadline, gauge: None, states: Arc::new([AtomicU8::new(UNUSED), AtomicU8::new(UNUSED)]) }
+        Postgres { deadline, gauge: None, states: Arc::new(std::array::from_fn(|_| AtomicU8::new(UNUSED))) }
     }
 
     /// The same, exporting each role's state in `gauge` (`bridge_postgres_up{role}`, made by
@@ -80,7 +87,7 @@ impl Postgres {
 /// One database's share of its process's [`Postgres`] state.
 pub(super) struct Status {
     role: Role,
-    states: Arc<[AtomicU8; 2]>,
+    states: Arc<[AtomicU8; ROLES]>,
     gauge: Option<IntGauge>,
 }
 
