@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::{Batch, Tree};
 
+use super::brief;
 use super::query::{Cursor, Page, Query, SCANNED_PER_PAGE};
-use super::record::{Entry, Journey, Keys, SKIPPED};
+use super::record::{Entry, Journey, Keys, Summary, SKIPPED};
 
 /// Index entries one pruning pass takes before it lets writes in again.
 const PRUNED_PER_PASS: usize = 200;
@@ -47,6 +48,12 @@ struct Row {
     at: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     lookups: Vec<String>,
+}
+
+impl Row {
+    fn of(s: &Summary) -> Self {
+        Row { id: s.event_id.clone(), at: stamp(s.accepted_at), lookups: s.lookups.clone() }
+    }
 }
 
 /// Where a journey was found.
@@ -126,7 +133,11 @@ impl LocalJourney {
             return Ok(None);
         };
         let at: [u8; 8] = at.try_into().unwrap_or_default();
-        Ok(serde_json::from_slice(tail).ok().map(|j| (j, Found::Delivered(at))))
+        let journey = match tail.split_first() {
+            Some((&brief::MARK, brief)) => brief::decode(event_id, brief),
+            _ => serde_json::from_slice(tail).ok(),
+        };
+        Ok(journey.map(|j| (j, Found::Delivered(at))))
     }
 
     pub fn get(&self, event_id: &str) -> Result<Option<Journey>, sled::Error> {
@@ -167,9 +178,19 @@ impl LocalJourney {
     /// the caller writes in its own batch: the one sled write a delivery costs.
     pub fn delivered(&self, entries: &[Entry], now: [u8; 8]) -> Result<Vec<(String, Vec<u8>)>, sled::Error> {
         let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let merged = self.merge(entries, true)?;
+        let mut ledger = Vec::with_capacity(entries.len());
+        // A fresh event's first step: a brief, and its row in the index; no journey is built.
+        let (fresh, others): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.fresh);
+        let mut rows: HashMap<&str, Vec<Row>> = HashMap::new();
+        for entry in fresh {
+            let mut value = now.to_vec();
+            brief::encode(entry, &mut value);
+            ledger.push((entry.summary.event_id.clone(), value));
+            rows.entry(entry.summary.integration.as_str()).or_default().push(Row::of(&entry.summary));
+        }
+        let others: Vec<Entry> = others.into_iter().cloned().collect();
+        let merged = self.merge(&others, true)?;
         let (mut journeys, mut open, mut were_on_their_way) = (Batch::default(), Batch::default(), false);
-        let mut ledger = Vec::with_capacity(merged.len());
         for (id, (journey, found)) in &merged {
             if matches!(found, Some(Found::OnItsWay)) {
                 journeys.remove(id.as_bytes());
@@ -182,7 +203,10 @@ impl LocalJourney {
             };
             ledger.push((id.clone(), delivered_entry(at, journey)));
         }
-        self.index_new(&merged)?;
+        for (journey, _) in merged.values().filter(|(_, found)| found.is_none()) {
+            rows.entry(journey.summary.integration.as_str()).or_default().push(Row::of(&journey.summary));
+        }
+        self.index_rows(rows)?;
         // Before the ledger's batch: a crash between the two leaves the journey where a copy's
         // delivery finds it, never a delivered entry whose journey is gone.
         if were_on_their_way {
@@ -225,13 +249,13 @@ impl LocalJourney {
     /// One index entry per integration for the journeys that start in this write.
     fn index_new(&self, merged: &HashMap<String, (Journey, Option<Found>)>) -> Result<(), sled::Error> {
         let mut rows: HashMap<&str, Vec<Row>> = HashMap::new();
-        for (id, (journey, found)) in merged {
-            if found.is_none() {
-                let s = &journey.summary;
-                let row = Row { id: id.clone(), at: stamp(s.accepted_at), lookups: s.lookups.clone() };
-                rows.entry(s.integration.as_str()).or_default().push(row);
-            }
+        for (journey, _) in merged.values().filter(|(_, found)| found.is_none()) {
+            rows.entry(journey.summary.integration.as_str()).or_default().push(Row::of(&journey.summary));
         }
+        self.index_rows(rows)
+    }
+
+    fn index_rows(&self, rows: HashMap<&str, Vec<Row>>) -> Result<(), sled::Error> {
         if rows.is_empty() {
             return Ok(());
         }

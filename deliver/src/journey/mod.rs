@@ -12,6 +12,7 @@
 //! Read it where it is kept: the console and `deliver events` query PostgreSQL themselves, and ask
 //! deliver over its local socket (`socket`) for the sled one, which only deliver may open.
 
+mod brief;
 mod listing;
 mod local;
 mod postgres;
@@ -187,10 +188,6 @@ impl Journal {
         let journal =
             Journal { store, queue, queued_bytes, failing, replica: replica.to_owned(), metrics, integrations };
         (journal, Writer { queue: receiver })
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.store.is_some()
     }
 
     /// The entry of `p`'s step `step`, named with this replica; none while the journey is off.

@@ -63,3 +63,24 @@ fn a_skipped_journey_is_not_lost() {
     j.write(&[entry(&j, "s", 90, "9", "79120000009", "skipped")], false).unwrap();
     assert!(j.lost(Utc::now()).unwrap().is_empty());
 }
+
+#[test]
+fn a_fresh_delivery_is_a_brief_in_its_ledger_entry_found_like_any_journey() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let j = LocalJourney::open(&db).unwrap();
+    let fresh = Entry { fresh: true, ..entry(&j, "f", 5, "77", "79120000007", "delivered") };
+    for (id, value) in j.delivered(&[fresh], 9u64.to_be_bytes()).unwrap() {
+        assert_eq!(value[8], super::brief::MARK);
+        db.insert(id, value).unwrap();
+    }
+    let all = |q: Query| j.find(&Query { integration: "acme".into(), limit: 10, ..q }).unwrap();
+    assert_eq!(ids(&all(Query { contact: Some("79120000007".into()), ..Query::default() })), ["f"]);
+    assert_eq!(ids(&all(Query { outcome: Some(Outcome::Delivered), ..Query::default() })), ["f"]);
+    // A copy's step afterwards (the writer's) turns the brief into the whole journey.
+    j.write(&[entry(&j, "f", 5, "77", "79120000007", "duplicate")], false).unwrap();
+    let f = j.get("f").unwrap().unwrap();
+    let outcomes: Vec<&str> = f.steps.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!((outcomes, f.end.as_deref()), (vec!["delivered", "duplicate"], Some("delivered")));
+    assert_eq!(&db.get("f").unwrap().unwrap()[..8], &9u64.to_be_bytes(), "its delivered time is kept");
+}
