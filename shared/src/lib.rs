@@ -10,6 +10,7 @@ pub mod event;
 #[cfg(feature = "fault-injection")]
 pub mod fault_injection;
 pub mod integrations;
+pub mod journey_metrics;
 pub mod lifecycle;
 pub mod mapping;
 pub mod postgres;

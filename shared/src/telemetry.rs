@@ -328,7 +328,10 @@ pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
     let c = ComagicMetrics::new(&comagic);
     let r = crate::reload::ReloadMetrics::new(&reload);
     let postgres = postgres_up(&reload);
+    let j = crate::journey_metrics::JourneyMetrics::new(&deliver);
     let collectors: Vec<&dyn Collector> = vec![
+        &j.dropped,
+        &j.lost,
         &i.requests,
         &i.spool_events,
         &i.spool_bytes,

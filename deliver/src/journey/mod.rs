@@ -30,7 +30,6 @@ use std::sync::Arc;
 use bridge_shared::reload::IntegrationsHandle;
 use bridge_shared::trace::Trace;
 use chrono::Utc;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::sync::mpsc;
 
 pub use self::listing::{journey_table, page_table};
@@ -41,6 +40,7 @@ pub use self::socket::serve_socket;
 use self::writer::Queued;
 pub use self::writer::Writer;
 use crate::pending::Pending;
+pub use bridge_shared::journey_metrics::JourneyMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JourneyError {
@@ -128,35 +128,6 @@ impl Store {
             }
             Store::Shared(s) => Ok(s.prune_before(cutoff).await?),
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct JourneyMetrics {
-    /// Steps not kept, by why (`queue_full`, `write_failed`).
-    pub dropped: IntCounterVec,
-    /// Events on their way longer than `journey_lost_after`, not waiting on purpose, per integration.
-    pub lost: IntGaugeVec,
-}
-
-impl JourneyMetrics {
-    pub fn new(registry: &Registry) -> Self {
-        let dropped = IntCounterVec::new(
-            Opts::new("bridge_journey_steps_dropped_total", "Journey steps not kept, by why"),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let lost = IntGaugeVec::new(
-            Opts::new(
-                "bridge_journey_lost",
-                "Events neither delivered nor dead-lettered journey_lost_after after ingest took them (not paused or waiting for quota)",
-            ),
-            &["integration"],
-        )
-        .expect("valid metric");
-        registry.register(Box::new(dropped.clone())).expect("registered once");
-        registry.register(Box::new(lost.clone())).expect("registered once");
-        JourneyMetrics { dropped, lost }
     }
 }
 
