@@ -149,8 +149,12 @@ async fn ledger_silent_under_load(test: &str, outage: Duration) {
     assert_each_stored_once_when_settled(&p, &posted).await;
     first.terminate();
     let log = std::fs::read_to_string(p.dir.path().join("deliver-1.log")).unwrap();
-    let lines = |text: &str| log.lines().filter(|l| l.contains(text)).count();
-    assert_eq!(lines("the database does not answer"), 1, "one warning for the outage");
-    assert_eq!(lines("the database answers again"), 1, "one line when it ends");
+    // One of each per role: the ledger's connection and the journey's, both through the proxy.
+    for role in ["ledger", "journey"] {
+        let of_role = format!("\"database\":\"{role}\"");
+        let lines = |text: &str| log.lines().filter(|l| l.contains(text) && l.contains(&of_role)).count();
+        assert_eq!(lines("the database does not answer"), 1, "one warning for the outage ({role})");
+        assert_eq!(lines("the database answers again"), 1, "one line when it ends ({role})");
+    }
     Arc::into_inner(p).unwrap().stop().await;
 }
