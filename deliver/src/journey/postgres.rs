@@ -16,8 +16,6 @@ use super::record::{Entry, Journey, Keys, NOT_LOST};
 const MIGRATION: &str = include_str!("../../migrations/0003_journey.sql");
 /// The ledger's migration lock: the journey's table is made under it too.
 use bridge_shared::postgres::LEDGER_MIGRATION_LOCK as MIGRATION_LOCK;
-/// Rows one pruning statement removes at most.
-const PRUNE_CHUNK: i64 = 5_000;
 /// Rounds of a merge that met concurrent writers before its steps are given up (logged).
 const MERGE_ROUNDS: usize = 3;
 
@@ -213,20 +211,12 @@ impl PgJourney {
     /// Removes the journeys accepted before `cutoff`, in chunks; returns how many.
     pub async fn prune_before(&self, cutoff: DateTime<Utc>) -> Result<u64, DbError> {
         let cutoff = cutoff.timestamp_millis();
-        let mut removed = 0;
-        loop {
-            let chunk = self
-                .database
-                .execute(
-                    "DELETE FROM bridge_journey WHERE ctid IN (
-                       SELECT ctid FROM bridge_journey WHERE scope = $1 AND accepted_ms < $2 LIMIT $3)",
-                    &[&self.scope, &cutoff, &PRUNE_CHUNK],
-                )
-                .await?;
-            removed += chunk;
-            if chunk < PRUNE_CHUNK as u64 {
-                return Ok(removed);
-            }
-        }
+        self.database
+            .delete_in_chunks(
+                "DELETE FROM bridge_journey WHERE ctid IN (
+                   SELECT ctid FROM bridge_journey WHERE scope = $1 AND accepted_ms < $2 LIMIT $3)",
+                &[&self.scope, &cutoff],
+            )
+            .await
     }
 }

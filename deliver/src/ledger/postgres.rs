@@ -21,8 +21,6 @@ use crate::journey::{DeliveredRows, Entry, DELIVERED_CTE};
 
 const MIGRATIONS: [&str; 2] =
     [include_str!("../../migrations/0001_ledger.sql"), include_str!("../../migrations/0002_ledger_holders.sql")];
-/// Rows one pruning statement removes at most.
-const PRUNE_CHUNK: i64 = 5_000;
 use bridge_shared::postgres::LEDGER_MIGRATION_LOCK as MIGRATION_LOCK;
 
 pub struct PgLedger {
@@ -188,30 +186,22 @@ impl PgLedger {
 
     /// Removes what was delivered before `cutoff`, claims that lapsed before it, and the leases
     /// of processes gone since before it.
-    /// In chunks of [`PRUNE_CHUNK`] rows: an hour of a busy pipeline's rows in one statement
+    /// In chunks ([`Database::delete_in_chunks`]): an hour of a busy pipeline's rows in one statement
     /// would outlast `postgres_timeout` and hold the connection claims share.
     pub async fn prune_before(&self, cutoff: DateTime<Utc>) -> Result<u64, DbError> {
         let cutoff = SystemTime::from(cutoff);
         self.database
             .execute("DELETE FROM bridge_ledger_holders WHERE scope = $1 AND alive_until < $2", &[&self.scope, &cutoff])
             .await?;
-        let mut removed = 0;
-        loop {
-            let chunk = self
-                .database
-                .execute(
-                    "DELETE FROM bridge_ledger WHERE ctid IN (
-                       SELECT ctid FROM bridge_ledger WHERE scope = $1
-                         AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))
-                       LIMIT $3)",
-                    &[&self.scope, &cutoff, &PRUNE_CHUNK],
-                )
-                .await?;
-            removed += chunk;
-            if chunk < PRUNE_CHUNK as u64 {
-                return Ok(removed);
-            }
-        }
+        self.database
+            .delete_in_chunks(
+                "DELETE FROM bridge_ledger WHERE ctid IN (
+                   SELECT ctid FROM bridge_ledger WHERE scope = $1
+                     AND (delivered_at < $2 OR (delivered_at IS NULL AND claimed_until < $2))
+                   LIMIT $3)",
+                &[&self.scope, &cutoff],
+            )
+            .await
     }
 }
 

@@ -41,6 +41,9 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The advisory lock deliver's ledger and journey tables are made under.
 pub const LEDGER_MIGRATION_LOCK: i64 = 0x7665_7262_6f78;
 
+/// Rows one statement of [`Database::delete_in_chunks`] removes at most.
+pub const DELETE_CHUNK: i64 = 5_000;
+
 /// Statement parameters, as tokio-postgres takes them.
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -131,6 +134,22 @@ impl Database {
     /// The number of rows the statement changed.
     pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
         self.run(|c| async move { c.client.execute(sql, params).await }).await
+    }
+
+    /// Runs `sql`, a DELETE whose last parameter is the most rows it removes at once, until it
+    /// removes fewer than [`DELETE_CHUNK`]; returns how many in all. A long backlog in one
+    /// statement would outlast the deadline and hold the connection others share.
+    pub async fn delete_in_chunks(&self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        let mut with_limit: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+        with_limit.push(&DELETE_CHUNK);
+        let mut removed = 0;
+        loop {
+            let chunk = self.execute(sql, &with_limit).await?;
+            removed += chunk;
+            if chunk < DELETE_CHUNK as u64 {
+                return Ok(removed);
+            }
+        }
     }
 
     pub async fn batch_execute(&self, sql: &str) -> Result<(), DbError> {
